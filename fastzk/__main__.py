@@ -1,0 +1,5 @@
+import sys
+
+from fastzk.cli import main
+
+sys.exit(main())

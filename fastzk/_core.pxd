@@ -1,0 +1,87 @@
+# Layouts and C-level methods of the cdef classes of fastzk._core (see _core.pyi for the Python
+# contract). Declared here so that other Cython modules could cimport them later.
+
+from cpython.ref cimport PyObject
+from libc.stdint cimport int32_t, int64_t, uint64_t
+
+
+cdef class ReadBuffer:
+    cdef unsigned char* buf
+    cdef Py_ssize_t cap
+    cdef Py_ssize_t head          # first unconsumed byte
+    cdef Py_ssize_t tail          # end of received bytes
+    cdef Py_ssize_t max_frame
+    cdef Py_ssize_t exports       # live buffer views handed to the transport
+
+    cdef int _make_room(self, Py_ssize_t n) except -1
+    cdef Py_ssize_t _next_frame(self) except -2
+    cdef void _advance(self, Py_ssize_t n) noexcept
+
+
+cdef class WriteBuffer:
+    cdef unsigned char* buf
+    cdef Py_ssize_t length
+    cdef Py_ssize_t cap
+    cdef Py_ssize_t frame_start   # offset of the open frame's length prefix, -1 if none
+
+    cdef int _grow(self, Py_ssize_t n) except -1
+    cdef int put_i32(self, int32_t v) except -1
+    cdef int put_i64(self, int64_t v) except -1
+    cdef int put_u8(self, unsigned char v) except -1
+    cdef int put_raw(self, const char* p, Py_ssize_t n) except -1
+    cdef int put_buffer(self, object v) except -1
+    cdef int put_ustring(self, object v) except -1
+    cdef int put_stat(self, object v) except -1
+    cdef int open_frame(self, int32_t xid, int64_t zxid, int32_t err) except -1
+    cdef int close_frame(self) except -1
+
+
+cdef class _Acl:
+    cdef tuple key                # tuple of (perms, scheme, id)
+    cdef Py_ssize_t refs          # nodes using it; dropped from the intern table at 0
+    cdef bint world_read          # grants READ to world:anyone (the fast path's only check)
+    cdef uint64_t h               # process-independent hash, part of the node digest
+
+
+cdef class _Node:
+    cdef bytes path               # UTF-8, the hash-table key
+    cdef object data              # bytes or None (null data is kept distinct from b"")
+    cdef dict children            # name (str) -> _Node, None while childless
+    cdef _Acl acl
+    cdef int64_t czxid
+    cdef int64_t mzxid
+    cdef int64_t ctime
+    cdef int64_t mtime
+    cdef int64_t pzxid
+    cdef int64_t owner            # raw ephemeralOwner (session, CONTAINER_OWNER or TTL mask)
+    cdef int32_t version
+    cdef int32_t counter          # stored child-create counter
+    cdef int32_t aversion
+    cdef uint64_t khash           # hash of path
+    cdef uint64_t data_h          # hash of data
+    cdef uint64_t digest          # this node's share of the tree digest
+
+
+cdef class DataTree:
+    cdef uint64_t* hashes         # open-addressing table: path hash per slot
+    cdef PyObject** slots         # owned references to _Node, NULL = empty slot
+    cdef Py_ssize_t mask
+    cdef Py_ssize_t count
+    cdef dict acls                # key tuple -> _Acl
+    cdef dict ephem               # session id -> set of paths (normal ephemerals only)
+    cdef set special              # paths of containers and TTL nodes
+    cdef uint64_t dsum            # sum of node digests
+    cdef Py_ssize_t dsize         # sum of path and data lengths
+
+    cdef PyObject* lookup(self, const char* p, Py_ssize_t n) noexcept
+    cdef _Node find(self, str path)
+    cdef int _table_grow(self) except -1
+    cdef int _table_add(self, _Node node) except -1
+    cdef void _table_remove(self, Py_ssize_t i) noexcept
+    cdef Py_ssize_t _slot_of(self, _Node node) noexcept
+    cdef _Acl _intern_acl(self, object acl)
+    cdef void _release_acl(self, _Acl a)
+    cdef void _redigest(self, _Node node) noexcept
+    cdef _Node _attach(self, _Node parent, str name, str path, object data, object acl,
+                       int64_t owner, int64_t zxid, int64_t time_ms)
+    cdef tuple _stat(self, _Node node)

@@ -1,0 +1,166 @@
+"""Typing stubs for fastzk._core, the one Cython compilation unit (framing, jute codec, data
+tree and the read fast path). This file is the contract between the Cython core and the Python
+pipeline: change both sides together.
+
+Conventions
+- Paths are `str` in every Python-facing call. A null ustring from the wire decodes to "" for
+  paths, ACL schemes and ids (kazoo sends "" as null); data buffers keep null as `None`.
+- ustrings decode strictly as UTF-8 first; CESU-8 surrogate pairs (Java's encoding) decode with
+  'surrogatepass'; anything else invalid decodes with U+FFFD replacement, which path validation
+  then rejects (as the Java server does).
+- Stat is an 11-tuple in wire order, with the *exposed* values: cversion = 2*creates -
+  numChildren, ephemeralOwner 0 for containers and TTL nodes.
+- ACL is a list of (perms, scheme, id) tuples.
+"""
+
+from typing import Any
+
+Stat = tuple[int, int, int, int, int, int, int, int, int, int, int]
+# (czxid, mzxid, ctime, mtime, version, cversion, aversion, ephemeralOwner, dataLength,
+#  numChildren, pzxid)
+ACL = tuple[int, str, str]
+
+class FrameError(Exception):
+    """A length prefix that is negative or larger than the maximum frame size: close the
+    connection without a reply."""
+
+class JuteError(Exception):
+    """A frame whose body cannot be decoded. args = (xid, op) when the 8-byte request header was
+    readable (answer MarshallingError, keep the connection), args = () when even the header was
+    not (close the connection)."""
+
+class ReadBuffer:
+    """Receive buffer of one connection, filled by asyncio.BufferedProtocol."""
+
+    def __init__(self, max_frame: int) -> None: ...
+    def get_buffer(self, sizehint: int) -> memoryview: ...
+    def buffer_updated(self, nbytes: int) -> None: ...
+    @property
+    def pending(self) -> int:
+        """Bytes received and not yet consumed."""
+    def peek(self, n: int) -> bytes | None:
+        """The first n unconsumed bytes without consuming them, or None if fewer are buffered
+        (used to spot a four-letter word on a fresh connection)."""
+    def consume(self, n: int) -> None: ...
+    def pop_frame(self) -> bytes | None:
+        """Payload of the next complete frame (without its length prefix), or None.
+        Raises FrameError for a negative or oversized length prefix."""
+
+class WriteBuffer:
+    """Outgoing bytes of one connection; every method appends whole frames."""
+
+    def __init__(self) -> None: ...
+    def __len__(self) -> int: ...
+    def take(self) -> bytes:
+        """All bytes written so far; empties the buffer."""
+    # --- generic frame building: begin() writes the length placeholder and the ReplyHeader,
+    # end() back-patches the length. Fields in between.
+    def begin(self, xid: int, zxid: int, err: int) -> None: ...
+    def end(self) -> None: ...
+    def write_int(self, v: int) -> None: ...
+    def write_long(self, v: int) -> None: ...
+    def write_bool(self, v: bool) -> None: ...
+    def write_buffer(self, v: bytes | None) -> None: ...
+    def write_ustring(self, v: str | None) -> None: ...
+    def write_string_vector(self, v: list[str]) -> None: ...
+    def write_acl_vector(self, v: list[ACL]) -> None: ...
+    def write_stat(self, v: Stat) -> None: ...
+    # --- whole frames
+    def reply_header(self, xid: int, zxid: int, err: int) -> None:
+        """A complete reply frame with no body (errors, delete, ping, auth, ...)."""
+    def notification(self, zxid: int, event_type: int, state: int, path: str) -> None: ...
+    def connect_response(
+        self, timeout: int, session_id: int, passwd: bytes, read_only: bool | None
+    ) -> None:
+        """The handshake reply; read_only None omits the trailing byte (44-byte requests)."""
+
+ConnectRequest = tuple[int, int, int, int, bytes, bool | None]
+# (protocol_version, last_zxid_seen, timeout, session_id, passwd, read_only or None if absent)
+
+def decode_connect(payload: bytes) -> ConnectRequest:
+    """Raises JuteError() if the frame is too short for the fixed fields."""
+
+def decode_request(payload: bytes) -> tuple[int, int, Any]:
+    """(xid, op, body). body by op:
+      CREATE/CREATE2/CREATE_CONTAINER: (path, data, acl, flags)
+      CREATE_TTL: (path, data, acl, flags, ttl)
+      DELETE: (path, version)            SET_DATA: (path, data, version)
+      EXISTS/GET_DATA/GET_CHILDREN/GET_CHILDREN2: (path, watch)
+      GET_ACL/SYNC/GET_ALL_CHILDREN_NUMBER/GET_EPHEMERALS/DELETE_CONTAINER: path
+      SET_ACL: (path, acl, version)      CHECK: (path, version)
+      MULTI/MULTI_READ: list[(op, body)] with the bodies above; MULTI allows only
+        1, 2, 5, 13, 15, 19, 21 and MULTI_READ only 4, 8 (else JuteError(xid, op))
+      AUTH: (type, scheme, auth_bytes)   SASL: token bytes or None
+        (a null auth buffer decodes to b"", as does a null connect passwd)
+      SET_WATCHES: (rel_zxid, data, exist, child)
+      SET_WATCHES2: (rel_zxid, data, exist, child, persistent, recursive)
+      CHECK_WATCHES/REMOVE_WATCHES: (path, watcher_type)
+      ADD_WATCH: (path, mode)
+      RECONFIG: (joining, leaving, new_members, cur_config_id)  (strings may be None)
+      PING/CLOSE_SESSION/WHO_AM_I: None
+      any other op: None (the caller answers UNIMPLEMENTED)
+    Raises JuteError(xid, op) when the body does not decode (truncated, inner length beyond
+    the frame, negative length other than -1, vector count beyond what the frame can hold),
+    JuteError() when the payload is shorter than the 8-byte header."""
+
+class DataTree:
+    """The znode tree. A fresh tree holds /, /zookeeper, /zookeeper/quota and
+    /zookeeper/config exactly as a fresh Apache ZooKeeper 3.8 does (cversion -1 on /, -2 on
+    /zookeeper, /zookeeper/config world:READ with aversion -1).
+
+    Mutators trust their caller (prep validated the txn): they raise KeyError on a missing
+    node or parent (and create on an existing node) and never check versions or ACLs; delete
+    raises ValueError for the root or a node with children rather than corrupt the tree."""
+
+    def __init__(self) -> None: ...
+    def __len__(self) -> int:
+        """Number of znodes, root included."""
+    @property
+    def data_size(self) -> int:
+        """Approximate bytes held: sum of path lengths and data lengths (mntr's
+        zk_approximate_data_size)."""
+    def exists(self, path: str) -> bool: ...
+    def stat(self, path: str) -> Stat | None: ...
+    def get_data(self, path: str) -> tuple[bytes | None, Stat] | None: ...
+    def get_children(self, path: str) -> list[str] | None:
+        """Child names (not paths), unordered."""
+    def get_acl(self, path: str) -> tuple[list[ACL], Stat] | None: ...
+    def node_info(self, path: str) -> tuple[int, int, int, int, int, list[ACL]] | None:
+        """What prep needs to validate a txn: (version, aversion, create_counter,
+        num_children, raw_owner, acl). create_counter is the stored child-create counter used
+        for sequential suffixes; raw_owner is ZooKeeper's internal ephemeralOwner (session id,
+        CONTAINER_OWNER or TTL_OWNER_MASK|ttl as signed 64-bit, 0 for persistent)."""
+    def create(
+        self, path: str, data: bytes | None, acl: list[ACL], raw_owner: int, zxid: int,
+        time_ms: int,
+    ) -> Stat:
+        """Adds the node; parent: create_counter +1, numChildren +1, pzxid = zxid. Returns the
+        new node's Stat."""
+    def delete(self, path: str, zxid: int) -> None:
+        """Removes a childless node; parent: numChildren -1, pzxid = zxid."""
+    def set_data(self, path: str, data: bytes | None, zxid: int, time_ms: int) -> Stat:
+        """version +1, mzxid, mtime, dataLength. Returns the new Stat."""
+    def set_acl(self, path: str, acl: list[ACL]) -> Stat:
+        """aversion +1 and nothing else. Returns the new Stat."""
+    def ephemerals(self, session_id: int) -> list[str]:
+        """Paths of the normal ephemerals owned by session_id (not containers/TTL)."""
+    def sessions_with_ephemerals(self) -> dict[int, list[str]]: ...
+    def containers_and_ttls(self) -> list[str]:
+        """Paths of all container and TTL nodes (for the reaper)."""
+    def all_children_number(self, path: str) -> int | None:
+        """Number of descendants (not only children); None if the node is missing."""
+    def digest(self) -> int:
+        """An order-independent 64-bit digest of every node's path, data and Stat, kept
+        incrementally, so two trees with equal content compare equal."""
+    def write_stat(self, out: WriteBuffer, path: str) -> bool:
+        """Appends the node's Stat to `out`; False (nothing written) if missing."""
+
+def serve_reads(buf: ReadBuffer, tree: DataTree, out: WriteBuffer, zxid: int, limit: int) -> int:
+    """The read fast path. Consumes and answers, in order, up to `limit` complete frames at the
+    head of `buf` for as long as each one is a ping (-2/11) or an exists/getData/getChildren/
+    getChildren2 request with watch false whose node either is missing (answer NO_NODE, body-
+    less) or grants READ to world:anyone, writing each reply frame (ReplyHeader with `zxid`)
+    into `out`. It stops, leaving that frame in `buf`, at the first frame it does not serve
+    (any other op, a watch flag, a non-world-readable node, an undecodable body, an incomplete
+    frame). Raises FrameError as pop_frame does. Returns the number of frames served. Creates
+    no Python object per served request."""

@@ -1,0 +1,163 @@
+"""The one place that reads configuration: a ZooKeeper-style zoo.cfg, or the embedded default.
+
+Every limit the server enforces is read and validated here, once. Keys ZooKeeper knows but
+fastzk does not use yet, and keys nobody knows, are reported as warnings rather than silently
+dropped, so an operator can point fastzk at the zoo.cfg they already have and see what differs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_4LW = frozenset({"srvr", "stat", "ruok", "isro", "mntr", "conf", "wchs", "dirs"})
+ALL_4LW = frozenset(
+    {"ruok", "isro", "srvr", "stat", "conf", "cons", "crst", "srst", "envi", "dirs", "wchs",
+     "wchc", "wchp", "dump", "mntr", "gtmk", "stmk", "hash"}
+)
+IMPLEMENTED_4LW = frozenset({"ruok", "isro", "srvr", "stat", "conf", "mntr", "wchs", "dirs"})
+
+# Keys of Apache ZooKeeper's zoo.cfg that fastzk accepts but does not act on yet.
+KNOWN_UNUSED = frozenset(
+    {
+        "initLimit", "syncLimit", "dataLogDir", "autopurge.snapRetainCount",
+        "autopurge.purgeInterval", "admin.enableServer", "admin.serverPort",
+        "admin.serverAddress", "standaloneEnabled", "reconfigEnabled", "snapCount",
+        "preAllocSize", "globalOutstandingLimit", "secureClientPort", "secureClientPortAddress",
+        "metricsProvider.className", "metricsProvider.httpPort", "electionAlg",
+        "peerType", "quorumListenOnAllIPs", "syncEnabled", "clientPortListenBacklog",
+        "forceSync", "leaderServes", "cnxTimeout", "audit.enable", "skipACL",
+        "localSessionsEnabled", "localSessionsUpgradingEnabled", "readonlymode.enabled",
+        "dynamicConfigFile", "serverCnxnFactory", "maxResponseCacheSize",
+    }
+)
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Config:
+    data_dir: Path = Path("fastzk-data")
+    tick_time: int = 2000
+    client_port: int = 2181
+    client_port_address: str = "127.0.0.1"
+    min_session_timeout: int = 4000
+    max_session_timeout: int = 40000
+    max_client_cnxns: int = 60
+    jute_max_buffer: int = 0xFFFFF
+    four_letter_words: frozenset[str] = DEFAULT_4LW
+    max_outstanding: int = 1000  # requests in flight per connection before reading pauses
+    super_digest: str | None = None
+    ttl_enabled: bool = False
+    handshake_timeout_ms: int = 10000
+    source: str = "embedded default"
+    warnings: tuple[str, ...] = field(default=())
+
+
+def _int(key: str, value: str, minimum: int = 0) -> int:
+    try:
+        number = int(value, 0)
+    except ValueError:
+        raise ConfigError(f"{key}: not an integer: {value!r}") from None
+    if number < minimum:
+        raise ConfigError(f"{key}: must be >= {minimum}, got {number}")
+    return number
+
+
+def _bool(key: str, value: str) -> bool:
+    if value.lower() in ("true", "yes", "1"):
+        return True
+    if value.lower() in ("false", "no", "0"):
+        return False
+    raise ConfigError(f"{key}: not a boolean: {value!r}")
+
+
+def parse_properties(text: str) -> dict[str, str]:
+    """Java .properties lines: key=value, key: value or key value; # and ! comments."""
+    result: dict[str, str] = {}
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line[0] in "#!":
+            continue
+        for index, char in enumerate(line):
+            if char in "=: \t":
+                key, value = line[:index], line[index + 1:].strip()
+                if char in " \t" and value[:1] in ("=", ":"):
+                    value = value[1:].strip()
+                break
+        else:
+            key, value = line, ""
+        result[key] = value
+    return result
+
+
+def _whitelist(value: str) -> frozenset[str]:
+    words = {word.strip() for word in value.split(",") if word.strip()}
+    if "*" in words:
+        return ALL_4LW
+    unknown = words - ALL_4LW
+    if unknown:
+        raise ConfigError(f"4lw.commands.whitelist: unknown commands {sorted(unknown)}")
+    return frozenset(words)
+
+
+def load(path: str | Path | None) -> Config:
+    if path is None:
+        return Config()
+    path = Path(path)
+    try:
+        props = parse_properties(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise ConfigError(f"cannot read {path}: {error.strerror}") from None
+    return from_properties(props, source=str(path), base=path.parent)
+
+
+def from_properties(props: dict[str, str], source: str, base: Path) -> Config:
+    values: dict[str, object] = {"source": source}
+    warnings: list[str] = []
+    tick = _int("tickTime", props.get("tickTime", "2000"), 1)
+    values["tick_time"] = tick
+    min_timeout = max_timeout = None
+    for key, value in props.items():
+        bare = key.removeprefix("zookeeper.")
+        if key == "tickTime":
+            continue
+        if key == "dataDir":
+            data_dir = Path(value)
+            values["data_dir"] = data_dir if data_dir.is_absolute() else base / data_dir
+        elif key == "clientPort":
+            values["client_port"] = _int(key, value, 0)
+        elif key == "clientPortAddress":
+            values["client_port_address"] = value
+        elif key == "minSessionTimeout":
+            min_timeout = _int(key, value, -1)
+        elif key == "maxSessionTimeout":
+            max_timeout = _int(key, value, -1)
+        elif key == "maxClientCnxns":
+            values["max_client_cnxns"] = _int(key, value, 0)
+        elif bare == "jute.maxbuffer":
+            values["jute_max_buffer"] = _int(key, value, 1024)
+        elif key == "4lw.commands.whitelist":
+            values["four_letter_words"] = _whitelist(value)
+        elif bare == "DigestAuthenticationProvider.superDigest":
+            values["super_digest"] = value
+        elif bare == "extendedTypesEnabled":
+            values["ttl_enabled"] = _bool(key, value)
+        elif key in KNOWN_UNUSED or key.startswith("server."):
+            warnings.append(f"{key}: accepted but not used by fastzk yet (ignored)")
+        else:
+            warnings.append(f"{key}: unknown key (ignored)")
+    values["min_session_timeout"] = (
+        2 * tick if min_timeout in (None, -1) else min_timeout
+    )
+    values["max_session_timeout"] = (
+        20 * tick if max_timeout in (None, -1) else max_timeout
+    )
+    if values["min_session_timeout"] > values["max_session_timeout"]:
+        raise ConfigError("minSessionTimeout must not exceed maxSessionTimeout")
+    if "dataDir" not in props:
+        raise ConfigError("dataDir is not set")
+    values["warnings"] = tuple(warnings)
+    return Config(**values)  # type: ignore[arg-type]

@@ -1,0 +1,505 @@
+# The znode tree. Nodes are typed _Node objects (no __dict__) held by an open-addressing hash
+# table keyed by the UTF-8 path, so that the fast path can look a node up straight from the
+# request bytes without building a key object.
+
+cdef extern from *:
+    """
+    static inline uint64_t fzk_rotl64(uint64_t x, int r) { return (x << r) | (x >> (64 - r)); }
+    """
+    uint64_t fzk_rotl64(uint64_t x, int r) noexcept nogil
+
+
+cdef inline uint64_t fmix64(uint64_t k) noexcept nogil:
+    k ^= k >> 33
+    k *= 0xff51afd7ed558ccdULL
+    k ^= k >> 33
+    k *= 0xc4ceb9fe1a85ec53ULL
+    k ^= k >> 33
+    return k
+
+
+cdef uint64_t hash_bytes(const unsigned char* p, Py_ssize_t n, uint64_t seed) noexcept nogil:
+    """A murmur-style 64-bit hash, eight bytes per step. Fixed (unseeded by the process) so
+    that digests agree between replicas."""
+    cdef uint64_t h = seed ^ (<uint64_t>n * 0x9e3779b97f4a7c15ULL)
+    cdef uint64_t k
+    while n >= 8:
+        memcpy(&k, p, 8)
+        k *= 0x87c37b91114253d5ULL
+        k = fzk_rotl64(k, 31)
+        k *= 0x4cf5ad432745937fULL
+        h ^= k
+        h = fzk_rotl64(h, 27) * 5 + 0x52dce729
+        p += 8
+        n -= 8
+    k = 0
+    if n:
+        memcpy(&k, p, n)
+        k *= 0x87c37b91114253d5ULL
+        k = fzk_rotl64(k, 31)
+        k *= 0x4cf5ad432745937fULL
+        h ^= k
+    return fmix64(h)
+
+
+cdef inline uint64_t mix(uint64_t h, uint64_t v) noexcept nogil:
+    return fmix64(h ^ (v + 0x9e3779b97f4a7c15ULL + (h << 6)))
+
+
+cdef inline uint64_t hash_data(object data):
+    if data is None:
+        return 0x6e756c6c64617461ULL          # distinct from any b"" hash
+    return hash_bytes(<const unsigned char*>PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), 1)
+
+
+cdef uint64_t hash_str(object s):
+    b = s.encode("utf-8", "surrogatepass")
+    return hash_bytes(<const unsigned char*>PyBytes_AS_STRING(b), PyBytes_GET_SIZE(b), 2)
+
+
+cdef enum:
+    KIND_PERSISTENT = 0
+    KIND_EPHEMERAL = 1
+    KIND_CONTAINER = 2
+    KIND_TTL = 3
+
+
+cdef inline int owner_kind(int64_t owner) noexcept nogil:
+    if owner == 0:
+        return KIND_PERSISTENT
+    if <uint64_t>owner == 0x8000000000000000ULL:
+        return KIND_CONTAINER
+    if (<uint64_t>owner & 0xFF00000000000000ULL) == 0xFF00000000000000ULL:
+        return KIND_TTL
+    return KIND_EPHEMERAL
+
+
+cdef inline int32_t wrap_add(int32_t v, int32_t d) noexcept nogil:
+    return <int32_t>(<uint32_t>v + <uint32_t>d)
+
+
+cdef inline Py_ssize_t n_children(_Node node) noexcept:
+    return 0 if node.children is None else len(node.children)
+
+
+cdef inline int32_t exposed_cversion(_Node node) noexcept:
+    return <int32_t>(2 * <uint32_t>node.counter - <uint32_t>n_children(node))
+
+
+cdef inline int64_t exposed_owner(_Node node) noexcept:
+    return node.owner if owner_kind(node.owner) == KIND_EPHEMERAL else 0
+
+
+cdef inline Py_ssize_t data_len(object data) noexcept:
+    return 0 if data is None else PyBytes_GET_SIZE(data)
+
+
+cdef int put_node_stat(WriteBuffer out, _Node n) except -1:
+    cdef unsigned char* p
+    if out.cap - out.length < 68:
+        out._grow(68)
+    p = out.buf + out.length
+    st_u64(p, <uint64_t>n.czxid)
+    st_u64(p + 8, <uint64_t>n.mzxid)
+    st_u64(p + 16, <uint64_t>n.ctime)
+    st_u64(p + 24, <uint64_t>n.mtime)
+    st_u32(p + 32, <uint32_t>n.version)
+    st_u32(p + 36, <uint32_t>exposed_cversion(n))
+    st_u32(p + 40, <uint32_t>n.aversion)
+    st_u64(p + 44, <uint64_t>exposed_owner(n))
+    st_u32(p + 52, <uint32_t>data_len(n.data))
+    st_u32(p + 56, <uint32_t>n_children(n))
+    st_u64(p + 60, <uint64_t>n.pzxid)
+    out.length += 68
+    return 0
+
+
+cdef int64_t signed_owner(object owner) except? -1:
+    """Owners arrive signed (CONTAINER_OWNER, TTL_OWNER_MASK|ttl); also take the unsigned
+    spelling rather than overflow."""
+    if owner >= 0x8000000000000000:
+        owner -= 0x10000000000000000
+    return owner
+
+
+cdef class _Acl:
+    pass
+
+
+cdef class _Node:
+    pass
+
+
+_OPEN_ACL = [(31, "world", "anyone")]
+_READ_ACL = [(1, "world", "anyone")]
+
+
+cdef class DataTree:
+    """The znode tree; see _core.pyi for the contract."""
+
+    def __cinit__(self):
+        self.mask = 1023
+        self.count = 0
+        self.hashes = <uint64_t*>malloc((self.mask + 1) * sizeof(uint64_t))
+        self.slots = <PyObject**>calloc(self.mask + 1, sizeof(PyObject*))
+        if self.hashes == NULL or self.slots == NULL:
+            raise MemoryError()
+        self.acls = {}
+        self.ephem = {}
+        self.special = set()
+        self.dsum = 0
+        self.dsize = 0
+
+    def __init__(self):
+        if self.count:
+            return
+        # The built-in nodes are attached without bumping the parents' create counters, which
+        # is what gives / and /zookeeper their negative cversions on a real server.
+        root = _Node()
+        root.path = b"/"
+        root.data = b""
+        root.khash = hash_bytes(<const unsigned char*>"/", 1, 0)
+        root.data_h = hash_data(b"")
+        root.acl = self._intern_acl(_OPEN_ACL)
+        self._table_add(root)
+        self.dsize = 1
+        self._redigest(root)
+        zk = self._attach(root, "zookeeper", "/zookeeper", b"", _OPEN_ACL, 0, 0, 0)
+        self._attach(zk, "quota", "/zookeeper/quota", b"", _OPEN_ACL, 0, 0, 0)
+        config = self._attach(zk, "config", "/zookeeper/config", b"", _READ_ACL, 0, 0, 0)
+        config.aversion = -1
+        self._redigest(config)
+
+    def __dealloc__(self):
+        cdef Py_ssize_t i
+        if self.slots != NULL:
+            for i in range(self.mask + 1):
+                if self.slots[i] != NULL:
+                    Py_DECREF(<object>self.slots[i])
+        free(self.slots)
+        free(self.hashes)
+
+    # --- hash table -------------------------------------------------------------------------
+
+    cdef PyObject* lookup(self, const char* p, Py_ssize_t n) noexcept:
+        """Borrowed reference to the node at UTF-8 path p[:n] ("" meaning "/"), or NULL."""
+        cdef uint64_t h
+        cdef Py_ssize_t i
+        cdef PyObject* s
+        cdef _Node node
+        if n == 0:
+            p, n = "/", 1
+        h = hash_bytes(<const unsigned char*>p, n, 0)
+        i = <Py_ssize_t>(h & <uint64_t>self.mask)
+        while True:
+            s = self.slots[i]
+            if s == NULL:
+                return NULL
+            if self.hashes[i] == h:
+                node = <_Node>s
+                if PyBytes_GET_SIZE(node.path) == n and memcmp(PyBytes_AS_STRING(node.path), p, n) == 0:
+                    return s
+            i = (i + 1) & self.mask
+
+    cdef _Node find(self, str path):
+        cdef Py_ssize_t n
+        cdef const char* p
+        cdef PyObject* s
+        try:
+            p = PyUnicode_AsUTF8AndSize(path, &n)
+        except UnicodeEncodeError:
+            b = path.encode("utf-8", "surrogatepass")
+            s = self.lookup(PyBytes_AS_STRING(b), PyBytes_GET_SIZE(b))
+            return None if s == NULL else <_Node>s
+        s = self.lookup(p, n)
+        return None if s == NULL else <_Node>s
+
+    cdef int _table_grow(self) except -1:
+        cdef Py_ssize_t oldcap = self.mask + 1
+        cdef Py_ssize_t newmask = oldcap * 2 - 1
+        cdef uint64_t* oh = self.hashes
+        cdef PyObject** os = self.slots
+        cdef uint64_t* nh = <uint64_t*>malloc((newmask + 1) * sizeof(uint64_t))
+        cdef PyObject** ns = <PyObject**>calloc(newmask + 1, sizeof(PyObject*))
+        cdef Py_ssize_t i, j
+        if nh == NULL or ns == NULL:
+            free(nh)
+            free(ns)
+            raise MemoryError()
+        for i in range(oldcap):
+            if os[i] != NULL:
+                j = <Py_ssize_t>(oh[i] & <uint64_t>newmask)
+                while ns[j] != NULL:
+                    j = (j + 1) & newmask
+                ns[j] = os[i]
+                nh[j] = oh[i]
+        self.hashes, self.slots, self.mask = nh, ns, newmask
+        free(oh)
+        free(os)
+        return 0
+
+    cdef int _table_add(self, _Node node) except -1:
+        cdef Py_ssize_t i
+        if (self.count + 1) * 10 > (self.mask + 1) * 7:
+            self._table_grow()
+        i = <Py_ssize_t>(node.khash & <uint64_t>self.mask)
+        while self.slots[i] != NULL:
+            i = (i + 1) & self.mask
+        Py_INCREF(node)
+        self.slots[i] = <PyObject*>node
+        self.hashes[i] = node.khash
+        self.count += 1
+        return 0
+
+    cdef Py_ssize_t _slot_of(self, _Node node) noexcept:
+        cdef Py_ssize_t i = <Py_ssize_t>(node.khash & <uint64_t>self.mask)
+        while self.slots[i] != <PyObject*>node:
+            i = (i + 1) & self.mask
+        return i
+
+    cdef void _table_remove(self, Py_ssize_t i) noexcept:
+        """Backward-shift deletion: no tombstones, so probe chains stay short under churn."""
+        cdef PyObject* gone = self.slots[i]
+        cdef Py_ssize_t j = i
+        cdef Py_ssize_t k
+        while True:
+            j = (j + 1) & self.mask
+            if self.slots[j] == NULL:
+                break
+            k = <Py_ssize_t>(self.hashes[j] & <uint64_t>self.mask)
+            if (i < k <= j) if i <= j else (i < k or k <= j):
+                continue
+            self.slots[i] = self.slots[j]
+            self.hashes[i] = self.hashes[j]
+            i = j
+        self.slots[i] = NULL
+        self.count -= 1
+        Py_DECREF(<object>gone)
+
+    # --- bookkeeping ------------------------------------------------------------------------
+
+    cdef _Acl _intern_acl(self, object acl):
+        cdef _Acl a
+        key = tuple([(int(perms), scheme, ident) for perms, scheme, ident in acl])
+        a = self.acls.get(key)
+        if a is None:
+            a = _Acl()
+            a.key = key
+            a.refs = 0
+            a.world_read = False
+            a.h = 0x61636cULL
+            for perms, scheme, ident in key:
+                if perms & 1 and scheme == "world" and ident == "anyone":
+                    a.world_read = True
+                a.h = mix(mix(mix(a.h, <uint64_t>(<int64_t>perms)), hash_str(scheme)),
+                          hash_str(ident))
+            self.acls[key] = a
+        a.refs += 1
+        return a
+
+    cdef void _release_acl(self, _Acl a):
+        a.refs -= 1
+        if a.refs == 0:
+            del self.acls[a.key]
+
+    cdef void _redigest(self, _Node n) noexcept:
+        cdef uint64_t h = n.khash
+        h = mix(h, n.data_h)
+        h = mix(h, <uint64_t>n.czxid)
+        h = mix(h, <uint64_t>n.mzxid)
+        h = mix(h, <uint64_t>n.ctime)
+        h = mix(h, <uint64_t>n.mtime)
+        h = mix(h, <uint32_t>n.version)
+        h = mix(h, <uint32_t>n.counter)
+        h = mix(h, <uint32_t>n.aversion)
+        h = mix(h, <uint64_t>n.owner)
+        h = mix(h, <uint64_t>n_children(n))
+        h = mix(h, <uint64_t>n.pzxid)
+        h = mix(h, n.acl.h)
+        self.dsum += h - n.digest
+        n.digest = h
+
+    cdef _Node _attach(self, _Node parent, str name, str path, object data, object acl,
+                       int64_t owner, int64_t zxid, int64_t time_ms):
+        cdef _Node node = _Node()
+        cdef int kind = owner_kind(owner)
+        node.path = path.encode("utf-8", "surrogatepass")
+        node.khash = hash_bytes(<const unsigned char*>PyBytes_AS_STRING(node.path),
+                                PyBytes_GET_SIZE(node.path), 0)
+        if data is not None and type(data) is not bytes:
+            data = bytes(data)
+        node.data = data
+        node.data_h = hash_data(data)
+        node.acl = self._intern_acl(acl)
+        node.czxid = node.mzxid = node.pzxid = zxid
+        node.ctime = node.mtime = time_ms
+        node.owner = owner
+        self._table_add(node)
+        if parent.children is None:
+            parent.children = {}
+        parent.children[name] = node
+        self._redigest(parent)
+        self._redigest(node)
+        self.dsize += PyBytes_GET_SIZE(node.path) + data_len(data)
+        if kind == KIND_EPHEMERAL:
+            paths = self.ephem.get(owner)
+            if paths is None:
+                self.ephem[owner] = {path}
+            else:
+                paths.add(path)
+        elif kind != KIND_PERSISTENT:
+            self.special.add(path)
+        return node
+
+    cdef tuple _stat(self, _Node n):
+        return (n.czxid, n.mzxid, n.ctime, n.mtime, n.version, exposed_cversion(n), n.aversion,
+                exposed_owner(n), data_len(n.data), n_children(n), n.pzxid)
+
+    # --- queries ----------------------------------------------------------------------------
+
+    def __len__(self):
+        return self.count
+
+    @property
+    def data_size(self):
+        return self.dsize
+
+    def exists(self, str path):
+        return self.find(path) is not None
+
+    def stat(self, str path):
+        cdef _Node n = self.find(path)
+        return None if n is None else self._stat(n)
+
+    def get_data(self, str path):
+        cdef _Node n = self.find(path)
+        return None if n is None else (n.data, self._stat(n))
+
+    def get_children(self, str path):
+        cdef _Node n = self.find(path)
+        if n is None:
+            return None
+        return [] if n.children is None else list(n.children)
+
+    def get_acl(self, str path):
+        cdef _Node n = self.find(path)
+        return None if n is None else (list(n.acl.key), self._stat(n))
+
+    def node_info(self, str path):
+        cdef _Node n = self.find(path)
+        if n is None:
+            return None
+        return (n.version, n.aversion, n.counter, n_children(n), n.owner, list(n.acl.key))
+
+    def ephemerals(self, session_id):
+        paths = self.ephem.get(signed_owner(session_id))
+        return [] if paths is None else list(paths)
+
+    def sessions_with_ephemerals(self):
+        return {owner: list(paths) for owner, paths in self.ephem.items()}
+
+    def containers_and_ttls(self):
+        return list(self.special)
+
+    def all_children_number(self, str path):
+        cdef _Node n = self.find(path)
+        cdef Py_ssize_t total = 0
+        cdef _Node child
+        if n is None:
+            return None
+        if n.path == b"/":
+            return self.count - 1
+        stack = [n]
+        while stack:
+            n = stack.pop()
+            if n.children is not None:
+                total += len(n.children)
+                for child in n.children.values():
+                    if child.children is not None:
+                        stack.append(child)
+        return total
+
+    def digest(self):
+        return self.dsum
+
+    def write_stat(self, WriteBuffer out, str path):
+        cdef _Node n = self.find(path)
+        if n is None:
+            return False
+        put_node_stat(out, n)
+        return True
+
+    # --- mutators (trust the caller: prep validated the txn) --------------------------------
+
+    def create(self, str path, data, acl, raw_owner, int64_t zxid, int64_t time_ms):
+        cdef Py_ssize_t cut = path.rfind("/")
+        cdef _Node parent
+        if self.find(path) is not None:
+            raise KeyError(f"node exists: {path}")
+        if cut < 0 or len(path) < 2:
+            raise KeyError(f"no parent: {path}")
+        parent = self.find(path[:cut] if cut else "/")
+        if parent is None:
+            raise KeyError(f"no parent: {path}")
+        parent.counter = wrap_add(parent.counter, 1)
+        parent.pzxid = zxid
+        node = self._attach(parent, path[cut + 1:], path, data, acl, signed_owner(raw_owner),
+                            zxid, time_ms)
+        return self._stat(node)
+
+    def delete(self, str path, int64_t zxid):
+        cdef _Node node = self.find(path)
+        cdef _Node parent
+        cdef Py_ssize_t cut = path.rfind("/")
+        cdef int kind
+        if node is None:
+            raise KeyError(f"no node: {path}")
+        if node.path == b"/":
+            raise ValueError("the root cannot be deleted")
+        if node.children:
+            raise ValueError(f"node has children: {path}")
+        parent = self.find(path[:cut] if cut else "/")
+        del parent.children[path[cut + 1:]]
+        if not parent.children:
+            parent.children = None
+        parent.pzxid = zxid
+        self._redigest(parent)
+        self._table_remove(self._slot_of(node))
+        self.dsum -= node.digest
+        self.dsize -= PyBytes_GET_SIZE(node.path) + data_len(node.data)
+        self._release_acl(node.acl)
+        kind = owner_kind(node.owner)
+        if kind == KIND_EPHEMERAL:
+            paths = self.ephem[node.owner]
+            paths.discard(path)
+            if not paths:
+                del self.ephem[node.owner]
+        elif kind != KIND_PERSISTENT:
+            self.special.discard(path)
+
+    def set_data(self, str path, data, int64_t zxid, int64_t time_ms):
+        cdef _Node n = self.find(path)
+        if n is None:
+            raise KeyError(f"no node: {path}")
+        if data is not None and type(data) is not bytes:
+            data = bytes(data)
+        self.dsize += data_len(data) - data_len(n.data)
+        n.data = data
+        n.data_h = hash_data(data)
+        n.version = wrap_add(n.version, 1)
+        n.mzxid = zxid
+        n.mtime = time_ms
+        self._redigest(n)
+        return self._stat(n)
+
+    def set_acl(self, str path, acl):
+        cdef _Node n = self.find(path)
+        cdef _Acl old
+        if n is None:
+            raise KeyError(f"no node: {path}")
+        old = n.acl
+        n.acl = self._intern_acl(acl)
+        self._release_acl(old)
+        n.aversion = wrap_add(n.aversion, 1)
+        self._redigest(n)
+        return self._stat(n)

@@ -1,0 +1,458 @@
+"""The host: glues the pipeline stages together for one server.
+
+It owns the tree, sessions, watches and every connection's reply FIFO, and it is driven only by
+calls from the runtime (a frame arrived, a connection went away, time passed, a log batch became
+durable). Its outputs are bytes appended to each connection's WriteBuffer plus flags the runtime
+acts on (`dirty`, `Client.closing`, `Client.state`), so a simulator can drive it exactly as the
+asyncio runtime does.
+
+Request flow: decode -> (read: answer from the tree, unless the connection still waits for one
+of its own writes) / (write: prep -> txn appended to `log_batch`) ... the runtime makes the
+batch durable and calls `commit` -> apply -> notifications, then the reply, then every read that
+was queued behind that write.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from fastzk._core import DataTree, JuteError, WriteBuffer, decode_connect, decode_request
+from fastzk.proto import (
+    WRITE_OPS,
+    AddWatchMode,
+    Err,
+    Event,
+    Op,
+    Xid,
+)
+from fastzk.server import acl as acls
+from fastzk.server.apply import Applier, write_multi_failure, write_notification, write_reply
+from fastzk.server.prep import Prep, Txn
+from fastzk.server.reads import Reads
+from fastzk.server.sessions import Session, SessionTable
+from fastzk.server.watches import CHILD, DATA, PERSISTENT, RECURSIVE, WatchManager
+
+NO_PASSWORD = bytes(16)
+READ_ONLY_OPS = frozenset(
+    {
+        Op.EXISTS, Op.GET_DATA, Op.GET_ACL, Op.GET_CHILDREN, Op.GET_CHILDREN2,
+        Op.GET_ALL_CHILDREN_NUMBER, Op.GET_EPHEMERALS, Op.MULTI_READ, Op.WHO_AM_I, Op.SYNC,
+    }
+)
+
+
+class State:
+    HANDSHAKE = 0  # waiting for the ConnectRequest
+    CONNECTING = 1  # createSession txn in the log; further frames stay buffered
+    READY = 2
+    CLOSED = 3
+
+
+class Client:
+    """Per-connection state. The runtime's protocol object holds one and flushes `out`."""
+
+    __slots__ = (
+        "address", "out", "state", "session", "identities", "watches", "fifo", "closing",
+        "read_only_byte", "received", "sent", "established_ms", "last_op", "last_xid",
+        "last_zxid",
+    )
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self.out = WriteBuffer()
+        self.state = State.HANDSHAKE
+        self.session: Session | None = None
+        self.identities: set[tuple[str, str]] = {("ip", address)}
+        self.watches: set[tuple[int, str]] = set()
+        # replies not yet sendable: a Txn waits for its commit; a callable writes its reply
+        self.fifo: deque[Txn | Callable[[], None]] = deque()
+        self.closing = False  # the runtime closes the connection once `out` is flushed
+        self.read_only_byte: bool | None = None
+        self.received = 0
+        self.sent = 0
+        self.established_ms = 0
+        self.last_op = "NA"
+        self.last_xid = 0
+        self.last_zxid = 0
+
+    @property
+    def session_id(self) -> int:
+        return self.session.session_id if self.session is not None else 0
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    tick_ms: int
+    min_session_timeout: int
+    max_session_timeout: int
+    super_digest: str | None = None  # "super:<base64 sha1>" as in ZooKeeper's superDigest
+    ttl_enabled: bool = False
+
+
+class Node:
+    def __init__(self, limits: Limits, rng: random.Random, server_id: int = 1,
+                 start_ms: int = 0) -> None:
+        self.limits = limits
+        self.tree = DataTree()
+        self.watches = WatchManager()
+        self.sessions = SessionTable(limits.tick_ms, server_id, start_ms, rng)
+        self.prep = Prep(self.tree, 0, limits.ttl_enabled)
+        self.applier = Applier(self.tree, self.watches, self.sessions)
+        self.reads = Reads(self.tree, self.watches)
+        self.applied_zxid = 0
+        self.log_batch: list[Txn] = []
+        self.waiting: dict[int, Client] = {}  # zxid -> connection that awaits its reply
+        self.dirty: set[Client] = set()
+        self.clients: set[Client] = set()
+        self.now_ms = start_ms  # wall clock: txn times (ctime/mtime)
+        self.mono_ms = 0  # monotonic clock: session deadlines
+        self.packets_received = 0
+        self.packets_sent = 0
+        self.latency_min = 0  # ms from prep to reply, over writes (reads answer at once)
+        self.latency_max = 0
+        self._latency_total = 0
+        self._latency_count = 0
+
+    @property
+    def latency_avg(self) -> float:
+        return self._latency_total / self._latency_count if self._latency_count else 0.0
+
+    def _record_latency(self, started_ms: int) -> None:
+        latency = max(0, self.now_ms - started_ms)
+        if not self._latency_count or latency < self.latency_min:
+            self.latency_min = latency
+        self.latency_max = max(self.latency_max, latency)
+        self._latency_total += latency
+        self._latency_count += 1
+
+    # --- time --------------------------------------------------------------------------------
+    def set_time(self, now_ms: int, mono_ms: int) -> None:
+        self.now_ms = now_ms
+        self.mono_ms = mono_ms
+
+    def tick(self) -> None:
+        """Expires the sessions whose deadline has passed (one closeSession txn each)."""
+        for session in self.sessions.due(self.mono_ms):
+            self._log(self.prep.close_session(session.session_id, 0, self.now_ms), None)
+
+    # --- connections -------------------------------------------------------------------------
+    def connection_made(self, client: Client) -> None:
+        self.clients.add(client)
+
+    def connection_lost(self, client: Client) -> None:
+        client.state = State.CLOSED
+        client.fifo.clear()
+        self.clients.discard(client)
+        self.dirty.discard(client)
+        self.watches.drop_connection(client)
+        session = client.session
+        if session is not None and session.conn is client:
+            session.conn = None
+
+    def _close(self, client: Client) -> None:
+        client.closing = True
+        self.dirty.add(client)
+
+    def handle_connect(self, client: Client, payload: bytes) -> None:
+        try:
+            _, last_zxid_seen, timeout, session_id, passwd, read_only = decode_connect(payload)
+        except JuteError:
+            self._close(client)
+            return
+        self.packets_received += 1
+        client.read_only_byte = read_only
+        if last_zxid_seen > self.applied_zxid:
+            # the client has seen a newer state than ours: it must try another server
+            self._close(client)
+            return
+        limits = self.limits
+        timeout = min(max(timeout, limits.min_session_timeout), limits.max_session_timeout)
+        if session_id == 0:
+            session_id, passwd = self.sessions.allocate()
+            client.state = State.CONNECTING
+            self._log(self.prep.create_session(session_id, timeout, passwd, self.now_ms), client)
+            return
+        session = self.sessions.get(session_id)
+        if session is None or session.closing or session.passwd != passwd:
+            self._reply_connect(client, 0, 0, NO_PASSWORD)
+            self._close(client)
+            return
+        previous = session.conn
+        if previous is not None and previous is not client:
+            previous.closing = True  # taken over: closed with no message
+            previous.out.take()
+            self.dirty.add(previous)
+        session.timeout = timeout
+        self.sessions.touch(session, self.mono_ms)
+        self._bind(client, session)
+
+    def _bind(self, client: Client, session: Session) -> None:
+        session.conn = client
+        client.session = session
+        client.state = State.READY
+        client.established_ms = self.now_ms
+        self._reply_connect(client, session.timeout, session.session_id, session.passwd)
+
+    def _reply_connect(self, client: Client, timeout: int, session_id: int,
+                       passwd: bytes) -> None:
+        read_only = None if client.read_only_byte is None else False
+        client.out.connect_response(timeout, session_id, passwd, read_only)
+        self._sent(client)
+
+    def _sent(self, client: Client) -> None:
+        client.sent += 1
+        self.packets_sent += 1
+        self.dirty.add(client)
+
+    # --- requests ----------------------------------------------------------------------------
+    def touch(self, client: Client, requests: int) -> None:
+        """Accounts requests answered by the runtime's fast path: they refresh the session."""
+        client.received += requests
+        client.sent += requests
+        self.packets_received += requests
+        self.packets_sent += requests
+        session = client.session
+        if session is not None:
+            self.sessions.touch(session, self.mono_ms)
+
+    def handle_request(self, client: Client, payload: bytes) -> None:
+        client.received += 1
+        self.packets_received += 1
+        session = client.session
+        if session is not None:
+            self.sessions.touch(session, self.mono_ms)
+        try:
+            xid, op, body = decode_request(payload)
+        except JuteError as error:
+            if not error.args:
+                self._close(client)
+                return
+            xid, op = error.args
+            self._in_order(client, lambda: self._error(client, xid, Err.MARSHALLING_ERROR))
+            return
+        client.last_xid = xid
+        client.last_op = OP_CODES.get(op, "NA")
+        if op == Op.PING:
+            client.out.reply_header(Xid.PING, self.applied_zxid, Err.OK)
+            self._sent(client)
+        elif op in WRITE_OPS:
+            self._write(client, xid, op, body)
+        elif op in READ_ONLY_OPS:
+            if client.fifo:
+                client.fifo.append(lambda: self._read(client, xid, op, body))
+            else:
+                self._read(client, xid, op, body)
+        else:
+            self._special(client, xid, op, body)
+
+    def _read(self, client: Client, xid: int, op: int, body: Any) -> None:
+        self.reads.answer(client, xid, op, body, self.applied_zxid)
+        self._sent(client)
+
+    def _error(self, client: Client, xid: int, err: int, zxid: int | None = None) -> None:
+        client.out.reply_header(xid, self.applied_zxid if zxid is None else zxid, err)
+        self._sent(client)
+
+    def _in_order(self, client: Client, reply: Callable[[], None]) -> None:
+        """Runs `reply` now, or once every earlier request of the connection is answered."""
+        if client.fifo:
+            client.fifo.append(reply)
+        else:
+            reply()
+
+    def _write(self, client: Client, xid: int, op: int, body: Any) -> None:
+        session = client.session
+        assert session is not None
+        if op == Op.CLOSE_SESSION:
+            if session.closing:
+                self._in_order(client, lambda: self._error(client, xid, Err.SESSION_EXPIRED))
+                return
+            session.closing = True
+            self._log(self.prep.close_session(session.session_id, xid, self.now_ms), client)
+            return
+        if op == Op.RECONFIG:
+            self._in_order(client, lambda: self._error(client, xid, Err.RECONFIG_DISABLED))
+            return
+        if op == Op.DELETE_CONTAINER:
+            self._unimplemented(client, xid)
+            return
+        outcome = self.prep.write(session.session_id, xid, op, body, client.identities,
+                                  self.now_ms)
+        if isinstance(outcome, Txn):
+            self._log(outcome, client)
+        elif isinstance(outcome, list):
+            self._in_order(client, lambda: self._multi_failed(client, xid, outcome))
+        else:
+            self._in_order(client, lambda: self._error(client, xid, outcome))
+
+    def _multi_failed(self, client: Client, xid: int, errors: list[int]) -> None:
+        write_multi_failure(client.out, xid, self.applied_zxid, errors)
+        self._sent(client)
+
+    def _unimplemented(self, client: Client, xid: int) -> None:
+        def reply() -> None:
+            self._error(client, xid, Err.UNIMPLEMENTED, zxid=-1)
+            self._close(client)
+        self._in_order(client, reply)
+
+    def _special(self, client: Client, xid: int, op: int, body: Any) -> None:
+        """Connection-level requests: auth, sasl, watch management."""
+        if op == Op.AUTH:
+            self._auth(client, xid, body)
+        elif op == Op.SASL:
+            def reply() -> None:
+                client.out.begin(xid, 0, Err.OK)
+                client.out.write_buffer(None)
+                client.out.end()
+                self._sent(client)
+            self._in_order(client, reply)
+        elif op in (Op.SET_WATCHES, Op.SET_WATCHES2):
+            self._in_order(client, lambda: self._set_watches(client, xid, body))
+        elif op == Op.ADD_WATCH:
+            self._in_order(client, lambda: self._add_watch(client, xid, body))
+        elif op in (Op.CHECK_WATCHES, Op.REMOVE_WATCHES):
+            self._in_order(client, lambda: self._check_watches(client, xid, op, body))
+        else:
+            self._unimplemented(client, xid)
+
+    def _auth(self, client: Client, xid: int, body: Any) -> None:
+        _, scheme, auth = body
+        if scheme == "digest":
+            identity = acls.digest_id((auth or b"").decode("utf-8", "replace"))
+            client.identities.add(("digest", identity))
+            if self.limits.super_digest is not None and identity == self.limits.super_digest:
+                client.identities.add(("super", ""))
+            self._in_order(client, lambda: self._error(client, xid, Err.OK, zxid=0))
+        elif scheme == "ip":
+            self._in_order(client, lambda: self._error(client, xid, Err.OK, zxid=0))
+        else:
+            def reply() -> None:
+                self._error(client, xid, Err.AUTH_FAILED, zxid=0)
+                self._close(client)
+            self._in_order(client, reply)
+
+    def _set_watches(self, client: Client, xid: int, body: Any) -> None:
+        rel_zxid, data_paths, exist_paths, child_paths = body[:4]
+        persistent_paths, recursive_paths = body[4:] if len(body) == 6 else ([], [])
+        tree, watches, out = self.tree, self.watches, client.out
+        for path in data_paths:
+            stat = tree.stat(path)
+            if stat is None:
+                write_notification(out, Event.NODE_DELETED, path)
+            elif stat[1] > rel_zxid:
+                write_notification(out, Event.NODE_DATA_CHANGED, path)
+            else:
+                watches.add(DATA, path, client)
+        for path in exist_paths:
+            if tree.exists(path):
+                write_notification(out, Event.NODE_CREATED, path)
+            else:
+                watches.add(DATA, path, client)
+        for path in child_paths:
+            stat = tree.stat(path)
+            if stat is None:
+                write_notification(out, Event.NODE_DELETED, path)
+            elif stat[10] > rel_zxid:
+                write_notification(out, Event.NODE_CHILDREN_CHANGED, path)
+            else:
+                watches.add(CHILD, path, client)
+        for path in persistent_paths:
+            watches.add(PERSISTENT, path, client)
+        for path in recursive_paths:
+            watches.add(RECURSIVE, path, client)
+        self._error(client, xid, Err.OK)
+
+    def _add_watch(self, client: Client, xid: int, body: Any) -> None:
+        path, mode = body
+        if mode == AddWatchMode.PERSISTENT:
+            self.watches.add(PERSISTENT, path, client)
+        elif mode == AddWatchMode.PERSISTENT_RECURSIVE:
+            self.watches.add(RECURSIVE, path, client)
+        else:
+            self._error(client, xid, Err.MARSHALLING_ERROR)
+            return
+        client.out.begin(xid, self.applied_zxid, Err.OK)
+        client.out.write_int(0)
+        client.out.end()
+        self._sent(client)
+
+    def _check_watches(self, client: Client, xid: int, op: int, body: Any) -> None:
+        path, watcher_type = body
+        if op == Op.CHECK_WATCHES:
+            found = self.watches.check(path, watcher_type, client)
+        else:
+            found = self.watches.remove(path, watcher_type, client)
+        if found is None:
+            err = Err.MARSHALLING_ERROR
+        else:
+            err = Err.OK if found else Err.NO_WATCHER
+        self._error(client, xid, err)
+
+    # --- log and commit ----------------------------------------------------------------------
+    def _log(self, txn: Txn, client: Client | None) -> None:
+        self.log_batch.append(txn)
+        if client is not None:
+            self.waiting[txn.zxid] = client
+            if client.state == State.READY:
+                client.fifo.append(txn)
+
+    def take_log_batch(self) -> list[Txn]:
+        batch, self.log_batch = self.log_batch, []
+        return batch
+
+    def commit(self, txns: list[Txn]) -> None:
+        """Applies durable txns in zxid order and writes their notifications and replies."""
+        for txn in txns:
+            expiring = None
+            if txn.op == Op.CLOSE_SESSION:
+                closing_session = self.sessions.get(txn.session_id)
+                expiring = closing_session.conn if closing_session is not None else None
+            result, notifications = self.applier.apply(txn)
+            self.prep.applied(txn.zxid)
+            self.applied_zxid = txn.zxid
+            for conn, event, path in notifications:
+                if conn.state != State.CLOSED:
+                    write_notification(conn.out, event, path)
+                    self.dirty.add(conn)
+            client = self.waiting.pop(txn.zxid, None)
+            if txn.op == Op.CREATE_SESSION:
+                if client is not None and client.state == State.CONNECTING:
+                    session = self.sessions.get(txn.session_id)
+                    assert session is not None
+                    self._bind(client, session)
+                continue
+            if txn.op == Op.CLOSE_SESSION and client is None:
+                if expiring is not None:  # expired: its connection is closed with no message
+                    self._close(expiring)
+                continue
+            if client is None or client.state != State.READY:
+                continue
+            head = client.fifo.popleft()
+            assert head is txn, "replies must leave in request order"
+            write_reply(client.out, txn, result)
+            self._sent(client)
+            self._record_latency(txn.time_ms)
+            if txn.op == Op.CLOSE_SESSION:
+                self._close(client)
+            self._drain(client)
+
+    def _drain(self, client: Client) -> None:
+        fifo = client.fifo
+        while fifo and not isinstance(fifo[0], Txn):
+            fifo.popleft()()
+
+
+OP_CODES = {
+    Op.PING: "PING", Op.CREATE: "CREA", Op.CREATE2: "CREA", Op.CREATE_CONTAINER: "CREA",
+    Op.CREATE_TTL: "CREA", Op.DELETE: "DELE", Op.SET_DATA: "SETD", Op.SET_ACL: "SETA",
+    Op.GET_DATA: "GETD", Op.GET_ACL: "GETA", Op.GET_CHILDREN: "GETC", Op.GET_CHILDREN2: "GETC",
+    Op.EXISTS: "EXIS", Op.SYNC: "SYNC", Op.MULTI: "MULT", Op.MULTI_READ: "MLTR",
+    Op.SET_WATCHES: "SETW", Op.SET_WATCHES2: "STW2", Op.ADD_WATCH: "ADDW",
+    Op.CHECK_WATCHES: "CHKW", Op.REMOVE_WATCHES: "REMW", Op.GET_EPHEMERALS: "GETE",
+    Op.GET_ALL_CHILDREN_NUMBER: "GETACN", Op.WHO_AM_I: "HOMI", Op.CHECK: "CHEC",
+    Op.RECONFIG: "RECO", Op.CLOSE_SESSION: "CLOS",
+}

@@ -1,0 +1,299 @@
+"""The asyncio (uvloop) shell around Node: sockets, clocks, the log stage, signals.
+
+Per loop iteration: each connection decodes and answers every complete frame it has (reads in
+bulk through `_core.serve_reads`), writes go to the node's log batch, and one scheduled callback
+per iteration makes the batch durable and commits it, so every write that arrived in the same
+iteration shares one log flush (group commit, once the WAL exists). Each connection's replies
+leave in one `transport.write` per iteration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import signal
+import time
+from collections import Counter
+
+from fastzk._core import FrameError, ReadBuffer, serve_reads
+from fastzk.config import ALL_4LW, Config
+from fastzk.node import Client, Limits, Node, State
+from fastzk.runtime import admin
+
+log = logging.getLogger("fastzk")
+
+FAST_PATH_BATCH = 256  # frames per serve_reads call: bounds the work done between pause checks
+FOUR_LETTER_WORDS = frozenset(word.encode("ascii") for word in ALL_4LW)
+
+
+def _now(node: Node) -> None:
+    node.set_time(int(time.time() * 1000), int(time.monotonic() * 1000))
+
+
+class ClientProtocol(asyncio.BufferedProtocol):
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.node = server.node
+        self.buf = ReadBuffer(server.cfg.jute_max_buffer)
+        self.client: Client | None = None
+        self.transport: asyncio.Transport | None = None
+        self.ip = ""
+        self.reading_paused = False
+        self.writing_paused = False
+        self.handshake_timer: asyncio.TimerHandle | None = None
+
+    # --- asyncio callbacks -------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        self.ip = peer[0] if peer else ""
+        server = self.server
+        limit = server.cfg.max_client_cnxns
+        if limit and server.per_ip[self.ip] >= limit:
+            log.warning("too many connections from %s (maxClientCnxns=%d)", self.ip, limit)
+            transport.abort()
+            return
+        server.per_ip[self.ip] += 1
+        self.client = Client(self.ip)
+        self.client.established_ms = int(time.time() * 1000)
+        server.protocols[self.client] = self
+        self.node.connection_made(self.client)
+        self.handshake_timer = server.loop.call_later(
+            server.cfg.handshake_timeout_ms / 1000, self._handshake_expired
+        )
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.client is None:
+            return
+        if self.handshake_timer is not None:
+            self.handshake_timer.cancel()
+        server = self.server
+        server.per_ip[self.ip] -= 1
+        if not server.per_ip[self.ip]:
+            del server.per_ip[self.ip]
+        server.protocols.pop(self.client, None)
+        self.node.connection_lost(self.client)
+        self.client = None
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self.buf.get_buffer(sizehint)
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.buf.buffer_updated(nbytes)
+        _now(self.node)
+        self.process()
+        self.server.after_input()
+
+    def eof_received(self) -> bool:
+        return False
+
+    def pause_writing(self) -> None:
+        """The peer is not reading its replies: stop reading its requests (back-pressure)."""
+        self.writing_paused = True
+        self._update_reading()
+
+    def resume_writing(self) -> None:
+        self.writing_paused = False
+        self._update_reading()
+        self.process()
+        self.server.after_input()
+
+    # --- processing --------------------------------------------------------------------------
+    def _handshake_expired(self) -> None:
+        client = self.client
+        if client is not None and client.state == State.HANDSHAKE and self.transport:
+            self.transport.abort()
+
+    def _blocked(self) -> bool:
+        client = self.client
+        return (
+            client is None
+            or client.closing
+            or self.writing_paused
+            or len(client.fifo) >= self.server.cfg.max_outstanding
+        )
+
+    def _update_reading(self) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        should_pause = self._blocked() or self.buf.pending > 2 * self.server.cfg.jute_max_buffer
+        if should_pause and not self.reading_paused:
+            transport.pause_reading()
+            self.reading_paused = True
+        elif not should_pause and self.reading_paused:
+            transport.resume_reading()
+            self.reading_paused = False
+
+    def process(self) -> None:
+        """Handles every complete frame that may be handled now, then flushes replies."""
+        client = self.client
+        if client is None or self.transport is None:
+            return
+        node = self.node
+        buf = self.buf
+        try:
+            if client.state == State.HANDSHAKE:
+                head = buf.peek(4)
+                if head is None:
+                    return
+                if head in FOUR_LETTER_WORDS:
+                    self._four_letter_word(head.decode("ascii"))
+                    return
+                frame = buf.pop_frame()
+                if frame is None:
+                    return
+                if self.handshake_timer is not None:
+                    self.handshake_timer.cancel()
+                    self.handshake_timer = None
+                node.handle_connect(client, frame)
+            out = client.out
+            while client.state == State.READY and not self._blocked():
+                if not client.fifo:
+                    served = serve_reads(buf, node.tree, out, node.applied_zxid, FAST_PATH_BATCH)
+                    if served:
+                        node.touch(client, served)
+                        if served == FAST_PATH_BATCH:
+                            continue
+                frame = buf.pop_frame()
+                if frame is None:
+                    break
+                node.handle_request(client, frame)
+        except FrameError as error:
+            log.info("closing %s: %s", self.ip, error)
+            client.out.take()
+            self.transport.abort()
+            return
+        self.flush()
+        self._update_reading()
+
+    def flush(self) -> None:
+        client = self.client
+        transport = self.transport
+        if client is None or transport is None:
+            return
+        if len(client.out):
+            transport.write(client.out.take())
+        if client.closing and not transport.is_closing():
+            transport.close()
+
+    def _four_letter_word(self, word: str) -> None:
+        assert self.transport is not None
+        self.buf.consume(4)
+        if word not in self.server.cfg.four_letter_words:
+            text = f"{word} is not executed because it is not in the whitelist.\n"
+        else:
+            text = admin.four_letter_word(word, self.server)
+        self.transport.write(text.encode("utf-8"))
+        self.transport.close()
+
+
+class Server:
+    def __init__(self, cfg: Config, loop: asyncio.AbstractEventLoop) -> None:
+        self.cfg = cfg
+        self.loop = loop
+        self.started_ms = int(time.time() * 1000)
+        limits = Limits(
+            tick_ms=cfg.tick_time,
+            min_session_timeout=cfg.min_session_timeout,
+            max_session_timeout=cfg.max_session_timeout,
+            super_digest=cfg.super_digest,
+            ttl_enabled=cfg.ttl_enabled,
+        )
+        self.node = Node(limits, random.SystemRandom(), server_id=1, start_ms=self.started_ms)
+        _now(self.node)
+        self.protocols: dict[Client, ClientProtocol] = {}
+        self.per_ip: Counter[str] = Counter()
+        self._commit_scheduled = False
+        self._tcp: asyncio.base_events.Server | None = None
+
+    def after_input(self) -> None:
+        """Called after every event that may have produced output or log entries."""
+        if self.node.log_batch and not self._commit_scheduled:
+            self._commit_scheduled = True
+            self.loop.call_soon(self._commit)
+        self.flush_dirty()
+
+    def _commit(self) -> None:
+        self._commit_scheduled = False
+        _now(self.node)
+        # The log stage keeps the batch in memory: it is "durable" as soon as it is taken. The
+        # write-ahead log replaces this with a writer thread that calls commit after fdatasync.
+        self.node.commit(self.node.take_log_batch())
+        self.flush_dirty()
+
+    def flush_dirty(self) -> None:
+        node = self.node
+        while node.dirty:
+            dirty = list(node.dirty)
+            node.dirty.clear()
+            for client in dirty:
+                protocol = self.protocols.get(client)
+                if protocol is None:
+                    continue
+                protocol.flush()
+                # a connection whose handshake or queued writes just completed may now
+                # handle frames it had to leave buffered
+                if client.state == State.READY and protocol.buf.pending:
+                    protocol.process()
+                else:
+                    protocol._update_reading()
+        if node.log_batch and not self._commit_scheduled:
+            self._commit_scheduled = True
+            self.loop.call_soon(self._commit)
+
+    def _tick(self) -> None:
+        _now(self.node)
+        self.node.tick()
+        self.after_input()
+        self.loop.call_later(self.cfg.tick_time / 1000, self._tick)
+
+    async def start(self) -> None:
+        self._tcp = await self.loop.create_server(
+            lambda: ClientProtocol(self),
+            host=self.cfg.client_port_address or None,
+            port=self.cfg.client_port,
+            reuse_address=True,
+            backlog=1024,
+        )
+        self.loop.call_later(self.cfg.tick_time / 1000, self._tick)
+
+    async def stop(self) -> None:
+        if self._tcp is not None:
+            self._tcp.close()
+        for protocol in list(self.protocols.values()):
+            if protocol.transport is not None:
+                protocol.transport.abort()
+        if self._tcp is not None:
+            await self._tcp.wait_closed()
+
+
+async def _serve(cfg: Config) -> None:
+    loop = asyncio.get_running_loop()
+    server = Server(cfg, loop)
+    await server.start()
+    log.info(
+        "fastzk serving on %s:%d (config: %s, dataDir: %s)",
+        cfg.client_port_address or "0.0.0.0", cfg.client_port, cfg.source, cfg.data_dir,
+    )
+    stopping = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+    await stopping.wait()
+    log.info("fastzk shutting down")
+    await server.stop()
+
+
+def run(cfg: Config, log_level: str = "INFO") -> int:
+    logging.basicConfig(
+        level=log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    for warning in cfg.warnings:
+        log.warning("config %s: %s", cfg.source, warning)
+    cfg.data_dir.mkdir(parents=True, exist_ok=True)
+    import uvloop
+
+    uvloop.run(_serve(cfg))
+    return 0

@@ -1,0 +1,110 @@
+"""ACL evaluation and authentication schemes (world, auth, digest, ip, super).
+
+A connection's identities are a set of (scheme, id) pairs: ("ip", addr) from accept time,
+("digest", "user:hash") per digest auth packet, ("super", "") when the digest matches the
+operator's super digest.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import ipaddress
+
+from fastzk.proto import Perm
+
+Identity = tuple[str, str]
+ACLEntry = tuple[int, str, str]
+
+
+def digest_id(credentials: str) -> str:
+    """user:password -> user:base64(sha1(user:password)), the id digest ACLs store."""
+    user = credentials.split(":", 1)[0]
+    hashed = hashlib.sha1(credentials.encode("utf-8")).digest()
+    return f"{user}:{base64.b64encode(hashed).decode('ascii')}"
+
+
+def _ip_matches(pattern: str, address: str) -> bool:
+    try:
+        network = ipaddress.ip_network(pattern, strict=False)
+        return ipaddress.ip_address(address) in network
+    except ValueError:
+        return False
+
+
+def _valid_ip_pattern(pattern: str) -> bool:
+    try:
+        ipaddress.ip_network(pattern, strict=False)
+    except ValueError:
+        return False
+    return True
+
+
+def _valid_digest_id(ident: str) -> bool:
+    parts = ident.split(":")
+    while parts and parts[-1] == "":
+        parts.pop()
+    return len(parts) == 2
+
+
+def check(acl: list[ACLEntry], perm: int, identities: frozenset[Identity] | set[Identity]) -> bool:
+    """True when `identities` hold `perm` on a node with `acl` (any overlapping bit suffices)."""
+    if not acl:
+        return True
+    for scheme, _ in identities:
+        if scheme == "super":
+            return True
+    for perms, scheme, ident in acl:
+        if not perms & perm:
+            continue
+        if scheme == "world":
+            if ident == "anyone":
+                return True
+        elif scheme == "ip":
+            for id_scheme, id_value in identities:
+                if id_scheme == "ip" and _ip_matches(ident, id_value):
+                    return True
+        elif (scheme, ident) in identities:
+            return True
+    return False
+
+
+def world_readable(acl: list[ACLEntry]) -> bool:
+    return not acl or any(p & Perm.READ and s == "world" and i == "anyone" for p, s, i in acl)
+
+
+def fix_acl(acl: list[ACLEntry] | None, identities: set[Identity]) -> list[ACLEntry] | None:
+    """Validates a create/setACL list and expands `auth` entries; None means INVALIDACL."""
+    if not acl:
+        return None
+    result: list[ACLEntry] = []
+    for perms, scheme, ident in acl:
+        if scheme == "world":
+            if ident != "anyone":
+                return None
+            expanded = [(perms, scheme, ident)]
+        elif scheme == "auth":
+            expanded = [(perms, s, i) for s, i in sorted(identities) if s == "digest"]
+            if not expanded:
+                return None
+        elif scheme == "digest":
+            if not _valid_digest_id(ident):
+                return None
+            expanded = [(perms, scheme, ident)]
+        elif scheme == "ip":
+            if not _valid_ip_pattern(ident):
+                return None
+            expanded = [(perms, scheme, ident)]
+        else:
+            return None
+        for entry in expanded:
+            if entry not in result:
+                result.append(entry)
+    return result
+
+
+def mask_digests(acl: list[ACLEntry]) -> list[ACLEntry]:
+    """getACL without ADMIN shows digest ids as user:x."""
+    return [
+        (p, s, i.split(":", 1)[0] + ":x" if s == "digest" else i) for p, s, i in acl
+    ]

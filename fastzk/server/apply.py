@@ -1,0 +1,146 @@
+"""Committed txn -> tree mutation, watch notifications and the reply body.
+
+Notifications are returned in the order they must reach connections; the host writes them
+before the writer's reply, which is what keeps ZooKeeper's "notification before the data that
+reflects it" guarantee.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastzk._core import DataTree, WriteBuffer
+from fastzk.proto import SYNC_CONNECTED, Err, Event, Op, Perm
+from fastzk.server import acl as acls
+from fastzk.server.paths import parent_of
+from fastzk.server.prep import (
+    CHECK,
+    CLOSE_SESSION,
+    CREATE,
+    CREATE_SESSION,
+    DELETE,
+    SET_ACL,
+    SET_DATA,
+    Txn,
+)
+from fastzk.server.sessions import SessionTable
+from fastzk.server.watches import WatchManager
+
+Notification = tuple[Any, int, str]  # (connection, event type, path)
+
+
+class Applier:
+    def __init__(self, tree: DataTree, watches: WatchManager, sessions: SessionTable) -> None:
+        self.tree = tree
+        self.watches = watches
+        self.sessions = sessions
+
+    def _notify(self, out: list[Notification], path: str, event: int, acl_path: str) -> None:
+        """Queues `event` for every watcher that may read the node it concerns."""
+        targets = self.watches.trigger(path, event)
+        if not targets:
+            return
+        found = self.tree.get_acl(acl_path)
+        acl = found[0] if found is not None else []
+        for conn in targets:
+            if acls.check(acl, Perm.READ, conn.identities):
+                out.append((conn, event, path))
+
+    def _change(self, txn: Txn, change: tuple, out: list[Notification]) -> Any:
+        tag = change[0]
+        tree = self.tree
+        if tag == CREATE:
+            _, path, data, acl, owner = change
+            stat = tree.create(path, data, acl, owner, txn.zxid, txn.time_ms)
+            parent = parent_of(path)
+            self._notify(out, path, Event.NODE_CREATED, path)
+            self._notify(out, parent, Event.NODE_CHILDREN_CHANGED, parent)
+            return (path, stat)
+        if tag == SET_DATA:
+            _, path, data = change
+            stat = tree.set_data(path, data, txn.zxid, txn.time_ms)
+            self._notify(out, path, Event.NODE_DATA_CHANGED, path)
+            return stat
+        if tag == DELETE:
+            path = change[1]
+            parent = parent_of(path)
+            # the node's ACL is read before it goes: watchers are filtered by it
+            self._notify(out, path, Event.NODE_DELETED, path)
+            tree.delete(path, txn.zxid)
+            self._notify(out, parent, Event.NODE_CHILDREN_CHANGED, parent)
+            return None
+        if tag == SET_ACL:
+            _, path, acl = change
+            return tree.set_acl(path, acl)
+        if tag == CHECK:
+            return None
+        if tag == CREATE_SESSION:
+            _, session_id, timeout, passwd = change
+            self.sessions.add(session_id, timeout, passwd, txn.time_ms)
+            return None
+        if tag == CLOSE_SESSION:
+            self.sessions.remove(change[1])
+            return None
+        raise ValueError(f"unknown change {tag!r}")
+
+    def apply(self, txn: Txn) -> tuple[Any, list[Notification]]:
+        notifications: list[Notification] = []
+        if txn.op == Op.MULTI:
+            result = [(rtype, self._change(txn, change, notifications))
+                      for rtype, change in txn.changes]
+        else:
+            result = None
+            for change in txn.changes:
+                result = self._change(txn, change, notifications)
+        return result, notifications
+
+
+def write_notification(out: WriteBuffer, event: int, path: str) -> None:
+    out.notification(-1, event, SYNC_CONNECTED, path)
+
+
+def _write_result(out: WriteBuffer, rtype: int, value: Any) -> None:
+    if rtype == Op.CREATE:
+        out.write_ustring(value[0])
+    elif rtype in (Op.CREATE2, Op.CREATE_CONTAINER, Op.CREATE_TTL):
+        out.write_ustring(value[0])
+        out.write_stat(value[1])
+    elif rtype in (Op.SET_DATA, Op.SET_ACL):
+        out.write_stat(value)
+
+
+def write_reply(out: WriteBuffer, txn: Txn, result: Any) -> None:
+    """The reply frame of a successfully applied write."""
+    op = txn.op
+    if op in (Op.DELETE, Op.CLOSE_SESSION):
+        out.reply_header(txn.xid, txn.zxid, Err.OK)
+        return
+    out.begin(txn.xid, txn.zxid, Err.OK)
+    if op == Op.MULTI:
+        for rtype, value in result:
+            out.write_int(rtype)
+            out.write_bool(False)
+            out.write_int(Err.OK)
+            _write_result(out, rtype, value)
+        _write_multi_end(out)
+    else:
+        _write_result(out, op, result)
+    out.end()
+
+
+def _write_multi_end(out: WriteBuffer) -> None:
+    out.write_int(-1)
+    out.write_bool(True)
+    out.write_int(-1)
+
+
+def write_multi_failure(out: WriteBuffer, xid: int, zxid: int, errors: list[int]) -> None:
+    """A failed multi keeps header err 0 and reports each op's error in the body."""
+    out.begin(xid, zxid, Err.OK)
+    for err in errors:
+        out.write_int(-1)
+        out.write_bool(False)
+        out.write_int(err)
+        out.write_int(err)
+    _write_multi_end(out)
+    out.end()
