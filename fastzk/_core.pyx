@@ -5,6 +5,7 @@ One compilation unit so that the fast path can reach buffer memory, tree nodes a
 as plain C calls, with no Python-level attribute access in between.
 """
 
+cimport cython
 from cpython.buffer cimport PyBuffer_FillInfo
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.dict cimport PyDict_Next

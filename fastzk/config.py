@@ -52,6 +52,8 @@ class Config:
     super_digest: str | None = None
     ttl_enabled: bool = False
     handshake_timeout_ms: int = 10000
+    container_check_interval_ms: int = 60000
+    container_max_per_minute: int = 10000
     source: str = "embedded default"
     warnings: tuple[str, ...] = field(default=())
 
@@ -143,6 +145,10 @@ def from_properties(props: dict[str, str], source: str, base: Path) -> Config:
             values["four_letter_words"] = _whitelist(value)
         elif bare == "DigestAuthenticationProvider.superDigest":
             values["super_digest"] = value
+        elif bare == "znode.container.checkIntervalMs":
+            values["container_check_interval_ms"] = _int(key, value, 1)
+        elif bare == "znode.container.maxPerMinute":
+            values["container_max_per_minute"] = _int(key, value, 1)
         elif bare == "extendedTypesEnabled":
             values["ttl_enabled"] = _bool(key, value)
         elif key in KNOWN_UNUSED or key.startswith("server."):

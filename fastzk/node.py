@@ -139,6 +139,18 @@ class Node:
         for session in self.sessions.due(self.mono_ms):
             self._log(self.prep.close_session(session.session_id, 0, self.now_ms), None)
 
+    def reap(self, limit: int) -> int:
+        """Deletes up to `limit` expired containers and TTL nodes; returns how many."""
+        reaped = 0
+        for path in sorted(self.tree.containers_and_ttls()):
+            if reaped >= limit:
+                break
+            txn = self.prep.reap(path, self.now_ms)
+            if txn is not None:
+                self._log(txn, None)
+                reaped += 1
+        return reaped
+
     # --- connections -------------------------------------------------------------------------
     def connection_made(self, client: Client) -> None:
         self.clients.add(client)

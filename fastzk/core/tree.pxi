@@ -122,10 +122,14 @@ cdef int64_t signed_owner(object owner) except? -1:
     return owner
 
 
+# Neither class can take part in a reference cycle (nodes point down to children, data and
+# ACLs only), so both stay out of the cyclic GC: a large tree then costs nothing per collection.
+@cython.no_gc
 cdef class _Acl:
     pass
 
 
+@cython.no_gc
 cdef class _Node:
     pass
 

@@ -249,6 +249,14 @@ class Server:
         self.after_input()
         self.loop.call_later(self.cfg.tick_time / 1000, self._tick)
 
+    def _reap(self) -> None:
+        """ZooKeeper's container manager: a bounded number of deletes per check interval."""
+        interval = self.cfg.container_check_interval_ms
+        _now(self.node)
+        self.node.reap(max(1, self.cfg.container_max_per_minute * interval // 60000))
+        self.after_input()
+        self.loop.call_later(interval / 1000, self._reap)
+
     async def start(self) -> None:
         self._tcp = await self.loop.create_server(
             lambda: ClientProtocol(self),
@@ -258,6 +266,7 @@ class Server:
             backlog=1024,
         )
         self.loop.call_later(self.cfg.tick_time / 1000, self._tick)
+        self.loop.call_later(self.cfg.container_check_interval_ms / 1000, self._reap)
 
     async def stop(self) -> None:
         if self._tcp is not None:

@@ -189,6 +189,30 @@ class Prep:
         self._commit_scratch(txn.zxid, scratch)
         return txn
 
+    def reap(self, path: str, now_ms: int) -> Txn | None:
+        """A delete of an empty container that once had a child, or of a childless TTL node
+        left unmodified for longer than its TTL; None when the node does not qualify (any
+        more)."""
+        view = self._lookup(path, {})
+        if view is None or view.children or path in self._pending:
+            return None
+        owner = view.owner
+        if owner == CONTAINER_OWNER:
+            if view.counter == 0:
+                return None  # never used: kept, as ZooKeeper keeps it
+        elif owner >> 56 == -1:
+            stat = self.tree.stat(path)
+            if stat is None or now_ms - stat[3] <= owner & MAX_TTL_MS:
+                return None
+        else:
+            return None
+        scratch: dict[str, _View | None] = {}
+        self._delete_in(path, scratch)
+        txn = self._next(0, 0, Op.DELETE_CONTAINER, now_ms)
+        txn.changes = [(DELETE, path)]
+        self._commit_scratch(txn.zxid, scratch)
+        return txn
+
     def _delete_in(self, path: str, scratch: dict[str, _View | None]) -> None:
         self._writable(_parent_path(path), scratch).children -= 1
         scratch[path] = None

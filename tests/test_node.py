@@ -1,0 +1,191 @@
+"""The host driven directly, with no sockets or clocks: ordering guarantees of the pipeline.
+
+These pin the properties that the asyncio runtime relies on and that are hard to provoke
+through a real client: replies in request order while writes wait for their commit,
+notifications before the reply that follows them, prepared writes seeing each other before
+they are applied, expiry on the server's own clock.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from wire import (
+    OP_CREATE,
+    close_session_request,
+    connect_request,
+    create_request,
+    delete_request,
+    get_data_request,
+    parse_connect_response,
+    parse_reply_header,
+    set_data_request,
+    split_frames,
+)
+
+from fastzk.node import Client, Limits, Node, State
+
+TICK = 100
+
+
+def payload(framed: bytes) -> bytes:
+    """Strip the 4-byte length prefix: the host is handed frame payloads."""
+    return framed[4:]
+
+
+@pytest.fixture
+def node() -> Node:
+    limits = Limits(tick_ms=TICK, min_session_timeout=2 * TICK, max_session_timeout=20 * TICK)
+    return Node(limits, random.Random(7), start_ms=1_000_000)
+
+
+def connected(node: Node, timeout_ms: int = 1000) -> Client:
+    client = Client("127.0.0.1")
+    node.connection_made(client)
+    node.handle_connect(client, payload(connect_request(timeout_ms=timeout_ms)))
+    assert client.state == State.CONNECTING
+    node.commit(node.take_log_batch())
+    assert client.state == State.READY
+    response = parse_connect_response(split_frames(client.out.take())[0])
+    assert response.session_id != 0 and response.timeout_ms == timeout_ms
+    return client
+
+
+def replies(client: Client) -> list[tuple[int, int]]:
+    """(xid, err) of every frame written to the client so far, notifications as xid -1."""
+    return [
+        (header.xid, header.err)
+        for header, _ in (parse_reply_header(f) for f in split_frames(client.out.take()))
+    ]
+
+
+def test_read_waits_behind_its_own_pending_write(node: Node) -> None:
+    client = connected(node)
+    node.handle_request(client, payload(create_request(1, "/a", b"v")))
+    node.handle_request(client, payload(get_data_request(2, "/a")))
+    assert replies(client) == []  # the read must not overtake the uncommitted create
+    node.commit(node.take_log_batch())
+    assert replies(client) == [(1, 0), (2, 0)]
+
+
+def test_pipelined_writes_see_each_other_before_commit(node: Node) -> None:
+    client = connected(node)
+    node.handle_request(client, payload(create_request(1, "/p")))
+    node.handle_request(client, payload(create_request(2, "/p/c")))
+    node.handle_request(client, payload(create_request(3, "/p")))
+    node.handle_request(client, payload(delete_request(4, "/p")))
+    batch = node.take_log_batch()
+    assert len(batch) == 2  # the failing create and delete are decided without a txn
+    node.commit(batch)
+    assert replies(client) == [(1, 0), (2, 0), (3, -110), (4, -111)]
+    assert node.tree.get_children("/p") == ["c"]
+
+
+def test_notification_precedes_the_reply_of_the_write_that_fired_it(node: Node) -> None:
+    writer = connected(node)
+    watcher = connected(node)
+    node.handle_request(writer, payload(create_request(1, "/w", b"0")))
+    node.commit(node.take_log_batch())
+    replies(writer)
+    node.handle_request(writer, payload(get_data_request(2, "/w", watch=True)))
+    node.handle_request(watcher, payload(get_data_request(1, "/w", watch=True)))
+    assert replies(writer) == [(2, 0)]
+    assert replies(watcher) == [(1, 0)]
+    node.handle_request(writer, payload(set_data_request(3, "/w", b"1")))
+    node.commit(node.take_log_batch())
+    assert replies(writer) == [(-1, 0), (3, 0)]
+    assert replies(watcher) == [(-1, 0)]
+
+
+def test_failed_write_reply_keeps_request_order(node: Node) -> None:
+    client = connected(node)
+    node.handle_request(client, payload(create_request(1, "/x")))
+    node.handle_request(client, payload(set_data_request(2, "/missing", b"")))
+    assert replies(client) == []
+    node.commit(node.take_log_batch())
+    assert replies(client) == [(1, 0), (2, -101)]
+
+
+def test_session_expires_on_ticks_and_its_ephemerals_go(node: Node) -> None:
+    owner = connected(node, timeout_ms=2 * TICK)
+    watcher = connected(node, timeout_ms=20 * TICK)
+    node.handle_request(
+        owner, payload(create_request(1, "/e", flags=1, op=OP_CREATE))
+    )
+    node.commit(node.take_log_batch())
+    node.handle_request(watcher, payload(get_data_request(1, "/e", watch=True)))
+    replies(watcher)
+    node.set_time(node.now_ms + 2 * TICK, 2 * TICK)
+    node.tick()
+    assert node.take_log_batch() == []  # not yet: deadlines are rounded up to a tick
+    node.set_time(node.now_ms + TICK, 3 * TICK)
+    node.tick()
+    batch = node.take_log_batch()
+    assert [txn.session_id for txn in batch] == [owner.session_id]
+    node.commit(batch)
+    assert not node.tree.exists("/e")
+    assert owner.closing and owner.session_id not in node.sessions
+    assert replies(watcher) == [(-1, 0)]
+
+
+def test_close_session_deletes_ephemerals_then_replies_and_closes(node: Node) -> None:
+    client = connected(node)
+    node.handle_request(client, payload(create_request(1, "/eph", flags=1)))
+    node.handle_request(client, payload(get_data_request(2, "/eph", watch=True)))
+    node.handle_request(client, payload(close_session_request(3)))
+    node.commit(node.take_log_batch())
+    # own watch fires before the close reply
+    assert replies(client) == [(1, 0), (2, 0), (-1, 0), (3, 0)]
+    assert client.closing and not node.tree.exists("/eph")
+
+
+def test_resume_with_wrong_password_gets_the_invalid_session_reply(node: Node) -> None:
+    first = connected(node)
+    session_id = first.session_id
+    intruder = Client("127.0.0.1")
+    node.connection_made(intruder)
+    node.handle_connect(
+        intruder, payload(connect_request(session_id=session_id, passwd=b"\x01" * 16))
+    )
+    response = parse_connect_response(split_frames(intruder.out.take())[0])
+    assert (response.timeout_ms, response.session_id, response.passwd) == (0, 0, bytes(16))
+    assert intruder.closing and not first.closing
+
+
+def test_resume_takes_the_session_over_from_the_old_connection(node: Node) -> None:
+    first = connected(node)
+    session = first.session
+    assert session is not None
+    second = Client("127.0.0.1")
+    node.connection_made(second)
+    node.handle_connect(
+        second,
+        payload(connect_request(session_id=session.session_id, passwd=session.passwd)),
+    )
+    response = parse_connect_response(split_frames(second.out.take())[0])
+    assert response.session_id == session.session_id
+    assert first.closing and len(first.out) == 0  # closed with no message
+    assert session.conn is second
+
+
+def test_client_ahead_of_the_server_is_refused_without_reply(node: Node) -> None:
+    client = Client("127.0.0.1")
+    node.connection_made(client)
+    node.handle_connect(client, payload(connect_request(last_zxid_seen=10**6)))
+    assert client.closing and len(client.out) == 0
+
+
+def test_empty_container_is_reaped_only_after_it_had_a_child(node: Node) -> None:
+    client = connected(node)
+    node.handle_request(client, payload(create_request(1, "/c", op=19, flags=4)))
+    node.handle_request(client, payload(create_request(2, "/never", op=19, flags=4)))
+    node.handle_request(client, payload(create_request(3, "/c/child")))
+    node.commit(node.take_log_batch())
+    assert node.reap(limit=10) == 0  # /c has a child, /never never had one
+    node.handle_request(client, payload(delete_request(4, "/c/child")))
+    node.commit(node.take_log_batch())
+    assert node.reap(limit=10) == 1
+    node.commit(node.take_log_batch())
+    assert not node.tree.exists("/c") and node.tree.exists("/never")
+    assert node.tree.stat("/never")[7] == 0  # containers show ephemeralOwner 0
