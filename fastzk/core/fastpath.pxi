@@ -36,10 +36,8 @@ def serve_reads(ReadBuffer buf, DataTree tree, WriteBuffer out, int64_t zxid, Py
             if n < 13:
                 break
             plen = <int32_t>ld_u32(p + 8)
-            if plen == -1:
-                plen = 0                    # null path: "" aliases "/"
-            elif plen < 0 or plen > n - 13:
-                break
+            if plen < 0 or plen > n - 13:
+                break                       # null path (MarshallingError) or malformed
             if p[12 + plen] != 0:
                 break                       # a watch to register: the slow path's job
             if memchr(p + 12, 0, plen) != NULL:

@@ -76,6 +76,16 @@ cdef object rd_ustring(Cursor* c, bint keep_null):
     return decode_ustr(<const char*>c.p + c.pos - n, n)
 
 
+cdef str rd_path(Cursor* c):
+    """A request path. Unlike other strings, a null path is refused (MarshallingError), as
+    Apache ZooKeeper refuses it."""
+    cdef Py_ssize_t n = rd_len(c)
+    if n == -1:
+        _fail(c)
+    c.pos += n
+    return decode_ustr(<const char*>c.p + c.pos - n, n)
+
+
 cdef object rd_buffer(Cursor* c):
     cdef Py_ssize_t n = rd_len(c)
     if n == -1:
@@ -115,12 +125,12 @@ cdef list rd_acl_vector(Cursor* c):
 
 
 cdef tuple rd_path_watch(Cursor* c):
-    path = rd_ustring(c, False)
+    path = rd_path(c)
     return (path, rd_bool(c) != 0)
 
 
 cdef tuple rd_create(Cursor* c, bint ttl):
-    path = rd_ustring(c, False)
+    path = rd_path(c)
     data = rd_buffer(c)
     acl = rd_acl_vector(c)
     cdef int32_t flags = rd_i32(c)
@@ -130,7 +140,7 @@ cdef tuple rd_create(Cursor* c, bint ttl):
 
 
 cdef tuple rd_path_int(Cursor* c):
-    path = rd_ustring(c, False)
+    path = rd_path(c)
     return (path, rd_i32(c))
 
 
@@ -144,13 +154,15 @@ cdef object rd_body(Cursor* c, int32_t op):
     if op == 2 or op == 13 or op == 17 or op == 18 or op == 106:
         return rd_path_int(c)
     if op == 5:
-        path = rd_ustring(c, False)
+        path = rd_path(c)
         data = rd_buffer(c)
         return (path, data, rd_i32(c))
-    if op == 6 or op == 9 or op == 103 or op == 104 or op == 20:
+    if op == 6 or op == 104 or op == 20:
+        return rd_path(c)
+    if op == 9 or op == 103:
         return rd_ustring(c, False)
     if op == 7:
-        path = rd_ustring(c, False)
+        path = rd_path(c)
         acl = rd_acl_vector(c)
         return (path, acl, rd_i32(c))
     if op == 14 or op == 22:

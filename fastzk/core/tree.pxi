@@ -283,9 +283,14 @@ cdef class DataTree:
     # --- bookkeeping ------------------------------------------------------------------------
 
     cdef _Acl _intern_acl(self, object acl):
-        cdef _Acl a
-        key = tuple([(int(perms), scheme, ident) for perms, scheme, ident in acl])
-        a = self.acls.get(key)
+        cdef _Acl a = None
+        try:
+            a = self.acls.get(tuple(acl))       # the common case: a list of tuples seen before
+        except TypeError:
+            pass
+        if a is None:
+            key = tuple([(int(perms), scheme, ident) for perms, scheme, ident in acl])
+            a = self.acls.get(key)
         if a is None:
             a = _Acl()
             a.key = key

@@ -1,0 +1,114 @@
+"""Micro benchmarks of fastzk._core: the per-request costs the server pays on its hot paths.
+
+Run: pytest bench/test_core_micro.py --benchmark-only
+"""
+
+import struct
+
+import pytest
+
+from fastzk._core import DataTree, ReadBuffer, WriteBuffer, decode_request, serve_reads
+
+OPEN = [(31, "world", "anyone")]
+STAT = (5, 6, 1700000000000, 1700000000001, 3, 2, 0, 0, 64, 2, 7)
+N_NODES = 100_000
+
+
+def ustr(s: str) -> bytes:
+    b = s.encode()
+    return struct.pack(">i", len(b)) + b
+
+
+GET_DATA = struct.pack(">ii", 7, 4) + ustr("/app/service/node-00042") + b"\x00"
+CREATE = (
+    struct.pack(">ii", 8, 1) + ustr("/app/service/node-00042") + struct.pack(">i", 64) + b"d" * 64
+    + struct.pack(">i", 1) + struct.pack(">i", 31) + ustr("world") + ustr("anyone")
+    + struct.pack(">i", 0)
+)
+
+
+@pytest.fixture(scope="module")
+def big_tree():
+    """100k znodes in 100 directories of 1000."""
+    tree = DataTree()
+    zxid = 1
+    for d in range(100):
+        tree.create(f"/d{d}", b"", OPEN, 0, zxid, 0)
+        zxid += 1
+        for i in range(N_NODES // 100 - 1):
+            tree.create(f"/d{d}/n{i:05d}", b"v" * 32, OPEN, 0, zxid, 0)
+            zxid += 1
+    return tree
+
+
+def test_decode_get_data_request(benchmark):
+    assert benchmark(decode_request, GET_DATA)[1] == 4
+
+
+def test_decode_create_request(benchmark):
+    assert benchmark(decode_request, CREATE)[1] == 1
+
+
+def test_encode_get_data_reply(benchmark):
+    out = WriteBuffer()
+    data = b"x" * 64
+
+    def encode():
+        out.begin(7, 0x100000005, 0)
+        out.write_buffer(data)
+        out.write_stat(STAT)
+        out.end()
+        if len(out) > 1 << 20:
+            out.take()
+
+    benchmark(encode)
+
+
+def test_tree_get_data_in_100k_tree(benchmark, big_tree):
+    paths = [f"/d{d}/n{i:05d}" for d in range(0, 100, 7) for i in range(0, 999, 97)]
+    it = iter(range(10**9))
+
+    def lookup():
+        return big_tree.get_data(paths[next(it) % len(paths)])
+
+    assert benchmark(lookup) is not None
+
+
+def test_tree_create(benchmark):
+    tree = DataTree()
+    tree.create("/c", b"", OPEN, 0, 1, 0)
+    paths = iter(f"/c/n{i}" for i in range(10**8))
+    zxids = iter(range(2, 10**8))
+
+    def create():
+        tree.create(next(paths), b"x" * 32, OPEN, 0, next(zxids), 0)
+
+    benchmark.pedantic(create, rounds=20_000, iterations=1, warmup_rounds=100)
+
+
+def test_tree_set_data(benchmark, big_tree):
+    zxids = iter(range(10**7, 10**9))
+    data = b"y" * 32
+
+    def set_data():
+        big_tree.set_data("/d3/n00500", data, next(zxids), 0)
+
+    benchmark(set_data)
+
+
+def test_serve_reads_64_pipelined_get_data(benchmark, big_tree):
+    requests = [struct.pack(">ii", i, 4) + ustr(f"/d5/n{i:05d}") + b"\x00" for i in range(64)]
+    batch = b"".join(struct.pack(">i", len(r)) + r for r in requests)
+    rb = ReadBuffer(0xFFFFF)
+    out = WriteBuffer()
+
+    def serve():
+        mv = rb.get_buffer(len(batch))
+        mv[: len(batch)] = batch
+        del mv
+        rb.buffer_updated(len(batch))
+        served = serve_reads(rb, big_tree, out, 0x100000005, 1000)
+        out.take()
+        return served
+
+    assert benchmark(serve) == 64

@@ -1,0 +1,42 @@
+"""fastzk's own ZooKeeper client: an asyncio connection (``protocol``), its codec
+(``codec``) and the closed-loop load generator behind ``fastzk load`` (``load``).
+
+The client exists so fastzk can be measured and tested with a tool that is independent of
+the server code and cheap enough per request not to be the bottleneck on a small machine.
+"""
+
+from fastzk.client.codec import (
+    ACL,
+    OPEN_ACL_UNSAFE,
+    CreateMode,
+    EventType,
+    MultiOp,
+    MultiResult,
+    Stat,
+    WatchEvent,
+    ZKError,
+    error_name,
+    multi_check,
+    multi_create,
+    multi_delete,
+    multi_set,
+)
+from fastzk.client.protocol import ZKClient
+
+__all__ = [
+    "ACL",
+    "OPEN_ACL_UNSAFE",
+    "CreateMode",
+    "EventType",
+    "MultiOp",
+    "MultiResult",
+    "Stat",
+    "WatchEvent",
+    "ZKClient",
+    "ZKError",
+    "error_name",
+    "multi_check",
+    "multi_create",
+    "multi_delete",
+    "multi_set",
+]
