@@ -33,10 +33,10 @@ def big_tree():
     tree = DataTree()
     zxid = 1
     for d in range(100):
-        tree.create(f"/d{d}", b"", OPEN, 0, zxid, 0)
+        tree.create(f"/d{d}", b"", OPEN, 0, zxid, 0, d + 1)
         zxid += 1
         for i in range(N_NODES // 100 - 1):
-            tree.create(f"/d{d}/n{i:05d}", b"v" * 32, OPEN, 0, zxid, 0)
+            tree.create(f"/d{d}/n{i:05d}", b"v" * 32, OPEN, 0, zxid, 0, i + 1)
             zxid += 1
     return tree
 
@@ -76,12 +76,13 @@ def test_tree_get_data_in_100k_tree(benchmark, big_tree):
 
 def test_tree_create(benchmark):
     tree = DataTree()
-    tree.create("/c", b"", OPEN, 0, 1, 0)
-    paths = iter(f"/c/n{i}" for i in range(10**8))
+    tree.create("/c", b"", OPEN, 0, 1, 0, 1)
+    names = iter(range(10**8))
     zxids = iter(range(2, 10**8))
 
     def create():
-        tree.create(next(paths), b"x" * 32, OPEN, 0, next(zxids), 0)
+        i = next(names)
+        tree.create(f"/c/n{i}", b"x" * 32, OPEN, 0, next(zxids), 0, i + 1)
 
     benchmark.pedantic(create, rounds=20_000, iterations=1, warmup_rounds=100)
 
@@ -91,7 +92,8 @@ def test_tree_set_data(benchmark, big_tree):
     data = b"y" * 32
 
     def set_data():
-        big_tree.set_data("/d3/n00500", data, next(zxids), 0)
+        zxid = next(zxids)
+        big_tree.set_data("/d3/n00500", data, zxid & 0x7FFFFFFF, zxid, 0)
 
     benchmark(set_data)
 

@@ -132,16 +132,19 @@ class DataTree:
         CONTAINER_OWNER or TTL_OWNER_MASK|ttl as signed 64-bit, 0 for persistent)."""
     def create(
         self, path: str, data: bytes | None, acl: list[ACL], raw_owner: int, zxid: int,
-        time_ms: int,
+        time_ms: int, parent_counter: int,
     ) -> Stat:
-        """Adds the node; parent: create_counter +1, numChildren +1, pzxid = zxid. Returns the
-        new node's Stat."""
+        """Adds the node; parent: create_counter = parent_counter, numChildren +1,
+        pzxid = max(pzxid, zxid). Returns the node's Stat."""
     def delete(self, path: str, zxid: int) -> None:
-        """Removes a childless node; parent: numChildren -1, pzxid = zxid."""
-    def set_data(self, path: str, data: bytes | None, zxid: int, time_ms: int) -> Stat:
-        """version +1, mzxid, mtime, dataLength. Returns the new Stat."""
-    def set_acl(self, path: str, acl: list[ACL]) -> Stat:
-        """aversion +1 and nothing else. Returns the new Stat."""
+        """Removes a childless node (ValueError if it has children); parent: numChildren -1,
+        pzxid = max(pzxid, zxid)."""
+    def set_data(
+        self, path: str, data: bytes | None, version: int, zxid: int, time_ms: int
+    ) -> Stat | None:
+        """Sets data, version, mzxid, mtime. Returns the new Stat (None if missing)."""
+    def set_acl(self, path: str, acl: list[ACL], aversion: int) -> Stat | None:
+        """Sets the ACL and aversion and nothing else. Returns the new Stat."""
     def ephemerals(self, session_id: int) -> list[str]:
         """Paths of the normal ephemerals owned by session_id (not containers/TTL)."""
     def sessions_with_ephemerals(self) -> dict[int, list[str]]: ...

@@ -577,11 +577,11 @@ def test_buffer_updated_beyond_handed_out_space_is_refused():
 
 def fast_tree() -> DataTree:
     t = DataTree()
-    t.create("/a", b"hello", OPEN, 0, 5, 1000)
-    t.create("/a/x", None, OPEN, 0, 6, 1001)
-    t.create("/a/y", b"", OPEN, 0x0100000D992F0013, 7, 1002)
-    t.create("/secret", b"s", [(31, "digest", "bob:xyz")], 0, 8, 1003)
-    t.create("/é", b"u", OPEN, 0, 9, 1004)
+    t.create("/a", b"hello", OPEN, 0, 5, 1000, 1)
+    t.create("/a/x", None, OPEN, 0, 6, 1001, 1)
+    t.create("/a/y", b"", OPEN, 0x0100000D992F0013, 7, 1002, 2)
+    t.create("/secret", b"s", [(31, "digest", "bob:xyz")], 0, 8, 1003, 2)
+    t.create("/é", b"u", OPEN, 0, 9, 1004, 3)
     return t
 
 

@@ -107,7 +107,7 @@ class TreeMachine(RuleBasedStateMachine):
         if path in self.model or pnode.kind() == "ephemeral":
             return parent
         zxid = self.next_zxid()
-        stat = self.tree.create(path, data, acl, owner, zxid, zxid * 10)
+        stat = self.tree.create(path, data, acl, owner, zxid, zxid * 10, pnode.counter + 1)
         node = RefNode(data, acl, owner, zxid, zxid * 10)
         self.model[path] = node
         pnode.counter += 1
@@ -134,7 +134,7 @@ class TreeMachine(RuleBasedStateMachine):
         if node is None:
             return
         zxid = self.next_zxid()
-        stat = self.tree.set_data(path, data, zxid, zxid * 10 + 1)
+        stat = self.tree.set_data(path, data, node.version + 1, zxid, zxid * 10 + 1)
         node.data, node.version, node.mzxid, node.mtime = data, node.version + 1, zxid, zxid * 10 + 1
         assert stat == node.stat()
 
@@ -143,7 +143,7 @@ class TreeMachine(RuleBasedStateMachine):
         node = self.model.get(path)
         if node is None:
             return
-        stat = self.tree.set_acl(path, acl)
+        stat = self.tree.set_acl(path, acl, node.aversion + 1)
         node.acl = list(acl)
         node.aversion += 1
         assert stat == node.stat()
@@ -250,11 +250,30 @@ def test_empty_path_reads_the_root():
 
 
 # --- explicit Stat rules --------------------------------------------------------------------------
+# The tree takes absolute values from the txn (prep computes them); these helpers compute them the
+# way prep does, so the tests read like the operations they exercise.
+
+
+def create(t, path, data, acl, owner, zxid, time_ms):
+    parent = path[: path.rfind("/")] or "/"
+    info = t.node_info(parent)
+    counter = info[2] + 1 if info is not None else 1
+    return t.create(path, data, acl, owner, zxid, time_ms, counter)
+
+
+def set_data(t, path, data, zxid, time_ms):
+    info = t.node_info(path)
+    return t.set_data(path, data, (info[0] if info else -1) + 1, zxid, time_ms)
+
+
+def set_acl(t, path, acl):
+    info = t.node_info(path)
+    return t.set_acl(path, acl, (info[1] if info else -1) + 1)
 
 
 def test_first_create_under_root_makes_root_cversion_zero():
     t = DataTree()
-    stat = t.create("/a", b"d", OPEN, 0, 7, 1234)
+    stat = create(t, "/a", b"d", OPEN, 0, 7, 1234)
     assert stat == (7, 7, 1234, 1234, 0, 0, 0, 0, 1, 0, 7)
     root = t.stat("/")
     assert root[5] == 0 and root[9] == 2 and root[10] == 7 and root[1] == 0
@@ -262,9 +281,9 @@ def test_first_create_under_root_makes_root_cversion_zero():
 
 def test_delete_counts_in_exposed_cversion_but_not_in_the_counter():
     t = DataTree()
-    t.create("/p", b"", OPEN, 0, 1, 0)
-    t.create("/p/a", b"", OPEN, 0, 2, 0)
-    t.create("/p/b", b"", OPEN, 0, 3, 0)
+    create(t, "/p", b"", OPEN, 0, 1, 0)
+    create(t, "/p/a", b"", OPEN, 0, 2, 0)
+    create(t, "/p/b", b"", OPEN, 0, 3, 0)
     t.delete("/p/a", 4)
     stat = t.stat("/p")
     assert (stat[5], stat[9], stat[10]) == (3, 1, 4)
@@ -273,19 +292,19 @@ def test_delete_counts_in_exposed_cversion_but_not_in_the_counter():
 
 def test_null_data_is_kept_apart_from_empty_data():
     t = DataTree()
-    t.create("/n", None, OPEN, 0, 1, 0)
-    t.create("/e", b"", OPEN, 0, 2, 0)
+    create(t, "/n", None, OPEN, 0, 1, 0)
+    create(t, "/e", b"", OPEN, 0, 2, 0)
     assert t.get_data("/n")[0] is None and t.get_data("/n")[1][8] == 0
     assert t.get_data("/e")[0] == b""
-    t.set_data("/e", None, 3, 0)
+    set_data(t, "/e", None, 3, 0)
     assert t.get_data("/e")[0] is None
 
 
 def test_container_and_ttl_nodes_expose_owner_zero():
     t = DataTree()
-    t.create("/c", b"", OPEN, CONTAINER_OWNER, 1, 0)
-    t.create("/t", b"", OPEN, TTL_OWNER, 2, 0)
-    t.create("/u", b"", OPEN, 0x8000000000000000, 3, 0)      # unsigned spelling
+    create(t, "/c", b"", OPEN, CONTAINER_OWNER, 1, 0)
+    create(t, "/t", b"", OPEN, TTL_OWNER, 2, 0)
+    create(t, "/u", b"", OPEN, 0x8000000000000000, 3, 0)      # unsigned spelling
     assert t.stat("/c")[7] == t.stat("/t")[7] == t.stat("/u")[7] == 0
     assert t.node_info("/t")[4] == TTL_OWNER
     assert t.node_info("/u")[4] == CONTAINER_OWNER
@@ -296,8 +315,8 @@ def test_container_and_ttl_nodes_expose_owner_zero():
 def test_ephemeral_nodes_are_indexed_by_session():
     t = DataTree()
     sid = 0x0100000D992F0013
-    t.create("/e1", b"", OPEN, sid, 1, 0)
-    t.create("/e2", b"", OPEN, sid, 2, 0)
+    create(t, "/e1", b"", OPEN, sid, 1, 0)
+    create(t, "/e2", b"", OPEN, sid, 2, 0)
     assert t.stat("/e1")[7] == sid
     assert sorted(t.ephemerals(sid)) == ["/e1", "/e2"]
     t.delete("/e1", 3)
@@ -308,36 +327,36 @@ def test_ephemeral_nodes_are_indexed_by_session():
 
 def test_acl_version_counts_up_from_config_quirk():
     t = DataTree()
-    t.create("/v", b"", OPEN, 0, 1, 0)
+    create(t, "/v", b"", OPEN, 0, 1, 0)
     for _ in range(3):
-        t.set_acl("/v", OPEN)
+        set_acl(t, "/v", OPEN)
     assert t.stat("/v")[6] == 3
     assert t.stat("/zookeeper/config")[6] == -1
-    assert t.set_acl("/zookeeper/config", READ)[6] == 0
+    assert set_acl(t, "/zookeeper/config", READ)[6] == 0
 
 
 def test_digest_depends_only_on_content_not_on_history():
     a, b = DataTree(), DataTree()
-    a.create("/x", b"1", OPEN, 0, 1, 10)
-    a.create("/y", b"2", READ, 0, 2, 20)
-    b.create("/y", b"2", READ, 0, 2, 20)
-    b.create("/x", b"1", OPEN, 0, 1, 10)
-    assert a.digest() != b.digest()                  # root pzxid differs (2 versus 1)
+    create(a, "/x", b"1", OPEN, 0, 1, 10)
+    create(a, "/y", b"2", READ, 0, 2, 20)
+    create(b, "/y", b"2", READ, 0, 2, 20)
+    create(b, "/x", b"1", OPEN, 0, 1, 10)
+    assert a.digest() == b.digest()                  # same content, other creation order
     for t in (a, b):
-        t.create("/z", None, OPEN, 0, 3, 30)
+        create(t, "/z", None, OPEN, 0, 3, 30)
         t.delete("/z", 4)
     assert a.digest() == b.digest()
-    a.set_data("/x", b"1", 5, 50)
+    set_data(a, "/x", b"1", 5, 50)
     assert a.digest() != b.digest()
-    b.set_data("/x", b"1", 5, 50)
+    set_data(b, "/x", b"1", 5, 50)
     assert a.digest() == b.digest()
 
 
 def test_many_nodes_survive_table_growth_and_deletion():
     t = DataTree()
-    t.create("/m", b"", OPEN, 0, 1, 0)
+    create(t, "/m", b"", OPEN, 0, 1, 0)
     for i in range(5000):
-        t.create(f"/m/{i}", str(i).encode(), OPEN, 0, i + 2, 0)
+        create(t, f"/m/{i}", str(i).encode(), OPEN, 0, i + 2, 0)
     for i in range(0, 5000, 2):
         t.delete(f"/m/{i}", 10_000 + i)
     assert len(t) == 4 + 1 + 2500
@@ -348,22 +367,29 @@ def test_many_nodes_survive_table_growth_and_deletion():
 
 def test_mutators_refuse_what_would_corrupt_the_tree():
     t = DataTree()
-    t.create("/a", b"", OPEN, 0, 1, 0)
-    t.create("/a/b", b"", OPEN, 0, 2, 0)
+    create(t, "/a", b"", OPEN, 0, 1, 0)
+    create(t, "/a/b", b"", OPEN, 0, 2, 0)
     with pytest.raises(KeyError):
-        t.create("/a", b"", OPEN, 0, 3, 0)
-    with pytest.raises(KeyError):
-        t.create("/missing/b", b"", OPEN, 0, 3, 0)
-    with pytest.raises(KeyError):
-        t.delete("/missing", 3)
-    with pytest.raises(KeyError):
-        t.set_data("/missing", b"", 3, 0)
-    with pytest.raises(KeyError):
-        t.set_acl("/missing", OPEN)
+        create(t, "/missing/b", b"", OPEN, 0, 3, 0)
     with pytest.raises(ValueError):
         t.delete("/a", 3)
     with pytest.raises(ValueError):
         t.delete("/", 3)
+
+
+def test_replaying_txns_over_a_state_that_has_them_changes_nothing():
+    """A fuzzy snapshot may already hold some of the txns replayed after it."""
+    t = DataTree()
+    create(t, "/a", b"v", OPEN, 0, 1, 10)
+    t.set_data("/a", b"w", 1, 2, 20)
+    t.delete("/gone", 3)
+    before = (t.digest(), t.stat("/"), t.stat("/a"))
+    t.create("/a", b"v", OPEN, 0, 1, 10, 1)
+    t.set_data("/a", b"w", 1, 2, 20)
+    t.set_acl("/a", OPEN, 0)
+    assert (t.digest(), t.stat("/"), t.stat("/a")) == before
+    assert t.set_data("/missing", b"", 1, 4, 0) is None
+    assert t.set_acl("/missing", OPEN, 1) is None
 
 
 def test_reads_of_missing_nodes_return_none():

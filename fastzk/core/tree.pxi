@@ -74,9 +74,6 @@ cdef inline int owner_kind(int64_t owner) noexcept nogil:
     return KIND_EPHEMERAL
 
 
-cdef inline int32_t wrap_add(int32_t v, int32_t d) noexcept nogil:
-    return <int32_t>(<uint32_t>v + <uint32_t>d)
-
 
 cdef inline Py_ssize_t n_children(_Node node) noexcept:
     return 0 if node.children is None else len(node.children)
@@ -440,18 +437,24 @@ cdef class DataTree:
 
     # --- mutators (trust the caller: prep validated the txn) --------------------------------
 
-    def create(self, str path, data, acl, raw_owner, int64_t zxid, int64_t time_ms):
+    def create(self, str path, data, acl, raw_owner, int64_t zxid, int64_t time_ms,
+               int32_t parent_counter):
         cdef Py_ssize_t cut = path.rfind("/")
         cdef _Node parent
-        if self.find(path) is not None:
-            raise KeyError(f"node exists: {path}")
+        cdef _Node existing
         if cut < 0 or len(path) < 2:
             raise KeyError(f"no parent: {path}")
         parent = self.find(path[:cut] if cut else "/")
         if parent is None:
             raise KeyError(f"no parent: {path}")
-        parent.counter = wrap_add(parent.counter, 1)
-        parent.pzxid = zxid
+        parent.counter = parent_counter
+        if zxid > parent.pzxid:
+            parent.pzxid = zxid
+        existing = self.find(path)
+        if existing is not None:
+            # replayed over a fuzzy snapshot that already holds the node
+            self._redigest(parent)
+            return self._stat(existing)
         node = self._attach(parent, path[cut + 1:], path, data, acl, signed_owner(raw_owner),
                             zxid, time_ms)
         return self._stat(node)
@@ -462,7 +465,13 @@ cdef class DataTree:
         cdef Py_ssize_t cut = path.rfind("/")
         cdef int kind
         if node is None:
-            raise KeyError(f"no node: {path}")
+            # replayed over a fuzzy snapshot that no longer holds the node
+            if cut >= 0:
+                parent = self.find(path[:cut] if cut else "/")
+                if parent is not None and zxid > parent.pzxid:
+                    parent.pzxid = zxid
+                    self._redigest(parent)
+            return
         if node.path == b"/":
             raise ValueError("the root cannot be deleted")
         if node.children:
@@ -486,29 +495,29 @@ cdef class DataTree:
         elif kind != KIND_PERSISTENT:
             self.special.discard(path)
 
-    def set_data(self, str path, data, int64_t zxid, int64_t time_ms):
+    def set_data(self, str path, data, int32_t version, int64_t zxid, int64_t time_ms):
         cdef _Node n = self.find(path)
         if n is None:
-            raise KeyError(f"no node: {path}")
+            return None
         if data is not None and type(data) is not bytes:
             data = bytes(data)
         self.dsize += data_len(data) - data_len(n.data)
         n.data = data
         n.data_h = hash_data(data)
-        n.version = wrap_add(n.version, 1)
+        n.version = version
         n.mzxid = zxid
         n.mtime = time_ms
         self._redigest(n)
         return self._stat(n)
 
-    def set_acl(self, str path, acl):
+    def set_acl(self, str path, acl, int32_t aversion):
         cdef _Node n = self.find(path)
         cdef _Acl old
         if n is None:
-            raise KeyError(f"no node: {path}")
+            return None
         old = n.acl
         n.acl = self._intern_acl(acl)
         self._release_acl(old)
-        n.aversion = wrap_add(n.aversion, 1)
+        n.aversion = aversion
         self._redigest(n)
         return self._stat(n)

@@ -50,15 +50,15 @@ class Applier:
         tag = change[0]
         tree = self.tree
         if tag == CREATE:
-            _, path, data, acl, owner = change
-            stat = tree.create(path, data, acl, owner, txn.zxid, txn.time_ms)
+            _, path, data, acl, owner, parent_counter = change
+            stat = tree.create(path, data, acl, owner, txn.zxid, txn.time_ms, parent_counter)
             parent = parent_of(path)
             self._notify(out, path, Event.NODE_CREATED, path)
             self._notify(out, parent, Event.NODE_CHILDREN_CHANGED, parent)
             return (path, stat)
         if tag == SET_DATA:
-            _, path, data = change
-            stat = tree.set_data(path, data, txn.zxid, txn.time_ms)
+            _, path, data, version = change
+            stat = tree.set_data(path, data, version, txn.zxid, txn.time_ms)
             self._notify(out, path, Event.NODE_DATA_CHANGED, path)
             return stat
         if tag == DELETE:
@@ -70,8 +70,8 @@ class Applier:
             self._notify(out, parent, Event.NODE_CHILDREN_CHANGED, parent)
             return None
         if tag == SET_ACL:
-            _, path, acl = change
-            return tree.set_acl(path, acl)
+            _, path, acl, aversion = change
+            return tree.set_acl(path, acl, aversion)
         if tag == CHECK:
             return None
         if tag == CREATE_SESSION:

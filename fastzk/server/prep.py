@@ -38,7 +38,12 @@ MULTI_RESULT_TYPE = {
     Op.CHECK: Op.CHECK,
 }
 
-# Change records, the body of a txn. Each is a tuple whose first item is one of these tags.
+# Change records, the body of a txn. Each is a tuple whose first item is one of these tags, and
+# carries absolute values (versions, the parent's create counter) so that applying it twice is
+# the same as applying it once, which is what replaying a log over a fuzzy snapshot needs:
+#   (CREATE, path, data, acl, raw_owner, parent_counter)   (DELETE, path)
+#   (SET_DATA, path, data, version)    (SET_ACL, path, acl, aversion)    (CHECK, path)
+#   (CREATE_SESSION, session_id, timeout, passwd)          (CLOSE_SESSION, session_id)
 CREATE, DELETE, SET_DATA, SET_ACL, CHECK, CREATE_SESSION, CLOSE_SESSION = (
     "create", "delete", "set_data", "set_acl", "check", "create_session", "close_session",
 )
@@ -281,10 +286,10 @@ class Prep:
         else:
             owner = 0
         parent = self._writable(parent_path, scratch)
-        parent.counter += 1
+        parent.counter = _wrap_int32(parent.counter + 1)
         parent.children += 1
         scratch[path] = _View(0, 0, 0, 0, owner, fixed_acl)
-        return (CREATE, path, data, fixed_acl, owner)
+        return (CREATE, path, data, fixed_acl, owner, parent.counter)
 
     def _delete(self, body: Any, identities: set, scratch: dict[str, _View | None]) -> tuple:
         path, version = body
@@ -308,8 +313,9 @@ class Prep:
         node = self._existing(path, Perm.WRITE, identities, scratch)
         if version != -1 and version != node.version:
             raise _Failed(Err.BAD_VERSION)
-        self._writable(path, scratch).version = _wrap_int32(node.version + 1)
-        return (SET_DATA, path, data)
+        version = _wrap_int32(node.version + 1)
+        self._writable(path, scratch).version = version
+        return (SET_DATA, path, data, version)
 
     def _set_acl(self, body: Any, identities: set, scratch: dict[str, _View | None]) -> tuple:
         path, acl, version = body
@@ -324,7 +330,7 @@ class Prep:
         writable = self._writable(path, scratch)
         writable.aversion = _wrap_int32(node.aversion + 1)
         writable.acl = fixed_acl
-        return (SET_ACL, path, fixed_acl)
+        return (SET_ACL, path, fixed_acl, writable.aversion)
 
     def _check(self, body: Any, identities: set, scratch: dict[str, _View | None]) -> tuple:
         path, version = body
