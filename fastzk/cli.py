@@ -19,6 +19,12 @@ def _serve(args: argparse.Namespace) -> int:
     return run(cfg, args.log_level)
 
 
+def _load(args: argparse.Namespace) -> int:
+    from fastzk.client.load import run_from_args
+
+    return run_from_args(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fastzk", description="A fast ZooKeeper-protocol coordination server."
@@ -35,6 +41,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="logging threshold (default INFO)",
     )
     serve.set_defaults(handler=_serve)
+
+    from fastzk.client.load import add_arguments as add_load_arguments
+
+    load = commands.add_parser(
+        "load", help="closed-loop load generator: ops/s and latency percentiles"
+    )
+    add_load_arguments(load)
+    load.set_defaults(handler=_load)
     return parser
 
 

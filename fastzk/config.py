@@ -15,14 +15,12 @@ ALL_4LW = frozenset(
     {"ruok", "isro", "srvr", "stat", "conf", "cons", "crst", "srst", "envi", "dirs", "wchs",
      "wchc", "wchp", "dump", "mntr", "gtmk", "stmk", "hash"}
 )
-IMPLEMENTED_4LW = frozenset({"ruok", "isro", "srvr", "stat", "conf", "mntr", "wchs", "dirs"})
 
 # Keys of Apache ZooKeeper's zoo.cfg that fastzk accepts but does not act on yet.
 KNOWN_UNUSED = frozenset(
     {
         "initLimit", "syncLimit", "dataLogDir", "autopurge.snapRetainCount",
-        "autopurge.purgeInterval", "admin.enableServer", "admin.serverPort",
-        "admin.serverAddress", "standaloneEnabled", "reconfigEnabled", "snapCount",
+        "autopurge.purgeInterval", "standaloneEnabled", "reconfigEnabled", "snapCount",
         "preAllocSize", "globalOutstandingLimit", "secureClientPort", "secureClientPortAddress",
         "metricsProvider.className", "metricsProvider.httpPort", "electionAlg",
         "peerType", "quorumListenOnAllIPs", "syncEnabled", "clientPortListenBacklog",
@@ -51,6 +49,9 @@ class Config:
     max_outstanding: int = 1000  # requests in flight per connection before reading pauses
     super_digest: str | None = None
     ttl_enabled: bool = False
+    admin_enabled: bool = True
+    admin_address: str = "127.0.0.1"
+    admin_port: int = 8080
     handshake_timeout_ms: int = 10000
     container_check_interval_ms: int = 60000
     container_max_per_minute: int = 10000
@@ -149,6 +150,12 @@ def from_properties(props: dict[str, str], source: str, base: Path) -> Config:
             values["container_check_interval_ms"] = _int(key, value, 1)
         elif bare == "znode.container.maxPerMinute":
             values["container_max_per_minute"] = _int(key, value, 1)
+        elif key == "admin.enableServer":
+            values["admin_enabled"] = _bool(key, value)
+        elif key == "admin.serverAddress":
+            values["admin_address"] = value
+        elif key == "admin.serverPort":
+            values["admin_port"] = _int(key, value, 0)
         elif bare == "extendedTypesEnabled":
             values["ttl_enabled"] = _bool(key, value)
         elif key in KNOWN_UNUSED or key.startswith("server."):

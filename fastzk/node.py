@@ -22,6 +22,7 @@ from typing import Any
 
 from fastzk._core import DataTree, JuteError, WriteBuffer, decode_connect, decode_request
 from fastzk.proto import (
+    OP_NAMES,
     WRITE_OPS,
     AddWatchMode,
     Err,
@@ -34,6 +35,7 @@ from fastzk.server.apply import Applier, write_multi_failure, write_notification
 from fastzk.server.prep import Prep, Txn
 from fastzk.server.reads import Reads
 from fastzk.server.sessions import Session, SessionTable
+from fastzk.server.stats import FAST_READ, RequestStats
 from fastzk.server.watches import CHILD, DATA, PERSISTENT, RECURSIVE, WatchManager
 
 NO_PASSWORD = bytes(16)
@@ -58,7 +60,8 @@ class Client:
     __slots__ = (
         "address", "out", "state", "session", "identities", "watches", "fifo", "closing",
         "read_only_byte", "received", "sent", "established_ms", "last_op", "last_xid",
-        "last_zxid",
+        "last_zxid", "last_response_ms", "last_latency_ms", "min_latency_ms", "max_latency_ms",
+        "total_latency_ms", "replies",
     )
 
     def __init__(self, address: str) -> None:
@@ -72,12 +75,32 @@ class Client:
         self.fifo: deque[Txn | Callable[[], None]] = deque()
         self.closing = False  # the runtime closes the connection once `out` is flushed
         self.read_only_byte: bool | None = None
-        self.received = 0
-        self.sent = 0
         self.established_ms = 0
         self.last_op = "NA"
         self.last_xid = 0
         self.last_zxid = 0
+        self.last_response_ms = 0
+        self.reset_stats()
+
+    def reset_stats(self) -> None:
+        """`crst`: per-connection counters and latencies back to zero."""
+        self.received = self.sent = self.replies = 0
+        self.last_latency_ms = self.min_latency_ms = self.max_latency_ms = 0
+        self.total_latency_ms = 0
+
+    @property
+    def avg_latency_ms(self) -> int:
+        return self.total_latency_ms // self.replies if self.replies else 0
+
+    def record_reply(self, zxid: int, now_ms: int, latency_ms: int) -> None:
+        self.last_zxid = zxid
+        self.last_response_ms = now_ms
+        self.last_latency_ms = latency_ms
+        if not self.replies or latency_ms < self.min_latency_ms:
+            self.min_latency_ms = latency_ms
+        self.max_latency_ms = max(self.max_latency_ms, latency_ms)
+        self.total_latency_ms += latency_ms
+        self.replies += 1
 
     @property
     def session_id(self) -> int:
@@ -110,24 +133,7 @@ class Node:
         self.clients: set[Client] = set()
         self.now_ms = start_ms  # wall clock: txn times (ctime/mtime)
         self.mono_ms = 0  # monotonic clock: session deadlines
-        self.packets_received = 0
-        self.packets_sent = 0
-        self.latency_min = 0  # ms from prep to reply, over writes (reads answer at once)
-        self.latency_max = 0
-        self._latency_total = 0
-        self._latency_count = 0
-
-    @property
-    def latency_avg(self) -> float:
-        return self._latency_total / self._latency_count if self._latency_count else 0.0
-
-    def _record_latency(self, started_ms: int) -> None:
-        latency = max(0, self.now_ms - started_ms)
-        if not self._latency_count or latency < self.latency_min:
-            self.latency_min = latency
-        self.latency_max = max(self.latency_max, latency)
-        self._latency_total += latency
-        self._latency_count += 1
+        self.stats = RequestStats()
 
     # --- time --------------------------------------------------------------------------------
     def set_time(self, now_ms: int, mono_ms: int) -> None:
@@ -175,7 +181,7 @@ class Node:
         except JuteError:
             self._close(client)
             return
-        self.packets_received += 1
+        self.stats.packets_received += 1
         client.read_only_byte = read_only
         if last_zxid_seen > self.applied_zxid:
             # the client has seen a newer state than ours: it must try another server
@@ -217,7 +223,7 @@ class Node:
 
     def _sent(self, client: Client) -> None:
         client.sent += 1
-        self.packets_sent += 1
+        self.stats.packets_sent += 1
         self.dirty.add(client)
 
     # --- requests ----------------------------------------------------------------------------
@@ -225,15 +231,17 @@ class Node:
         """Accounts requests answered by the runtime's fast path: they refresh the session."""
         client.received += requests
         client.sent += requests
-        self.packets_received += requests
-        self.packets_sent += requests
+        stats = self.stats
+        stats.packets_received += requests
+        stats.packets_sent += requests
+        stats.record(FAST_READ, 0, requests)
         session = client.session
         if session is not None:
             self.sessions.touch(session, self.mono_ms)
 
     def handle_request(self, client: Client, payload: bytes) -> None:
         client.received += 1
-        self.packets_received += 1
+        self.stats.packets_received += 1
         session = client.session
         if session is not None:
             self.sessions.touch(session, self.mono_ms)
@@ -264,6 +272,8 @@ class Node:
     def _read(self, client: Client, xid: int, op: int, body: Any) -> None:
         self.reads.answer(client, xid, op, body, self.applied_zxid)
         self._sent(client)
+        self.stats.record(OP_NAMES[op], 0)
+        client.record_reply(self.applied_zxid, self.now_ms, 0)
 
     def _error(self, client: Client, xid: int, err: int, zxid: int | None = None) -> None:
         client.out.reply_header(xid, self.applied_zxid if zxid is None else zxid, err)
@@ -447,7 +457,9 @@ class Node:
             assert head is txn, "replies must leave in request order"
             write_reply(client.out, txn, result)
             self._sent(client)
-            self._record_latency(txn.time_ms)
+            latency = max(0, self.now_ms - txn.time_ms)
+            self.stats.record(OP_NAMES[txn.op], latency)
+            client.record_reply(txn.zxid, self.now_ms, latency)
             if txn.op == Op.CLOSE_SESSION:
                 self._close(client)
             self._drain(client)

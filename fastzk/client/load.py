@@ -45,9 +45,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
-
-from hdrh.histogram import HdrHistogram
+from typing import TYPE_CHECKING, Any
 
 from fastzk.client.codec import (
     INT,
@@ -68,6 +66,9 @@ from fastzk.client.codec import (
     set_body,
 )
 from fastzk.client.protocol import ReadBuffer, ZKClient
+
+if TYPE_CHECKING:
+    from hdrh.histogram import HdrHistogram
 
 __all__ = [
     "LoadConfig",
@@ -181,7 +182,13 @@ class LoadResult:
 
 
 def new_histogram() -> HdrHistogram:
-    """A latency histogram with the range every run and merge uses."""
+    """A latency histogram with the range every run and merge uses.
+
+    hdrhistogram is imported here, not at module level, so that importing this module
+    (``add_arguments`` for the CLI) costs nothing for the other ``fastzk`` commands.
+    """
+    from hdrh.histogram import HdrHistogram
+
     return HdrHistogram(HIST_LOW, HIST_HIGH, HIST_DIGITS)
 
 

@@ -147,3 +147,17 @@ MAX_TTL_MS = 0xFF_FFFF_FFFF
 
 PROTECTED_PATHS = frozenset({"/", "/zookeeper", "/zookeeper/quota", "/zookeeper/config"})
 OPEN_ACL = [(Perm.ALL, "world", "anyone")]
+
+OP_NAMES = {
+    Op.CREATE: "create", Op.DELETE: "delete", Op.EXISTS: "exists", Op.GET_DATA: "getData",
+    Op.SET_DATA: "setData", Op.GET_ACL: "getACL", Op.SET_ACL: "setACL",
+    Op.GET_CHILDREN: "getChildren", Op.SYNC: "sync", Op.PING: "ping",
+    Op.GET_CHILDREN2: "getChildren2", Op.CHECK: "check", Op.MULTI: "multi",
+    Op.CREATE2: "create2", Op.RECONFIG: "reconfig", Op.CHECK_WATCHES: "checkWatches",
+    Op.REMOVE_WATCHES: "removeWatches", Op.CREATE_CONTAINER: "createContainer",
+    Op.DELETE_CONTAINER: "deleteContainer", Op.CREATE_TTL: "createTTL",
+    Op.MULTI_READ: "multiRead", Op.AUTH: "auth", Op.SET_WATCHES: "setWatches", Op.SASL: "sasl",
+    Op.GET_EPHEMERALS: "getEphemerals", Op.GET_ALL_CHILDREN_NUMBER: "getAllChildrenNumber",
+    Op.SET_WATCHES2: "setWatches2", Op.ADD_WATCH: "addWatch", Op.WHO_AM_I: "whoAmI",
+    Op.CREATE_SESSION: "createSession", Op.CLOSE_SESSION: "closeSession",
+}

@@ -1,18 +1,30 @@
-"""Four-letter words on the client port, with Apache ZooKeeper's output formats."""
+"""Operator commands: four-letter words on the client port and the AdminServer's JSON commands.
+
+Each command is one function returning a dict of fields (what `/commands/<name>` serves as
+JSON) and a four-letter word renders that dict in Apache ZooKeeper's text format, so the two
+interfaces cannot drift apart.
+"""
 
 from __future__ import annotations
 
 import os
+import platform
+import socket
+import sys
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from fastzk import __version__
-from fastzk.server.watches import DATA, PERSISTENT, RECURSIVE
+from fastzk.server.watches import CHILD, DATA, PERSISTENT, RECURSIVE
 
 if TYPE_CHECKING:
+    from fastzk.node import Client
     from fastzk.runtime.server import Server
 
-VERSION_LINE = f"Zookeeper version: 3.8.0-fastzk-{__version__}, built on fastzk {__version__}"
+VERSION = f"3.8.0-fastzk-{__version__}"
+VERSION_LINE = f"Zookeeper version: {VERSION}, built on fastzk {__version__}"
+TRACE_MASK = 306  # ZooKeeper's default; fastzk has no request tracing, so stmk only stores it
 
 
 def _dir_size(path: os.PathLike[str] | str) -> int:
@@ -26,93 +38,404 @@ def _dir_size(path: os.PathLike[str] | str) -> int:
     return total
 
 
-def _srvr_lines(server: Server) -> tuple[list[str], list[str]]:
+def _outstanding(server: Server) -> int:
+    return sum(len(client.fifo) for client in server.protocols)
+
+
+# --- command bodies (dicts) ----------------------------------------------------------------------
+def server_stats(server: Server) -> dict[str, Any]:
     node = server.node
-    head = [VERSION_LINE]
-    tail = [
-        f"Latency min/avg/max: {node.latency_min}/{node.latency_avg:.4f}/{node.latency_max}",
-        f"Received: {node.packets_received}",
-        f"Sent: {node.packets_sent}",
-        f"Connections: {len(server.protocols)}",
-        f"Outstanding: {sum(len(c.fifo) for c in server.protocols)}",
-        f"Zxid: 0x{node.applied_zxid:x}",
-        "Mode: standalone",
-        f"Node count: {len(node.tree)}",
-    ]
-    return head, tail
+    stats = node.stats
+    return {
+        "version": VERSION,
+        "read_only": False,
+        "server_stats": {
+            "packets_sent": stats.packets_sent,
+            "packets_received": stats.packets_received,
+            "max_latency": stats.max_ms,
+            "min_latency": stats.min_ms,
+            "avg_latency": round(stats.avg_ms, 4),
+            "num_alive_client_connections": len(server.protocols),
+            "outstanding_requests": _outstanding(server),
+            "server_state": "standalone",
+            "last_processed_zxid": node.applied_zxid,
+            "data_dir_size": _dir_size(server.cfg.data_dir),
+            "uptime": int(time.time() * 1000) - server.started_ms,
+        },
+        "client_response": {"last_buffer_size": -1, "min_buffer_size": -1, "max_buffer_size": -1},
+        "node_count": len(node.tree),
+    }
 
 
-def _connection_brief(server: Server) -> list[str]:
-    lines = []
-    for client, protocol in server.protocols.items():
-        port = protocol.transport.get_extra_info("peername")[1] if protocol.transport else 0
-        lines.append(
-            f" /{client.address}:{port}[{1 if not protocol.reading_paused else 0}]"
-            f"(queued={len(client.fifo)},recved={client.received},sent={client.sent})"
+def _connection_info(server: Server, client: Client, full: bool) -> dict[str, Any]:
+    protocol = server.protocols[client]
+    peer = protocol.transport.get_extra_info("peername") if protocol.transport else None
+    info: dict[str, Any] = {
+        "remote_socket_address": f"{client.address}:{peer[1] if peer else 0}",
+        "interest_ops": 0 if protocol.reading_paused else 1,
+        "outstanding_requests": len(client.fifo),
+        "packets_received": client.received,
+        "packets_sent": client.sent,
+    }
+    if full and client.session is not None:
+        info.update(
+            session_id=f"0x{client.session.session_id:x}",
+            last_operation=client.last_op,
+            established=client.established_ms,
+            session_timeout=client.session.timeout,
+            last_cxid=f"0x{client.last_xid & 0xFFFFFFFF:x}",
+            last_zxid=f"0x{client.last_zxid:x}",
+            last_response_time=client.last_response_ms,
+            last_latency=client.last_latency_ms,
+            min_latency=client.min_latency_ms,
+            avg_latency=client.avg_latency_ms,
+            max_latency=client.max_latency_ms,
         )
-    return lines
+    return info
 
 
-def four_letter_word(word: str, server: Server) -> str:
-    node = server.node
+def connections(server: Server) -> dict[str, Any]:
+    return {
+        "connections": [_connection_info(server, c, True) for c in server.protocols],
+        "secure_connections": [],
+    }
+
+
+def stats(server: Server) -> dict[str, Any]:
+    result = server_stats(server)
+    result.update(connections(server))
+    return result
+
+
+def configuration(server: Server) -> dict[str, Any]:
     cfg = server.cfg
+    size = _dir_size(cfg.data_dir)
+    return {
+        "client_port": cfg.client_port,
+        "secure_client_port": -1,
+        "data_dir": str(cfg.data_dir),
+        "data_dir_size": size,
+        "data_log_dir": str(cfg.data_dir),
+        "data_log_size": size,
+        "tick_time": cfg.tick_time,
+        "max_client_cnxns": cfg.max_client_cnxns,
+        "min_session_timeout": cfg.min_session_timeout,
+        "max_session_timeout": cfg.max_session_timeout,
+        "client_port_listen_backlog": 1024,
+        "server_id": 0,
+    }
+
+
+def environment(server: Server) -> dict[str, Any]:
+    return {
+        "zookeeper.version": VERSION,
+        "host.name": socket.gethostname(),
+        "python.version": platform.python_version(),
+        "python.implementation": platform.python_implementation(),
+        "python.executable": sys.executable,
+        "os.name": platform.system(),
+        "os.arch": platform.machine(),
+        "os.version": platform.release(),
+        "user.dir": os.getcwd(),
+        "pid": os.getpid(),
+    }
+
+
+def _watched(server: Server, kinds: tuple[int, ...]) -> dict[str, list[Client]]:
+    result: dict[str, list[Client]] = {}
+    for kind in kinds:
+        for path, conns in server.node.watches.tables[kind].items():
+            result.setdefault(path, []).extend(conns)
+    return result
+
+
+# ZooKeeper's wchs/wchc/wchp count data, exists and persistent watches, not child watches.
+_SUMMARY_KINDS = (DATA, PERSISTENT, RECURSIVE)
+
+
+def watch_summary(server: Server) -> dict[str, Any]:
+    watched = _watched(server, _SUMMARY_KINDS)
+    conns = {conn for clients in watched.values() for conn in clients}
+    return {
+        "num_connections": len(conns),
+        "num_paths": len(watched),
+        "num_total_watches": sum(len(clients) for clients in watched.values()),
+    }
+
+
+def watches(server: Server) -> dict[str, Any]:
+    by_session: dict[str, list[str]] = {}
+    for path, clients in _watched(server, _SUMMARY_KINDS).items():
+        for client in clients:
+            by_session.setdefault(f"0x{client.session_id:x}", []).append(path)
+    return {"session_id_to_watched_paths": by_session}
+
+
+def watches_by_path(server: Server) -> dict[str, Any]:
+    return {
+        "path_to_session_ids": {
+            path: [f"0x{c.session_id:x}" for c in clients]
+            for path, clients in _watched(server, _SUMMARY_KINDS).items()
+        }
+    }
+
+
+def dirs(server: Server) -> dict[str, Any]:
+    size = _dir_size(server.cfg.data_dir)
+    return {"datadir_size": size, "logdir_size": size}
+
+
+def monitor(server: Server) -> dict[str, Any]:
+    node = server.node
+    tree = node.tree
+    stats = node.stats
+    ephemerals = sum(len(p) for p in tree.sessions_with_ephemerals().values())
+    return {
+        "version": VERSION,
+        "server_state": "standalone",
+        "avg_latency": round(stats.avg_ms, 4),
+        "max_latency": stats.max_ms,
+        "min_latency": stats.min_ms,
+        "packets_received": stats.packets_received,
+        "packets_sent": stats.packets_sent,
+        "num_alive_connections": len(server.protocols),
+        "outstanding_requests": _outstanding(server),
+        "znode_count": len(tree),
+        "watch_count": node.watches.count(DATA) + node.watches.count(CHILD),
+        "persistent_watch_count": node.watches.count(PERSISTENT) + node.watches.count(RECURSIVE),
+        "ephemerals_count": ephemerals,
+        "approximate_data_size": tree.data_size,
+        "open_file_descriptor_count": len(os.listdir("/proc/self/fd")),
+        "max_file_descriptor_count": os.sysconf("SC_OPEN_MAX"),
+        "global_sessions": len(node.sessions),
+        "local_sessions": 0,
+        "last_processed_zxid": node.applied_zxid,
+        "uptime": int(time.time() * 1000) - server.started_ms,
+    }
+
+
+def dump(server: Server) -> dict[str, Any]:
+    node = server.node
+    return {
+        "expiry_time_to_session_ids": _expiry_buckets(server),
+        "session_id_to_ephemeral_paths": {
+            f"0x{sid:x}": sorted(paths)
+            for sid, paths in node.tree.sessions_with_ephemerals().items()
+        },
+    }
+
+
+def _expiry_buckets(server: Server) -> dict[int, list[str]]:
+    """Deadlines as wall-clock ms, grouped like ZooKeeper's expiry buckets."""
+    node = server.node
+    offset = node.now_ms - node.mono_ms
+    buckets: dict[int, list[str]] = {}
+    for session in node.sessions.sessions.values():
+        buckets.setdefault(session.deadline + offset, []).append(f"0x{session.session_id:x}")
+    return buckets
+
+
+def connection_stat_reset(server: Server) -> dict[str, Any]:
+    for client in server.protocols:
+        client.reset_stats()
+    return {}
+
+
+def stat_reset(server: Server) -> dict[str, Any]:
+    server.node.stats.reset()
+    return {}
+
+
+def is_read_only(server: Server) -> dict[str, Any]:
+    return {"read_only": False}
+
+
+def ruok(server: Server) -> dict[str, Any]:
+    return {}
+
+
+def get_trace_mask(server: Server) -> dict[str, Any]:
+    return {"tracemask": server.trace_mask}
+
+
+def digest(server: Server) -> dict[str, Any]:
+    node = server.node
+    return {"digests": [{"zxid": node.applied_zxid, "digest": node.tree.digest()}]}
+
+
+def ready(server: Server) -> dict[str, Any]:
+    is_ready, reason = server.ready()
+    return {"ready": is_ready, "reason": reason}
+
+
+# primary name -> (function, aliases); the four-letter word is the first alias of 4 letters
+COMMANDS: dict[str, tuple[Callable[[Server], dict[str, Any]], tuple[str, ...]]] = {
+    "configuration": (configuration, ("conf", "config")),
+    "connection_stat_reset": (connection_stat_reset, ("crst",)),
+    "connections": (connections, ("cons",)),
+    "dirs": (dirs, ()),
+    "dump": (dump, ()),
+    "environment": (environment, ("envi", "env")),
+    "get_trace_mask": (get_trace_mask, ("gtmk",)),
+    "hash": (digest, ()),
+    "is_read_only": (is_read_only, ("isro",)),
+    "monitor": (monitor, ("mntr",)),
+    "ready": (ready, ()),
+    "ruok": (ruok, ()),
+    "server_stats": (server_stats, ("srvr",)),
+    "stat_reset": (stat_reset, ("srst",)),
+    "stats": (stats, ("stat",)),
+    "watch_summary": (watch_summary, ("wchs",)),
+    "watches": (watches, ("wchc",)),
+    "watches_by_path": (watches_by_path, ("wchp",)),
+}
+ALIASES = {alias: name for name, (_, aliases) in COMMANDS.items() for alias in aliases}
+
+
+def run_command(name: str, server: Server) -> dict[str, Any]:
+    """The JSON body of `/commands/<name>`, as ZooKeeper's AdminServer shapes it."""
+    primary = ALIASES.get(name, name)
+    entry = COMMANDS.get(primary)
+    if entry is None:
+        return {"command": name, "error": f"Unknown command: {name}"}
+    body = entry[0](server)
+    body.update(command=primary, error=None)
+    return body
+
+
+# --- four-letter words (text) --------------------------------------------------------------------
+def _srvr_text(server: Server, with_clients: bool) -> str:
+    body = server_stats(server)
+    inner = body["server_stats"]
+    lines = [VERSION_LINE]
+    if with_clients:
+        lines.append("Clients:")
+        lines.extend(_brief(server, c) for c in server.protocols)
+        lines.append("")
+    lines += [
+        f"Latency min/avg/max: {inner['min_latency']}/{inner['avg_latency']:.4f}/"
+        f"{inner['max_latency']}",
+        f"Received: {inner['packets_received']}",
+        f"Sent: {inner['packets_sent']}",
+        f"Connections: {inner['num_alive_client_connections']}",
+        f"Outstanding: {inner['outstanding_requests']}",
+        f"Zxid: 0x{inner['last_processed_zxid']:x}",
+        "Mode: standalone",
+        f"Node count: {body['node_count']}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _brief(server: Server, client: Client) -> str:
+    info = _connection_info(server, client, False)
+    return (
+        f" /{info['remote_socket_address']}[{info['interest_ops']}]"
+        f"(queued={info['outstanding_requests']},recved={info['packets_received']},"
+        f"sent={info['packets_sent']})"
+    )
+
+
+def _cons_line(server: Server, client: Client) -> str:
+    info = _connection_info(server, client, True)
+    line = _brief(server, client)
+    if "session_id" not in info:
+        return line
+    return line[:-1] + (
+        f",sid={info['session_id']},lop={info['last_operation']},est={info['established']},"
+        f"to={info['session_timeout']},lcxid={info['last_cxid']},lzxid={info['last_zxid']},"
+        f"lresp={info['last_response_time']},llat={info['last_latency']},"
+        f"minlat={info['min_latency']},avglat={info['avg_latency']},"
+        f"maxlat={info['max_latency']})"
+    )
+
+
+def _mntr_text(server: Server) -> str:
+    lines = []
+    for key, value in monitor(server).items():
+        lines.append(f"zk_{key}\t{value}")
+    return "\n".join(lines) + "\n"
+
+
+def _dump_text(server: Server) -> str:
+    body = dump(server)
+    buckets = body["expiry_time_to_session_ids"]
+    lines = ["SessionTracker dump:",
+             f"Session Sets ({len(buckets)})/({len(server.node.sessions)}):"]
+    for deadline in sorted(buckets):
+        stamp = time.strftime("%a %b %d %H:%M:%S UTC %Y", time.gmtime(deadline / 1000))
+        lines.append(f"{len(buckets[deadline])} expire at {stamp}:")
+        lines.extend(f"\t{sid}" for sid in buckets[deadline])
+    owners = body["session_id_to_ephemeral_paths"]
+    lines += ["ephemeral nodes dump:", f"Sessions with Ephemerals ({len(owners)}):"]
+    for sid, paths in owners.items():
+        lines.append(f"{sid}:")
+        lines.extend(f"\t{path}" for path in paths)
+    lines.append("Connections dump:")
+    lines.append(f"Connections Sets (1)/({len(server.protocols)}):")
+    for client in server.protocols:
+        lines.append(f"\tip: /{client.address} sessionId: 0x{client.session_id:x}")
+    return "\n".join(lines) + "\n"
+
+
+def _grouped(mapping: dict[str, list[str]]) -> str:
+    return "".join(
+        f"{key}\n" + "".join(f"\t{value}\n" for value in values) for key, values in mapping.items()
+    ) + "\n"
+
+
+def four_letter_word(word: str, server: Server, argument: bytes = b"") -> str:
+    """ZooKeeper's text output for `word` (already checked against the whitelist)."""
     if word == "ruok":
         return "imok"
     if word == "isro":
         return "rw"
     if word == "srvr":
-        head, tail = _srvr_lines(server)
-        return "\n".join(head + tail) + "\n"
+        return _srvr_text(server, False)
     if word == "stat":
-        head, tail = _srvr_lines(server)
-        return "\n".join(head + ["Clients:"] + _connection_brief(server) + [""] + tail) + "\n"
+        return _srvr_text(server, True)
+    if word == "cons":
+        return "".join(_cons_line(server, c) + "\n" for c in server.protocols) + "\n"
     if word == "conf":
-        return "".join(
-            f"{key}={value}\n"
-            for key, value in (
-                ("clientPort", cfg.client_port),
-                ("secureClientPort", -1),
-                ("dataDir", cfg.data_dir),
-                ("dataDirSize", _dir_size(cfg.data_dir)),
-                ("dataLogDir", cfg.data_dir),
-                ("dataLogSize", _dir_size(cfg.data_dir)),
-                ("tickTime", cfg.tick_time),
-                ("maxClientCnxns", cfg.max_client_cnxns),
-                ("minSessionTimeout", cfg.min_session_timeout),
-                ("maxSessionTimeout", cfg.max_session_timeout),
-                ("clientPortListenBacklog", 1024),
-                ("serverId", 0),
-            )
-        )
+        cfg = configuration(server)
+        names = {
+            "client_port": "clientPort", "secure_client_port": "secureClientPort",
+            "data_dir": "dataDir", "data_dir_size": "dataDirSize", "data_log_dir": "dataLogDir",
+            "data_log_size": "dataLogSize", "tick_time": "tickTime",
+            "max_client_cnxns": "maxClientCnxns", "min_session_timeout": "minSessionTimeout",
+            "max_session_timeout": "maxSessionTimeout",
+            "client_port_listen_backlog": "clientPortListenBacklog", "server_id": "serverId",
+        }
+        return "".join(f"{names[key]}={value}\n" for key, value in cfg.items())
+    if word == "envi":
+        return "Environment:\n" + "".join(f"{k}={v}\n" for k, v in environment(server).items())
     if word == "dirs":
-        size = _dir_size(cfg.data_dir)
-        return f"datadir_size: {size}\nlogdir_size: {size}\n"
+        body = dirs(server)
+        return f"datadir_size: {body['datadir_size']}\nlogdir_size: {body['logdir_size']}\n"
     if word == "wchs":
-        watched = [node.watches.tables[kind] for kind in (DATA, PERSISTENT, RECURSIVE)]
-        connections = {conn for table in watched for conns in table.values() for conn in conns}
-        paths = {path for table in watched for path in table}
-        total = sum(len(conns) for table in watched for conns in table.values())
-        return f"{len(connections)} connections watching {len(paths)} paths\nTotal watches:{total}\n"
+        body = watch_summary(server)
+        return (
+            f"{body['num_connections']} connections watching {body['num_paths']} paths\n"
+            f"Total watches:{body['num_total_watches']}\n"
+        )
+    if word == "wchc":
+        return _grouped(watches(server)["session_id_to_watched_paths"])
+    if word == "wchp":
+        return _grouped(watches_by_path(server)["path_to_session_ids"])
     if word == "mntr":
-        tree = node.tree
-        metrics = [
-            ("zk_version", VERSION_LINE.split(": ", 1)[1]),
-            ("zk_server_state", "standalone"),
-            ("zk_avg_latency", f"{node.latency_avg:.4f}"),
-            ("zk_max_latency", node.latency_max),
-            ("zk_min_latency", node.latency_min),
-            ("zk_packets_received", node.packets_received),
-            ("zk_packets_sent", node.packets_sent),
-            ("zk_num_alive_connections", len(server.protocols)),
-            ("zk_outstanding_requests", sum(len(c.fifo) for c in server.protocols)),
-            ("zk_znode_count", len(tree)),
-            ("zk_watch_count", node.watches.total),
-            ("zk_ephemerals_count", sum(len(p) for p in tree.sessions_with_ephemerals().values())),
-            ("zk_approximate_data_size", tree.data_size),
-            ("zk_open_file_descriptor_count", len(os.listdir("/proc/self/fd"))),
-            ("zk_max_file_descriptor_count", os.sysconf("SC_OPEN_MAX")),
-            ("zk_global_sessions", len(node.sessions)),
-            ("zk_uptime", int(time.time() * 1000) - server.started_ms),
-        ]
-        return "".join(f"{key}\t{value}\n" for key, value in metrics)
-    return f"fastzk: the four-letter word {word} is not implemented yet\n"
+        return _mntr_text(server)
+    if word == "dump":
+        return _dump_text(server)
+    if word == "crst":
+        connection_stat_reset(server)
+        return "Connection stats reset.\n"
+    if word == "srst":
+        stat_reset(server)
+        return "Server stats reset.\n"
+    if word == "gtmk":
+        return str(server.trace_mask)
+    if word == "stmk":
+        server.trace_mask = int.from_bytes(argument, "big", signed=True)
+        return str(server.trace_mask)
+    if word == "hash":
+        return "".join(f"{d['zxid']:x}: {d['digest']}\n" for d in digest(server)["digests"])
+    raise ValueError(f"not a four-letter word: {word}")

@@ -20,6 +20,7 @@ from fastzk._core import FrameError, ReadBuffer, serve_reads
 from fastzk.config import ALL_4LW, Config
 from fastzk.node import Client, Limits, Node, State
 from fastzk.runtime import admin
+from fastzk.runtime.http import start_admin
 
 log = logging.getLogger("fastzk")
 
@@ -180,11 +181,17 @@ class ClientProtocol(asyncio.BufferedProtocol):
 
     def _four_letter_word(self, word: str) -> None:
         assert self.transport is not None
-        self.buf.consume(4)
+        argument = b""
+        if word == "stmk":  # followed by an 8-byte trace mask
+            whole = self.buf.peek(12)
+            if whole is None:
+                return
+            argument = whole[4:]
+        self.buf.consume(4 + len(argument))
         if word not in self.server.cfg.four_letter_words:
             text = f"{word} is not executed because it is not in the whitelist.\n"
         else:
-            text = admin.four_letter_word(word, self.server)
+            text = admin.four_letter_word(word, self.server, argument)
         self.transport.write(text.encode("utf-8"))
         self.transport.close()
 
@@ -207,6 +214,11 @@ class Server:
         self.per_ip: Counter[str] = Counter()
         self._commit_scheduled = False
         self._tcp: asyncio.base_events.Server | None = None
+        self._admin: asyncio.base_events.Server | None = None
+        self.trace_mask = admin.TRACE_MASK
+        self.serving = False
+        self.log_failure: str | None = None  # set when the log stage cannot make writes durable
+        self._log_waiting_since: int | None = None  # mono ms of the oldest uncommitted txn
 
     def after_input(self) -> None:
         """Called after every event that may have produced output or log entries."""
@@ -267,8 +279,31 @@ class Server:
         )
         self.loop.call_later(self.cfg.tick_time / 1000, self._tick)
         self.loop.call_later(self.cfg.container_check_interval_ms / 1000, self._reap)
+        if self.cfg.admin_enabled:
+            self._admin = await start_admin(self)
+        self.serving = True
+
+    def ready(self) -> tuple[bool, str]:
+        """Whether a write sent now would be served: listening, the log stage healthy and not
+        stalled (no txn has waited for durability longer than two ticks)."""
+        if not self.serving:
+            return False, "not serving client requests"
+        if self.log_failure is not None:
+            return False, f"log stage failed: {self.log_failure}"
+        node = self.node
+        if node.log_batch or node.waiting:
+            if self._log_waiting_since is None:
+                self._log_waiting_since = int(time.monotonic() * 1000)
+            elif int(time.monotonic() * 1000) - self._log_waiting_since > 2 * self.cfg.tick_time:
+                return False, "writes are waiting for the log stage"
+        else:
+            self._log_waiting_since = None
+        return True, "serving reads and writes"
 
     async def stop(self) -> None:
+        self.serving = False
+        if self._admin is not None:
+            self._admin.close()
         if self._tcp is not None:
             self._tcp.close()
         for protocol in list(self.protocols.values()):

@@ -1,0 +1,100 @@
+"""The HTTP admin endpoint (ZooKeeper's AdminServer shape) on the server's own event loop.
+
+GET /commands             the command names
+GET /commands/<name>      one command as JSON ({"command": ..., "error": null, ...fields})
+GET /metrics              Prometheus exposition
+GET /ready                200 when the server can serve writes now, else 503
+
+Deliberately tiny: GET only, one request per connection, bounded request size.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import TYPE_CHECKING
+
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from fastzk.runtime import admin
+from fastzk.runtime.metrics import exposition, registry_for
+
+if TYPE_CHECKING:
+    from fastzk.runtime.server import Server
+
+log = logging.getLogger("fastzk.http")
+MAX_REQUEST = 16 * 1024
+REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
+           503: "Service Unavailable"}
+
+
+class AdminProtocol(asyncio.Protocol):
+    def __init__(self, server: Server, registry: object) -> None:
+        self.server = server
+        self.registry = registry
+        self.data = b""
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.data += data
+        if b"\r\n\r\n" not in self.data and b"\n\n" not in self.data:
+            if len(self.data) > MAX_REQUEST:
+                self._respond(400, b"request too large\n", "text/plain")
+            return
+        request_line = self.data.split(b"\n", 1)[0].decode("latin-1").strip()
+        parts = request_line.split()
+        if len(parts) != 3:
+            self._respond(400, b"bad request line\n", "text/plain")
+        elif parts[0] != "GET":
+            self._respond(405, b"only GET is supported\n", "text/plain")
+        else:
+            self._route(parts[1].split("?", 1)[0])
+
+    def _route(self, path: str) -> None:
+        server = self.server
+        if path == "/metrics":
+            self._respond(200, exposition(self.registry), CONTENT_TYPE_LATEST)  # type: ignore[arg-type]
+        elif path == "/ready":
+            ready, reason = server.ready()
+            self._json(200 if ready else 503, {"ready": ready, "reason": reason})
+        elif path in ("/commands", "/commands/"):
+            names = sorted(admin.COMMANDS)
+            self._json(200, {"commands": names,
+                             "links": {name: f"/commands/{name}" for name in names}})
+        elif path.startswith("/commands/"):
+            self._json(200, admin.run_command(path[len("/commands/"):], server))
+        else:
+            self._respond(404, b"not found\n", "text/plain")
+
+    def _json(self, status: int, body: dict) -> None:
+        self._respond(status, json.dumps(body, indent=2, default=str).encode(),
+                      "application/json")
+
+    def _respond(self, status: int, body: bytes, content_type: str) -> None:
+        assert self.transport is not None
+        head = (
+            f"HTTP/1.1 {status} {REASONS[status]}\r\nContent-Type: {content_type}\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        )
+        self.transport.write(head.encode("latin-1") + body)
+        self.transport.close()
+
+
+async def start_admin(server: Server) -> asyncio.base_events.Server | None:
+    """Listens on admin.serverAddress:admin.serverPort; a busy port is logged, not fatal, as
+    the client port is what clients need."""
+    cfg = server.cfg
+    registry = registry_for(server)
+    try:
+        return await server.loop.create_server(
+            lambda: AdminProtocol(server, registry),
+            host=cfg.admin_address, port=cfg.admin_port, reuse_address=True,
+        )
+    except OSError as error:
+        log.warning("admin server not started on %s:%d: %s", cfg.admin_address,
+                    cfg.admin_port, error.strerror)
+        return None

@@ -1,0 +1,89 @@
+"""Prometheus metrics, collected at scrape time from the server's own counters.
+
+Nothing is observed per request through prometheus_client (its locks and objects would cost
+more than the request itself); the pipeline keeps plain integer histograms (server/stats.py)
+and this collector turns them into metric families when /metrics is read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client.core import (
+    CollectorRegistry,
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.exposition import generate_latest
+
+from fastzk.server.stats import BUCKETS_MS
+from fastzk.server.watches import CHILD, DATA, PERSISTENT, RECURSIVE
+
+if TYPE_CHECKING:
+    from fastzk.runtime.server import Server
+
+_WATCH_KINDS = {"data": DATA, "child": CHILD, "persistent": PERSISTENT, "recursive": RECURSIVE}
+
+
+class ServerCollector:
+    def __init__(self, server: Server) -> None:
+        self.server = server
+
+    def collect(self) -> Iterator[Metric]:
+        server = self.server
+        node = server.node
+        stats = node.stats
+        latency = HistogramMetricFamily(
+            "fastzk_request_latency_seconds",
+            "Time from a request's arrival (writes: its prep) to its reply, by opcode",
+            labels=["op"],
+        )
+        for op, op_stats in sorted(stats.ops.items()):
+            cumulative = 0
+            buckets = []
+            for bound, count in zip(BUCKETS_MS, op_stats.buckets, strict=False):
+                cumulative += count
+                buckets.append((str(bound / 1000), cumulative))
+            buckets.append(("+Inf", op_stats.count))
+            latency.add_metric([op], buckets, op_stats.total_ms / 1000)
+        yield latency
+        for name, help_text, value in (
+            ("fastzk_packets_received", "Requests received", stats.packets_received),
+            ("fastzk_packets_sent", "Replies and notifications sent", stats.packets_sent),
+        ):
+            yield CounterMetricFamily(name, help_text, value=value)
+        tree = node.tree
+        gauges = (
+            ("fastzk_outstanding_requests", "Requests waiting for a reply",
+             sum(len(c.fifo) for c in server.protocols)),
+            ("fastzk_connections", "Open client connections", len(server.protocols)),
+            ("fastzk_sessions", "Live sessions", len(node.sessions)),
+            ("fastzk_znodes", "Znodes in the tree, root included", len(tree)),
+            ("fastzk_approximate_data_size_bytes", "Sum of path and data lengths",
+             tree.data_size),
+            ("fastzk_ephemerals", "Ephemeral znodes",
+             sum(len(p) for p in tree.sessions_with_ephemerals().values())),
+            ("fastzk_last_zxid", "zxid of the last applied txn", node.applied_zxid),
+        )
+        for name, help_text, value in gauges:
+            yield GaugeMetricFamily(name, help_text, value=value)
+        watches = GaugeMetricFamily("fastzk_watches", "Watch registrations", labels=["kind"])
+        for kind, index in _WATCH_KINDS.items():
+            watches.add_metric([kind], node.watches.count(index))
+        yield watches
+        ready, _ = server.ready()
+        yield GaugeMetricFamily("fastzk_ready", "1 when the server can serve writes now",
+                                value=int(ready))
+
+
+def registry_for(server: Server) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(ServerCollector(server))  # type: ignore[arg-type]
+    return registry
+
+
+def exposition(registry: CollectorRegistry) -> bytes:
+    return generate_latest(registry)
