@@ -125,7 +125,7 @@ class DataTree:
     def get_children(self, path: str) -> list[str] | None:
         """Child names (not paths), unordered."""
     def get_acl(self, path: str) -> tuple[list[ACL], Stat] | None: ...
-    def node_info(self, path: str) -> tuple[int, int, int, int, int, list[ACL]] | None:
+    def node_info(self, path: str) -> tuple[int, int, int, int, int, tuple[ACL, ...]] | None:
         """What prep needs to validate a txn: (version, aversion, create_counter,
         num_children, raw_owner, acl). create_counter is the stored child-create counter used
         for sequential suffixes; raw_owner is ZooKeeper's internal ephemeralOwner (session id,

@@ -168,7 +168,7 @@ class TreeMachine(RuleBasedStateMachine):
             assert self.tree.get_acl(path) == (node.acl, node.stat())
             version, aversion, counter, nchildren, owner, acl = self.tree.node_info(path)
             assert (version, aversion, counter, nchildren, owner, acl) == (
-                node.version, node.aversion, node.counter, len(node.children), node.owner, node.acl)
+                node.version, node.aversion, node.counter, len(node.children), node.owner, tuple(node.acl))
 
     @invariant()
     def indexes_match(self):

@@ -395,7 +395,7 @@ cdef class DataTree:
         cdef _Node n = self.find(path)
         if n is None:
             return None
-        return (n.version, n.aversion, n.counter, n_children(n), n.owner, list(n.acl.key))
+        return (n.version, n.aversion, n.counter, n_children(n), n.owner, n.acl.key)
 
     def ephemerals(self, session_id):
         paths = self.ephem.get(signed_owner(session_id))

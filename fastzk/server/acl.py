@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import ipaddress
+from collections.abc import Sequence, Set
 
 from fastzk.proto import Perm
 
@@ -47,13 +48,15 @@ def _valid_digest_id(ident: str) -> bool:
     return len(parts) == 2
 
 
-def check(acl: list[ACLEntry], perm: int, identities: frozenset[Identity] | set[Identity]) -> bool:
+def check(acl: Sequence[ACLEntry], perm: int, identities: Set[Identity]) -> bool:
     """True when `identities` hold `perm` on a node with `acl` (any overlapping bit suffices)."""
     if not acl:
         return True
-    for scheme, _ in identities:
-        if scheme == "super":
+    for perms, scheme, ident in acl:
+        if perms & perm and scheme == "world" and ident == "anyone":
             return True
+    if ("super", "") in identities:
+        return True
     for perms, scheme, ident in acl:
         if not perms & perm:
             continue

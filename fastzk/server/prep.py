@@ -118,10 +118,13 @@ class Prep:
         return None if info is None else _View(*info)
 
     def _writable(self, path: str, scratch: dict[str, _View | None]) -> _View:
+        """The view of `path` that this request may change: a copy when it is shared with
+        already-prepared txns, the fresh view itself when it came straight from the tree."""
         view = self._lookup(path, scratch)
         assert view is not None
         if scratch.get(path) is not view:
-            view = view.copy()
+            if path in self._pending:
+                view = view.copy()
             scratch[path] = view
         return view
 
