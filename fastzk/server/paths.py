@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 
-
 # Code points ZooKeeper refuses (it checks UTF-16 units: anything outside the BMP arrives as
 # surrogates, so it is refused too), empty components, and "." or ".." components. One regular
 # expression, so that validation runs at C speed on the write path.
