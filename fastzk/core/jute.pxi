@@ -154,7 +154,7 @@ cdef object rd_body(Cursor* c, int32_t op):
     if op == 2 or op == 13 or op == 17 or op == 18 or op == 106:
         return rd_path_int(c)
     if op == 5:
-        path = rd_path(c)
+        path = rd_ustring(c, False)  # ZooKeeper answers BadArguments, not -5, to a null path here
         data = rd_buffer(c)
         return (path, data, rd_i32(c))
     if op == 6 or op == 104 or op == 20:

@@ -1,0 +1,931 @@
+"""Differential testing: run one scenario against two servers, compare transcripts.
+
+A *scenario* is a plain function ``scenario(ctx: ScenarioContext) -> None``.  It
+drives kazoo clients through ``ctx`` and records what it observes.  The same
+scenario runs against the reference (Apache ZooKeeper) and against the server
+under test; the two transcripts must be identical after normalisation.
+
+What gets normalised, and why:
+
+* Stats: every field is compared exactly except the ones whose *values* are
+  legitimately server-specific.  czxid/mzxid/pzxid become their rank among all
+  zxids seen in the transcript (``z0``, ``z1``, ...), so equality and order are
+  compared but not the absolute numbers (a server may use zxids for sessions
+  or failed writes differently).  ctime/mtime become ``t(zN)`` -- "the time of
+  transaction zN" -- after checking that each zxid maps to one time, that times
+  never go backwards as zxids increase, that zxid 0 has time 0 and that other
+  times are plausible wall-clock milliseconds; violations are added to the
+  transcript as a ``time-anomalies`` entry.  Comparing raw time ranks instead
+  would be flaky, because two transactions may or may not fall into the same
+  millisecond.  ephemeralOwner becomes the name of the client whose session
+  owns the node.
+* getChildren results are sorted: child order is unspecified.
+* Exceptions become ``!<kazoo exception class name>``.
+* The scenario's root path is shown as ``~``.
+
+Watch notifications are captured twice per client, both in arrival order:
+``ctx.watcher(tag)`` gives kazoo watch callbacks (what an application sees),
+and every client's connection is instrumented so that the raw wire order of
+notifications and replies is recorded (``wire:<client>`` at the end).  The wire
+log catches what callbacks cannot: duplicate notifications (kazoo drops a
+second event for an already-fired watch) and a notification that arrives after
+the reply it should precede.  It also shows each handshake (negotiated
+timeout; new / resumed / invalid session), so reconnects are visible.
+
+Usage (see tests/test_conformance_*.py)::
+
+    def test_something(differential):
+        def scenario(ctx):
+            ctx.op("create", ctx.path("a"), b"x")               # main client
+            ctx.op("get", ctx.path("a"), watch=ctx.watcher("w"))
+            ctx.op("set", ctx.path("a"), b"y", client="other")  # second session
+            ctx.barrier()                                        # events flushed
+            ctx.record_events()
+        differential.run(scenario)              # shared servers
+        differential.run(scenario, fresh=True)  # or a pristine pair / zoo.cfg keys
+
+Set FASTZK_DIFF_PRINT=1 to print every reference transcript (with ``-s``).
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import itertools
+import os
+import re
+import socket
+import struct
+import threading
+import time
+from collections import namedtuple
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from kazoo.client import KazooClient
+from kazoo.protocol.serialization import Connect, Create2, GetChildren, GetChildren2, Watch
+from kazoo.protocol.states import Callback, WatchedEvent, ZnodeStat
+from kazoo.security import ACL
+from servers import ServerProcess
+
+__all__ = [
+    "CreateContainer",
+    "CreateTTL",
+    "Differential",
+    "Err",
+    "ScenarioContext",
+    "Scenario",
+    "TranscriptMismatch",
+    "compare_transcripts",
+    "run_scenario",
+]
+
+OP_TIMEOUT = 10.0
+SCENARIO_TIMEOUT = 30.0
+WAIT_TIMEOUT = 8.0
+
+EVENT_NAMES = {1: "CREATED", 2: "DELETED", 3: "CHANGED", 4: "CHILD"}
+
+Scenario = Callable[["ScenarioContext"], None]
+
+
+@dataclass(frozen=True)
+class Err:
+    """A recorded exception: only its class name is compared."""
+
+    name: str
+
+    def __repr__(self) -> str:
+        return f"!{self.name}"
+
+
+class CreateContainer(Create2):
+    """Opcode 19 (createContainer), which kazoo cannot send; same body as create2."""
+
+    type = 19
+
+
+class CreateTTL(namedtuple("CreateTTL", "path data acl flags ttl")):
+    """Opcode 21 (createTTL): a create2 body followed by a long ttl."""
+
+    type = 21
+
+    def serialize(self) -> bytearray:
+        b = Create2(self.path, self.data, self.acl, self.flags).serialize()
+        b.extend(struct.pack("!q", self.ttl))
+        return b
+
+    @classmethod
+    def deserialize(cls, buffer: bytes, offset: int) -> Any:
+        return Create2.deserialize(buffer, offset)
+
+
+class _Watcher:
+    """A kazoo watch callback that logs the event under a tag, per client."""
+
+    def __init__(self, ctx: ScenarioContext, client: str, tag: str) -> None:
+        self.ctx = ctx
+        self.client = client
+        self.tag = tag
+
+    def __call__(self, event: WatchedEvent) -> None:
+        self.ctx._append_callback(self.client, ("watch", self.tag, event))
+
+    def __repr__(self) -> str:
+        return f"watch:{self.tag}"
+
+
+class TranscriptMismatch(AssertionError):
+    """The server under test behaved differently from the reference."""
+
+
+class ScenarioContext:
+    """What a scenario sees: clients, recording, watches, raw requests.
+
+    Every method that talks to the server is bounded in time.  Client names
+    identify sessions in the transcript ("main", "a", "b", ...).
+    """
+
+    def __init__(self, server: ServerProcess, root: str, side: str) -> None:
+        self.server = server
+        self.root = root
+        self.side = side
+        self.entries: list[tuple[str, Any]] = []
+        self.started_ms = int(time.time() * 1000)
+        self._clients: dict[str, KazooClient] = {}
+        self._sessions: dict[int, str] = {}
+        self._callbacks: dict[str, list[Any]] = {}
+        self._wire: dict[str, list[tuple[Any, ...]]] = {}
+        self._states: dict[str, list[str]] = {}
+        self._negotiated: dict[str, list[int]] = {}
+        #: When a session ends, the order in which its ephemerals are deleted
+        #: (and so their notifications) is unspecified.  Scenarios that close
+        #: sessions with several watched ephemerals set this: runs of
+        #: back-to-back notifications in the wire logs, and the callback logs,
+        #: are then compared as multisets.  Notification-vs-reply order is
+        #: still compared exactly.
+        self.unordered_notifications = False
+        self._unrecorded_wire: set[str] = set()
+        self._wire_anomalies: list[str] = []
+        self._cond = threading.Condition()
+        self._marks = itertools.count()
+
+    # ---------------------------------------------------------------- clients
+    def client(
+        self, name: str = "main", *, timeout: float = 10.0, record_wire: bool = True, **kw: Any
+    ) -> KazooClient:
+        """The started KazooClient called *name* (created and connected on first use).
+
+        ``timeout`` is kazoo's requested session timeout in seconds; other
+        keywords go to KazooClient (e.g. ``client_id=(sid, passwd)`` to resume
+        another client's session).  ``record_wire=False`` leaves the client's
+        frame log out of the transcript: needed when kazoo recipes send
+        requests from the callback thread concurrently with the scenario, so
+        that the interleaving of replies is not deterministic.
+        """
+        existing = self._clients.get(name)
+        if existing is not None:
+            return existing
+        if not record_wire:
+            self._unrecorded_wire.add(name)
+        client = KazooClient(hosts=self.server.connect_string, timeout=timeout, **kw)
+        self._clients[name] = client
+        self._callbacks[name] = []
+        self._wire[name] = []
+        self._states[name] = []
+        self._instrument(name, client)
+        client.add_listener(lambda state, n=name: self._states[n].append(str(state)))
+        client.start(timeout=OP_TIMEOUT)
+        self._note_sessions()
+        return client
+
+    def _instrument(self, name: str, client: KazooClient) -> None:
+        """Log notifications and replies in wire order, from kazoo's reader thread.
+
+        Besides the frame order this checks, per connection, that reply
+        zxids never go backwards (clients send the highest one back as
+        lastZxidSeen) and records whether a notification's header zxid is -1
+        (what 3.8 servers send) or a transaction zxid (3.9 style).
+        """
+        conn = client._connection
+        wire = self._wire[name]
+        orig_event = conn._read_watch_event
+        orig_response = conn._read_response
+        orig_header = conn._read_header
+        last: dict[str, Any] = {"header": None, "max_zxid": 0}
+
+        def read_header(timeout: float) -> Any:
+            result = orig_header(timeout)
+            last["header"] = result[0]
+            return result
+
+        def read_watch_event(buffer: bytes, offset: int) -> Any:
+            header = last["header"]
+            zxid = header.zxid if header is not None else None
+            ztext = "-1" if zxid == -1 else (">0" if zxid and zxid > 0 else str(zxid))
+            try:
+                watch, _ = Watch.deserialize(buffer, offset)
+                etype = EVENT_NAMES.get(watch.type, watch.type)
+                wire.append(("event", etype, watch.state, watch.path, ztext))
+            except Exception as e:  # noqa: BLE001 - log undecodable events too
+                wire.append(("event-undecodable", type(e).__name__))
+            return orig_event(buffer, offset)
+
+        def read_response(header: Any, buffer: bytes, offset: int) -> Any:
+            try:
+                request = client._pending[0][0]
+                wire.append(("reply", type(request).__name__, header.err))
+            except IndexError:
+                wire.append(("reply-unexpected", header.xid, header.err))
+            if header.zxid > 0:
+                if header.zxid < last["max_zxid"]:
+                    self._wire_anomalies.append(f"{name}: reply zxid went backwards")
+                last["max_zxid"] = max(last["max_zxid"], header.zxid)
+            return orig_response(header, buffer, offset)
+
+        conn._read_header = read_header
+        orig_invoke = conn._invoke
+        negotiated = self._negotiated.setdefault(name, [])
+
+        def invoke(timeout: float, request: Any, xid: int | None = None) -> Any:
+            result = orig_invoke(timeout, request, xid)
+            if isinstance(request, Connect):
+                reply = result[0]
+                if reply.time_out <= 0:
+                    outcome = "invalid"
+                elif request.session_id == 0:
+                    outcome = "new"
+                elif reply.session_id == request.session_id:
+                    outcome = "resumed"
+                else:
+                    outcome = "other-session"
+                wire.append(("connect", reply.time_out, outcome, len(reply.passwd or b"")))
+                negotiated.append(reply.time_out)
+            return result
+
+        conn._read_watch_event = read_watch_event
+        conn._read_response = read_response
+        conn._invoke = invoke
+
+    def _note_sessions(self) -> None:
+        for name, client in self._clients.items():
+            sid = client.client_id[0] if client.client_id else 0
+            if sid:
+                self._sessions.setdefault(sid, name)
+
+    def negotiated_timeout(self, name: str = "main") -> int | None:
+        """Session timeout (ms) from *name*'s last handshake reply (kazoo does not keep it)."""
+        values = self._negotiated.get(name) or [None]
+        return values[-1]
+
+    def session_id(self, name: str = "main") -> int:
+        """Session id of client *name* (for takeover; never record it: it differs per server)."""
+        return int(self.client(name).client_id[0])
+
+    def stop_client(self, name: str, close_session: bool = True) -> None:
+        """Stop client *name*: with close_session, a clean closeSession (ephemerals go now).
+
+        Without close_session the socket is simply dropped and the session is left to
+        expire on the server; kazoo has no public way to do that, so the
+        connection thread is told to stop without sending closeSession.
+        """
+        client = self._clients[name]
+        self._note_sessions()
+        if close_session:
+            _bounded(client.stop, OP_TIMEOUT)
+        else:
+            _drop_without_close(client)
+
+    def close_all(self) -> None:
+        """Stop and close every client (bounded); used at the end of a run."""
+        self._note_sessions()
+        threads = []
+        for client in self._clients.values():
+
+            def stop(c: KazooClient = client) -> None:
+                try:
+                    c.stop()
+                except Exception:  # noqa: BLE001 - teardown
+                    pass
+                try:
+                    c.close()
+                except Exception:  # noqa: BLE001
+                    pass
+
+            t = threading.Thread(target=stop, daemon=True)
+            t.start()
+            threads.append(t)
+        deadline = time.monotonic() + OP_TIMEOUT + 5
+        for t in threads:
+            t.join(max(0.1, deadline - time.monotonic()))
+
+    # -------------------------------------------------------------- recording
+    def record(self, label: str, value: Any) -> None:
+        """Add one transcript entry; the value is normalised at the end of the run."""
+        self._note_sessions()
+        if isinstance(value, BaseException):
+            value = Err(type(value).__name__)
+        self.entries.append((label, value))
+
+    def call(self, label: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Call *fn*, record its result or the exception class name; return either."""
+        try:
+            result = fn(*args, **kwargs)
+        except Exception as e:  # noqa: BLE001 - the exception *is* the observation
+            self.record(label, Err(type(e).__name__))
+            return e
+        self.record(label, result)
+        return result
+
+    def _call_children(self, label: str, run: Callable[[], Any]) -> Any:
+        """Like call() for getChildren results: the child order is unspecified, so sort."""
+
+        def sorted_run() -> Any:
+            result = run()
+            if isinstance(result, list):
+                return sorted(result)
+            if isinstance(result, tuple) and result and isinstance(result[0], list):
+                return (sorted(result[0]), *result[1:])
+            return result
+
+        return self.call(label, sorted_run)
+
+    def op(
+        self, method: str, *args: Any, client: str = "main", label: str | None = None, **kwargs: Any
+    ) -> Any:
+        """Run a kazoo client method (bounded) and record the outcome.
+
+        Uses the ``<method>_async`` variant when kazoo has one so that a server
+        that never answers costs OP_TIMEOUT, not the whole test timeout.
+        """
+        c = self.client(client)
+        if label is None:
+            label = f"{client}.{method}({self._fmt_args(args, kwargs)})"
+        async_fn = getattr(c, f"{method}_async", None)
+
+        def run() -> Any:
+            if async_fn is not None:
+                return async_fn(*args, **kwargs).get(timeout=OP_TIMEOUT)
+            return getattr(c, method)(*args, **kwargs)
+
+        if method == "get_children":
+            return self._call_children(label, run)
+        return self.call(label, run)
+
+    def raw(self, request: Any, *, client: str = "main", label: str | None = None) -> Any:
+        """Send a kazoo protocol request object as is (no client-side path checks)."""
+        c = self.client(client)
+        if label is None:
+            label = f"{client}.raw {type(request).__name__}{self._fmt_request(request)}"
+
+        def run() -> Any:
+            result = c.handler.async_result()
+            c._call(request, result)
+            return result.get(timeout=OP_TIMEOUT)
+
+        if isinstance(request, GetChildren | GetChildren2):
+            return self._call_children(label, run)
+        return self.call(label, run)
+
+    def _fmt_args(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+        parts = [self._short(a) for a in args]
+        parts += [f"{k}={self._short(v)}" for k, v in kwargs.items()]
+        return ", ".join(parts)
+
+    def _fmt_request(self, request: Any) -> str:
+        fields = getattr(request, "_fields", ())
+        return "(" + ", ".join(f"{f}={self._short(getattr(request, f))}" for f in fields) + ")"
+
+    def _short(self, value: Any) -> str:
+        if isinstance(value, bytes | bytearray):
+            return _bytes_repr(value)
+        if isinstance(value, list) and value and all(isinstance(v, ACL) for v in value):
+            return "[" + ", ".join(f"{a.id.scheme}:{a.id.id}:{a.perms}" for a in value) + "]"
+        if isinstance(value, str):
+            return repr(_unroot(value, self.root))
+        if callable(value) and not isinstance(value, _Watcher):
+            return getattr(value, "__name__", "fn")
+        return repr(value)
+
+    def path(self, *parts: str) -> str:
+        """Absolute path under this run's root: ``ctx.path("a", "b")`` -> ``<root>/a/b``."""
+        return "/".join([self.root, *parts]) if parts else self.root
+
+    # ---------------------------------------------------------------- watches
+    def watcher(self, tag: str, client: str = "main") -> _Watcher:
+        """A fresh watch callback logging events under *tag* in *client*'s event list."""
+        self.client(client)
+        return _Watcher(self, client, tag)
+
+    def _append_callback(self, client: str, item: Any) -> None:
+        with self._cond:
+            self._callbacks[client].append(item)
+            self._cond.notify_all()
+
+    def mark(self, label: str, client: str = "main") -> None:
+        """Queue a marker behind everything kazoo has dispatched to callbacks so far.
+
+        kazoo hands watch callbacks to one FIFO worker in wire-arrival order,
+        so after ``c.set(p)`` returns, ``ctx.mark("after set")`` lands after the
+        NodeDataChanged callback exactly when the notification arrived before
+        the reply.  Waits (bounded) until the marker itself has run.
+        """
+        c = self.client(client)
+        done = threading.Event()
+
+        def marker() -> None:
+            self._append_callback(client, ("mark", label))
+            done.set()
+
+        c.handler.dispatch_callback(Callback("marker", marker, ()))
+        if not done.wait(WAIT_TIMEOUT):
+            self.record(f"{client}.mark({label!r})", Err("MarkerTimeout"))
+
+    def barrier(self, client: str = "main") -> None:
+        """A round trip on *client* then a callback-queue flush.
+
+        Any notification caused by a write that completed before this call
+        arrives before the round trip's reply (ordering guarantee), so after
+        the barrier all such callbacks have run: "no event" can be asserted
+        without sleeping.
+        """
+        c = self.client(client)
+        try:
+            c.exists_async("/").get(timeout=OP_TIMEOUT)
+        except Exception as e:  # noqa: BLE001
+            self.record(f"{client}.barrier", Err(type(e).__name__))
+        self.mark("barrier", client)
+        with self._cond:
+            items = self._callbacks[client]
+            if items and items[-1] == ("mark", "barrier"):
+                items.pop()
+
+    def wait_events(self, n: int, client: str = "main", timeout: float = WAIT_TIMEOUT) -> bool:
+        """Wait until *client* has seen at least *n* watch callbacks; record a timeout."""
+        self.client(client)
+        deadline = time.monotonic() + timeout
+
+        def count() -> int:
+            return sum(1 for item in self._callbacks[client] if item[0] == "watch")
+
+        with self._cond:
+            while count() < n:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    self.record(f"{client}.wait_events({n})", f"timeout: got {count()}")
+                    return False
+                self._cond.wait(remaining)
+        return True
+
+    def record_events(
+        self, client: str = "main", label: str | None = None, *, unordered: bool = False
+    ) -> None:
+        """Record *client*'s callbacks and marks so far (arrival order) and clear them.
+
+        kazoo keeps the watchers of a path in a set and calls all of them for
+        one notification in set order, which varies from run to run; so
+        consecutive callbacks for the same event are ordered by tag.  (The
+        wire log still shows how many notification frames there were.)
+        """
+        with self._cond:
+            items = list(self._callbacks[client])
+            self._callbacks[client].clear()
+        ordered: list[Any] = []
+        for item in items:
+            run_start = len(ordered)
+            while (
+                item[0] == "watch"
+                and run_start > 0
+                and ordered[run_start - 1][0] == "watch"
+                and ordered[run_start - 1][2] == item[2]
+            ):
+                run_start -= 1
+            ordered.append(item)
+            if run_start < len(ordered) - 1:
+                ordered[run_start:] = sorted(ordered[run_start:], key=lambda it: it[1])
+        if unordered or self.unordered_notifications:
+            ordered.sort(key=repr)
+        self.record(label or f"{client}.events", ordered)
+
+    def events(self, client: str = "main") -> list[Any]:
+        """The callback log of *client* (not recorded; for waiting/inspection)."""
+        with self._cond:
+            return list(self._callbacks[client])
+
+    def record_states(self, client: str = "main", label: str | None = None) -> None:
+        """Record the kazoo connection states *client* went through, then clear them."""
+        states = list(self._states[client])
+        self._states[client].clear()
+        self.record(label or f"{client}.states", states)
+
+    def wait_state(
+        self, state: str, client: str = "main", timeout: float = WAIT_TIMEOUT, quiet: bool = False
+    ) -> bool:
+        """Wait (bounded) until *client*'s listener has seen *state* (e.g. "LOST").
+
+        States seen so far count, so call record_states() first to wait for a
+        *new* transition.  A timeout is recorded unless quiet=True.
+        """
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if state in self._states[client]:
+                return True
+            time.sleep(0.02)
+        if not quiet:
+            self.record(f"{client}.wait_state({state})", "timeout")
+        return False
+
+    def sleep(self, seconds: float) -> None:
+        """Plain sleep; only for letting server-side timers (session expiry) run."""
+        time.sleep(seconds)
+
+    # ------------------------------------------------------------ transcript
+    def transcript(self) -> list[str]:
+        """Normalised transcript lines, wire logs last."""
+        self._note_sessions()
+        entries = list(self.entries)
+        for name, wire in self._wire.items():
+            if name in self._unrecorded_wire:
+                continue
+            frames = list(wire)
+            if self.unordered_notifications:
+                frames = _sort_notification_runs(frames)
+            entries.append((f"wire:{name}", _WireLog(frames)))
+        if self._wire_anomalies:
+            entries.append(("wire-anomalies", sorted(set(self._wire_anomalies))))
+        return _Normaliser(self).lines(entries)
+
+
+def _sort_notification_runs(frames: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """Sort each run of consecutive notification frames (replies stay in place)."""
+    out: list[tuple[Any, ...]] = []
+    run: list[tuple[Any, ...]] = []
+    for frame in [*frames, ("end",)]:
+        if frame[0] == "event":
+            run.append(frame)
+            continue
+        out += sorted(run, key=repr)
+        run = []
+        if frame[0] != "end":
+            out.append(frame)
+    return out
+
+
+class _WireLog(list):  # type: ignore[type-arg]
+    """Marker type: a client's frames in arrival order (rendered one per line)."""
+
+
+def _bytes_repr(data: bytes | bytearray) -> str:
+    """Short, exact-enough rendering: long values as length + SHA-1 prefix."""
+    if len(data) <= 48:
+        return repr(bytes(data))
+    return f"<{len(data)} bytes sha1={hashlib.sha1(data).hexdigest()[:12]}>"
+
+
+def _unroot(s: Any, root: str) -> Any:
+    if not isinstance(s, str):
+        return s
+    if root and (s == root or s.startswith(root + "/")):
+        return "~" + s[len(root) :]
+    return s
+
+
+class _Normaliser:
+    """Turns recorded values into comparable text (see the module docstring)."""
+
+    def __init__(self, ctx: ScenarioContext) -> None:
+        self.ctx = ctx
+        self.root = ctx.root
+        self.sessions = dict(ctx._sessions)
+        self.unknown_sessions: dict[int, str] = {}
+        self.zxid_rank: dict[int, int] = {}
+        self.anomalies: list[str] = []
+
+    def lines(self, entries: list[tuple[str, Any]]) -> list[str]:
+        stats: list[ZnodeStat] = []
+        for _, value in entries:
+            _collect_stats(value, stats)
+        self._analyse(stats)
+        out: list[str] = []
+        for label, value in entries:
+            if isinstance(value, _WireLog):
+                # One line per frame so that a diff points at the exact frame.
+                out.append(f"{label} => {len(value)} frames")
+                out += [f"  {label} {self._wire_item(item)}" for item in value]
+            else:
+                out.append(f"{label} => {self.render(value)}")
+        if self.anomalies:
+            out.append("time-anomalies => " + "; ".join(sorted(set(self.anomalies))))
+        return out
+
+    def _analyse(self, stats: list[ZnodeStat]) -> None:
+        zxids = sorted({z for s in stats for z in (s.czxid, s.mzxid, s.pzxid)})
+        self.zxid_rank = {z: i for i, z in enumerate(zxids)}
+        times: dict[int, set[int]] = {}
+        for s in stats:
+            times.setdefault(s.czxid, set()).add(s.ctime)
+            times.setdefault(s.mzxid, set()).add(s.mtime)
+        lo = self.ctx.started_ms - 60_000
+        hi = int(time.time() * 1000) + 60_000
+        previous: tuple[int, int] | None = None
+        for z in sorted(times):
+            ts = times[z]
+            rank = self.zxid_rank[z]
+            if len(ts) > 1:
+                self.anomalies.append(f"z{rank} has {len(ts)} different times")
+            for t in ts:
+                if z == 0 and t != 0:
+                    self.anomalies.append(f"zxid 0 with non-zero time {t}")
+                elif z != 0 and not lo <= t <= hi:
+                    self.anomalies.append(f"z{rank} time {t} is not a current epoch-ms time")
+            t_min = min(ts)
+            if previous is not None and t_min < previous[1]:
+                self.anomalies.append(f"time goes backwards from z{previous[0]} to z{rank}")
+            if previous is None or max(ts) >= previous[1]:
+                previous = (rank, max(ts))
+
+    def _wire_item(self, item: tuple[Any, ...]) -> str:
+        if item[0] == "event":
+            _, etype, state, path, zxid = item
+            return f"<- notification {etype} {_unroot(path, self.root)!r} state={state} zxid={zxid}"
+        if item[0] == "reply":
+            return f"<- reply {item[1]} err={item[2]}"
+        if item[0] == "connect":
+            _, timeout, outcome, pwlen = item
+            return f"<- handshake timeout={timeout} session={outcome} passwd={pwlen}B"
+        return "<- " + " ".join(str(x) for x in item)
+
+    def owner(self, sid: int) -> Any:
+        if sid == 0:
+            return 0
+        if sid in self.sessions:
+            return f"session:{self.sessions[sid]}"
+        if sid not in self.unknown_sessions:
+            self.unknown_sessions[sid] = f"session:?{len(self.unknown_sessions)}"
+        return self.unknown_sessions[sid]
+
+    def stat(self, s: ZnodeStat) -> str:
+        def z(v: int) -> str:
+            return f"z{self.zxid_rank[v]}"
+
+        return (
+            f"Stat(cz={z(s.czxid)} mz={z(s.mzxid)} pz={z(s.pzxid)} "
+            f"ct=t({z(s.czxid)}) mt=t({z(s.mzxid)}) v={s.version} cv={s.cversion} "
+            f"av={s.aversion} eo={self.owner(s.ephemeralOwner)} dl={s.dataLength} "
+            f"nc={s.numChildren})"
+        )
+
+    def render(self, value: Any) -> str:
+        if isinstance(value, ZnodeStat):
+            return self.stat(value)
+        if isinstance(value, WatchedEvent):
+            return f"{value.type}({_unroot(value.path, self.root)!r}, {value.state})"
+        if isinstance(value, Err):
+            return repr(value)
+        if isinstance(value, BaseException):
+            return f"!{type(value).__name__}"
+        if isinstance(value, str):
+            return repr(_unroot(value, self.root))
+        if isinstance(value, bytes | bytearray):
+            return _bytes_repr(value)
+        if isinstance(value, list):
+            return "[" + ", ".join(self.render(v) for v in value) + "]"
+        if isinstance(value, tuple):
+            inner = ", ".join(self.render(v) for v in value)
+            return f"({inner},)" if len(value) == 1 else f"({inner})"
+        if isinstance(value, dict):
+            return "{" + ", ".join(f"{k}: {self.render(v)}" for k, v in value.items()) + "}"
+        return repr(value)
+
+
+def _collect_stats(value: Any, out: list[ZnodeStat]) -> None:
+    if isinstance(value, ZnodeStat):
+        out.append(value)
+    elif isinstance(value, list | tuple):
+        for v in value:
+            _collect_stats(v, out)
+    elif isinstance(value, dict):
+        for v in value.values():
+            _collect_stats(v, out)
+
+
+def _bounded(fn: Callable[[], Any], timeout: float) -> None:
+    t = threading.Thread(target=fn, daemon=True)
+    t.start()
+    t.join(timeout)
+
+
+def _drop_without_close(client: KazooClient) -> None:
+    """Make kazoo drop its TCP connection without sending closeSession.
+
+    kazoo only sends closeSession for a ``Close`` request queued by stop().
+    Here its stop flag is set first (so it will not reconnect) and then the
+    socket is shut down under it: the reader sees EOF, treats it as a dropped
+    connection and the loop exits because the client is stopped.  The server
+    sees a vanished TCP peer, so the session and its ephemerals live on until
+    the session times out -- exactly what a crashed client looks like.
+    """
+    client._stopped.set()
+    conn = client._connection
+    sock = getattr(conn, "_socket", None)
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+    conn.connection_stopped.wait(OP_TIMEOUT)
+    try:
+        client.handler.stop()
+    except Exception:  # noqa: BLE001 - best effort
+        pass
+
+
+def run_scenario(
+    scenario: Scenario,
+    server: ServerProcess,
+    root: str,
+    *,
+    side: str,
+    make_root: bool = True,
+    timeout: float = SCENARIO_TIMEOUT,
+) -> tuple[list[str], BaseException | None]:
+    """Run *scenario* on *server*; return its transcript and the exception it raised.
+
+    The scenario runs in a worker thread with a deadline: if a server stops
+    answering, every client is closed (which fails its pending calls) and the
+    transcript records the timeout instead of hanging the test run.
+    """
+    if make_root:
+        _admin(server, lambda c: c.ensure_path(root))
+    ctx = ScenarioContext(server, root, side)
+    failure: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            scenario(ctx)
+        except BaseException as e:  # noqa: BLE001 - reported below
+            failure.append(e)
+
+    worker = threading.Thread(target=target, name=f"scenario-{side}", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    timed_out = worker.is_alive()
+    if timed_out:
+        ctx.record("!scenario", f"timed out after {timeout:.0f}s")
+    try:
+        lines = ctx.transcript()
+    finally:
+        ctx.close_all()
+        worker.join(5)
+        if make_root and server.running:
+            _admin(server, lambda c: c.delete(root, recursive=True), ignore_errors=True)
+    error = failure[0] if failure else None
+    if error is not None:
+        lines.append(f"!scenario-error => {type(error).__name__}")
+    return lines, error
+
+
+def _admin(
+    server: ServerProcess, fn: Callable[[KazooClient], Any], ignore_errors: bool = False
+) -> None:
+    """Run *fn* with a short-lived client (root setup and cleanup)."""
+    client = KazooClient(hosts=server.connect_string, timeout=10.0)
+    try:
+        client.start(timeout=OP_TIMEOUT)
+        fn(client)
+    except Exception:
+        if not ignore_errors:
+            raise
+    finally:
+        _bounded(client.stop, OP_TIMEOUT)
+        try:
+            client.close()
+        except Exception:  # noqa: BLE001
+            pass
+
+
+_ZXID_TOKEN = re.compile(r"\bz\d+\b")
+FULL_TRANSCRIPT_LINES = 150
+
+
+def compare_transcripts(
+    reference: list[str], candidate: list[str], ref_name: str, cand_name: str
+) -> str | None:
+    """None if equal, else a readable report.
+
+    The comparison is exact, but one extra or missing zxid renumbers every
+    later rank, so the report first shows a diff with zxid ranks masked (the
+    behavioural differences); only when that is empty -- the difference *is*
+    in the zxid relations -- is the exact diff shown.
+    """
+    if reference == candidate:
+        return None
+
+    def diff(a: list[str], b: list[str]) -> list[str]:
+        return list(
+            difflib.unified_diff(a, b, fromfile=ref_name, tofile=cand_name, lineterm="", n=2)
+        )
+
+    masked = diff(
+        [_ZXID_TOKEN.sub("z#", line) for line in reference],
+        [_ZXID_TOKEN.sub("z#", line) for line in candidate],
+    )
+    if masked:
+        head = "transcripts differ (zxid ranks masked as z# in this diff):"
+        body = masked
+    else:
+        head = "transcripts differ only in zxid order/equality relations:"
+        body = diff(reference, candidate)
+    report = [head, *body]
+    if max(len(reference), len(candidate)) <= FULL_TRANSCRIPT_LINES:
+        report += [f"--- full {ref_name} transcript ---", *reference]
+        report += [f"--- full {cand_name} transcript ---", *candidate]
+    return "\n".join(report)
+
+
+_ROOT_COUNTERS: dict[str, itertools.count[int]] = {}
+
+
+class Differential:
+    """Runs scenarios on (reference, candidate) server pairs and asserts equality."""
+
+    def __init__(
+        self,
+        name: str,
+        shared: Callable[[], tuple[ServerProcess, ServerProcess]],
+        fresh: Callable[..., tuple[ServerProcess, ServerProcess]],
+    ) -> None:
+        self.name = name
+        self._shared = shared
+        self._fresh = fresh
+        self.last: tuple[list[str], list[str]] | None = None
+
+    def new_root(self) -> str:
+        """A root path unique in this test run, identical for both sides."""
+        counter = _ROOT_COUNTERS.setdefault(self.name, itertools.count())
+        return f"/d-{self.name}-{next(counter)}"
+
+    def run(
+        self,
+        scenario: Scenario,
+        *,
+        fresh: bool = False,
+        make_root: bool = True,
+        parallel: bool = False,
+        timeout: float = SCENARIO_TIMEOUT,
+        **cfg: Any,
+    ) -> list[str]:
+        """Run on both servers, raise TranscriptMismatch if they differ, return the transcript.
+
+        ``fresh=True`` (implied by any zoo.cfg keyword) uses a new server pair.
+        ``make_root=False`` leaves the tree untouched (for root/built-in stats).
+        ``parallel=True`` runs the two sides at the same time: for scenarios
+        that mostly wait on server timers (session expiry).
+        A scenario that raises on the *reference* is a broken scenario: that
+        exception is re-raised rather than reported as a mismatch.
+        """
+        reference, candidate = self._fresh(**cfg) if (fresh or cfg) else self._shared()
+        root = self.new_root()
+        results: dict[str, tuple[list[str], BaseException | None]] = {}
+
+        def side(label: str, srv: ServerProcess) -> None:
+            results[label] = run_scenario(
+                scenario, srv, root, side=label, make_root=make_root, timeout=timeout
+            )
+
+        ref_label = f"reference[{reference.kind}]"
+        cand_label = f"candidate[{candidate.role}" + (
+            "]" if candidate.kind == candidate.role else f"={candidate.kind}]"
+        )
+        if parallel:
+            threads = [
+                threading.Thread(target=side, args=(ref_label, reference), daemon=True),
+                threading.Thread(target=side, args=(cand_label, candidate), daemon=True),
+            ]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(timeout + 30)
+        else:
+            side(ref_label, reference)
+            ref_error = results[ref_label][1]
+            if ref_error is not None:
+                raise ref_error
+            side(cand_label, candidate)
+        unfinished: tuple[list[str], BaseException | None] = (["!side did not finish"], None)
+        ref_lines, ref_error = results.get(ref_label, unfinished)
+        if ref_error is not None:
+            raise ref_error
+        cand_lines, _ = results.get(cand_label, unfinished)
+        self.last = (ref_lines, cand_lines)
+        if os.environ.get("FASTZK_DIFF_PRINT"):
+            print(f"\n=== {self.name} {root} {ref_label} ===\n" + "\n".join(ref_lines))
+        report = compare_transcripts(ref_lines, cand_lines, ref_label, cand_label)
+        if report is not None:
+            if not candidate.running:
+                report += (
+                    f"\n\n{cand_label} process exited; log tail:\n{candidate.log_text()[-4000:]}"
+                )
+            raise TranscriptMismatch(report)
+        return ref_lines
