@@ -428,41 +428,54 @@ class Node:
 
     def commit(self, txns: list[Txn]) -> None:
         """Applies durable txns in zxid order and writes their notifications and replies."""
+        if not txns:
+            return
+        apply = self.applier.apply
+        waiting = self.waiting
+        dirty = self.dirty
+        record = self.stats.record
+        now_ms = self.now_ms
         for txn in txns:
+            op = txn.op
             expiring = None
-            if txn.op == Op.CLOSE_SESSION:
+            if op == Op.CLOSE_SESSION:
                 closing_session = self.sessions.get(txn.session_id)
                 expiring = closing_session.conn if closing_session is not None else None
-            result, notifications = self.applier.apply(txn)
-            self.prep.applied(txn.zxid)
+            result, notifications = apply(txn)
             self.applied_zxid = txn.zxid
             for conn, event, path in notifications:
                 if conn.state != State.CLOSED:
                     write_notification(conn.out, event, path)
-                    self.dirty.add(conn)
-            client = self.waiting.pop(txn.zxid, None)
-            if txn.op == Op.CREATE_SESSION:
+                    dirty.add(conn)
+            client = waiting.pop(txn.zxid, None)
+            if op == Op.CREATE_SESSION:
                 if client is not None and client.state == State.CONNECTING:
                     session = self.sessions.get(txn.session_id)
                     assert session is not None
                     self._bind(client, session)
                 continue
-            if txn.op == Op.CLOSE_SESSION and client is None:
+            if client is None:
                 if expiring is not None:  # expired: its connection is closed with no message
                     self._close(expiring)
                 continue
-            if client is None or client.state != State.READY:
+            if client.state != State.READY:
                 continue
-            head = client.fifo.popleft()
+            fifo = client.fifo
+            head = fifo.popleft()
             assert head is txn, "replies must leave in request order"
             write_reply(client.out, txn, result)
-            self._sent(client)
-            latency = max(0, self.now_ms - txn.time_ms)
-            self.stats.record(OP_NAMES[txn.op], latency)
-            client.record_reply(txn.zxid, self.now_ms, latency)
-            if txn.op == Op.CLOSE_SESSION:
+            client.sent += 1
+            self.stats.packets_sent += 1
+            dirty.add(client)
+            latency = max(0, now_ms - txn.time_ms)
+            record(OP_NAMES[op], latency)
+            client.record_reply(txn.zxid, now_ms, latency)
+            if op == Op.CLOSE_SESSION:
                 self._close(client)
-            self._drain(client)
+            if fifo and not isinstance(fifo[0], Txn):
+                self._drain(client)
+        # prep's overlay only serves later preps, so one cleanup per batch suffices
+        self.prep.applied(self.applied_zxid)
 
     def _drain(self, client: Client) -> None:
         fifo = client.fifo

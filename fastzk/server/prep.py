@@ -144,9 +144,10 @@ class Prep:
                 if entry is not None and entry[0] == change_zxid:
                     del self._pending[path]
 
-    def _next(self, session_id: int, xid: int, op: int, now_ms: int) -> Txn:
+    def _next(self, session_id: int, xid: int, op: int, now_ms: int,
+              changes: list[Any]) -> Txn:
         self.last_zxid += 1
-        return Txn(self.last_zxid, now_ms, session_id, xid, op)
+        return Txn(self.last_zxid, now_ms, session_id, xid, op, changes)
 
     # --- requests --------------------------------------------------------------------------
     def write(self, session_id: int, xid: int, op: int, body: Any, identities: set,
@@ -168,15 +169,13 @@ class Prep:
                 changes = [self._one(session_id, op, body, identities, scratch)]
             except _Failed as failure:
                 return failure.err
-        txn = self._next(session_id, xid, op, now_ms)
-        txn.changes = changes
+        txn = self._next(session_id, xid, op, now_ms, changes)
         self._commit_scratch(txn.zxid, scratch)
         return txn
 
     def create_session(self, session_id: int, timeout: int, passwd: bytes, now_ms: int) -> Txn:
-        txn = self._next(session_id, 0, Op.CREATE_SESSION, now_ms)
-        txn.changes = [(CREATE_SESSION, session_id, timeout, passwd)]
-        return txn
+        return self._next(session_id, 0, Op.CREATE_SESSION, now_ms,
+                          [(CREATE_SESSION, session_id, timeout, passwd)])
 
     def close_session(self, session_id: int, xid: int, now_ms: int) -> Txn:
         """Deletes of the session's ephemerals are decided here, so the txn is replayable."""
@@ -192,8 +191,7 @@ class Prep:
             self._delete_in(path, scratch)
             changes.append((DELETE, path))
         changes.append((CLOSE_SESSION, session_id))
-        txn = self._next(session_id, xid, Op.CLOSE_SESSION, now_ms)
-        txn.changes = changes
+        txn = self._next(session_id, xid, Op.CLOSE_SESSION, now_ms, changes)
         self._commit_scratch(txn.zxid, scratch)
         return txn
 
@@ -216,8 +214,7 @@ class Prep:
             return None
         scratch: dict[str, _View | None] = {}
         self._delete_in(path, scratch)
-        txn = self._next(0, 0, Op.DELETE_CONTAINER, now_ms)
-        txn.changes = [(DELETE, path)]
+        txn = self._next(0, 0, Op.DELETE_CONTAINER, now_ms, [(DELETE, path)])
         self._commit_scratch(txn.zxid, scratch)
         return txn
 
@@ -227,12 +224,12 @@ class Prep:
 
     def _one(self, session_id: int, op: int, body: Any, identities: set,
              scratch: dict[str, _View | None]) -> tuple:
+        if op == Op.SET_DATA:  # the most frequent write first
+            return self._set_data(body, identities, scratch)
         if op in (Op.CREATE, Op.CREATE2, Op.CREATE_CONTAINER, Op.CREATE_TTL):
             return self._create(session_id, op, body, identities, scratch)
         if op == Op.DELETE:
             return self._delete(body, identities, scratch)
-        if op == Op.SET_DATA:
-            return self._set_data(body, identities, scratch)
         if op == Op.SET_ACL:
             return self._set_acl(body, identities, scratch)
         if op == Op.CHECK:

@@ -40,7 +40,7 @@ class RequestStats:
         stats = self.ops.get(op)
         if stats is None:
             stats = self.ops[op] = OpStats()
-        stats.buckets[bisect_left(BUCKETS_MS, latency_ms)] += requests
+        stats.buckets[0 if latency_ms <= 1 else bisect_left(BUCKETS_MS, latency_ms)] += requests
         stats.total_ms += latency_ms * requests
         stats.count += requests
         if not self.count or latency_ms < self.min_ms:
