@@ -6,6 +6,15 @@ suite stays fast; tests that need a pristine server or a special zoo.cfg use
 makes the "fastzk" side an Apache ZooKeeper too: the differential suite must
 pass ZooKeeper-vs-ZooKeeper, which is how we know it compares only things that
 are deterministic.
+
+Both sides of every differential pair are configured alike (:data:`ALIKE_CFG`):
+fastzk enables TTL nodes by default and ZooKeeper does not, so the shared
+fixtures and fresh pairs start **fastzk with ``extendedTypesEnabled=false``**
+(ZooKeeper's default); tests of TTL nodes start their own pair with it on.
+Both also get the same super digest and a 500 ms container/TTL reaper interval
+(passed to ZooKeeper as JVM system properties by tests/servers.py).  fastzk's
+HTTP admin endpoint listens on a free port per server (tests/servers.py), so
+servers never collide on 8080.
 """
 
 from __future__ import annotations
@@ -25,11 +34,21 @@ from kazoo.client import KazooClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from differential import Differential  # noqa: E402
+from differential import SUPER_DIGEST, Differential  # noqa: E402
 from servers import ServerProcess, ServerStartError, start_server  # noqa: E402
 
 KINDS = ["zookeeper", "fastzk"]
 REFERENCE_ONLY_ENV = "FASTZK_DIFF_REFERENCE_ONLY"
+
+#: zoo.cfg keys given to both servers of every differential pair (shared and fresh), so that
+#: they are configured alike.  Keys ZooKeeper reads only as system properties are passed to
+#: it as -D flags by servers.start_server.  A caller's own keys override these.
+ALIKE_CFG: dict[str, Any] = {
+    # fastzk's default is true, ZooKeeper's false: run both with ZooKeeper's.
+    "extendedTypesEnabled": False,
+    "DigestAuthenticationProvider.superDigest": SUPER_DIGEST,
+    "znode.container.checkIntervalMs": 500,
+}
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -68,7 +87,7 @@ def _session_server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, role: str
 ) -> Iterator[ServerProcess]:
     try:
-        proc = _launch(request.config, role, tmp_path_factory.mktemp(role))
+        proc = _launch(request.config, role, tmp_path_factory.mktemp(role), **ALIKE_CFG)
     except ServerStartError as e:
         pytest.fail(f"could not start the shared {role} server:\n{e}", pytrace=False)
     _SESSION_SERVERS.append(proc)
@@ -221,10 +240,92 @@ def differential(
         return request.getfixturevalue("zookeeper"), request.getfixturevalue("fastzk")
 
     def fresh(**cfg: Any) -> tuple[ServerProcess, ServerProcess]:
-        # Start both at once: a JVM start dominates the cost of a fresh pair.
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            ref = pool.submit(make_server, "zookeeper", **cfg)
-            cand = pool.submit(make_server, "fastzk", **cfg)
-            return ref.result(), cand.result()
+        return start_pair(make_server, **cfg)
 
     return Differential(sanitize_name(request.node.name), shared, fresh)
+
+
+def start_pair(
+    launch: Callable[..., ServerProcess], **cfg: Any
+) -> tuple[ServerProcess, ServerProcess]:
+    """(reference, candidate) started at once with :data:`ALIKE_CFG` plus *cfg*.
+
+    *launch* is ``make_server`` or ``launch_server``.  Started in parallel: a JVM
+    start dominates the cost of a fresh pair.
+    """
+    merged = {**ALIKE_CFG, **cfg}
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        ref = pool.submit(launch, "zookeeper", **merged)
+        cand = pool.submit(launch, "fastzk", **merged)
+        try:
+            return ref.result(), cand.result()
+        except BaseException:
+            for future in (ref, cand):
+                if future.exception() is None:
+                    future.result().stop()
+            raise
+
+
+@pytest.fixture(scope="session")
+def launch_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    """``launch_server(role, **zoo_cfg)`` for module-scoped fixtures; the caller stops it.
+
+    Like ``make_server`` (honours reference-only mode) but not tied to one test, so a
+    test module can share a specially configured pair; the atexit hook in servers.py
+    is the safety net.
+    """
+
+    def launch(role: str, **cfg: Any) -> ServerProcess:
+        return _launch(request.config, role, tmp_path_factory.mktemp(role), **cfg)
+
+    return launch
+
+
+@pytest.fixture(scope="session")
+def launch_pair(
+    launch_server: Callable[..., ServerProcess],
+) -> Callable[..., tuple[ServerProcess, ServerProcess]]:
+    """``launch_pair(**zoo_cfg)`` -> (reference, candidate) configured alike; the caller
+    stops both (for module-scoped pairs with special settings)."""
+    return lambda **cfg: start_pair(launch_server, **cfg)
+
+
+@pytest.fixture
+def fastzk_only(fastzk: ServerProcess) -> ServerProcess:
+    """The shared fastzk server, for tests of fastzk-only behaviour (deliberate differences
+    from ZooKeeper 3.8.0); skipped in reference-only mode, where it is a ZooKeeper."""
+    if fastzk.kind != "fastzk":
+        pytest.skip("asserts fastzk's own behaviour (the fastzk side is ZooKeeper here)")
+    return fastzk
+
+
+@pytest.fixture
+def lead_decision(request: pytest.FixtureRequest, fastzk: ServerProcess) -> Callable[[str], None]:
+    """``lead_decision("DECISION: ...")`` marks the running test xfail(strict) when the
+    fastzk side really is fastzk: a known difference from ZooKeeper 3.8.0 that waits for a
+    decision (match the reference, or keep fastzk's behaviour and test it separately).
+    In reference-only mode the test runs normally and must pass."""
+
+    def mark(reason: str) -> None:
+        assert reason.startswith("DECISION:"), reason
+        if fastzk.kind == "fastzk":
+            request.applymarker(pytest.mark.xfail(reason=reason, strict=True))
+
+    return mark
+
+
+@pytest.fixture
+def differential_on(
+    request: pytest.FixtureRequest, make_server: Callable[..., ServerProcess]
+) -> Callable[[tuple[ServerProcess, ServerProcess]], Differential]:
+    """``differential_on(pair)``: a Differential whose shared pair is *pair* (e.g. a
+    module-scoped pair with special settings); ``fresh=True`` still starts a new pair."""
+
+    def make(pair: tuple[ServerProcess, ServerProcess]) -> Differential:
+        return Differential(
+            sanitize_name(request.node.name),
+            lambda: pair,
+            lambda **cfg: start_pair(make_server, **cfg),
+        )
+
+    return make

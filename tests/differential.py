@@ -63,17 +63,22 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import wire as zkwire
 from kazoo.client import KazooClient
+from kazoo.exceptions import EXCEPTIONS
 from kazoo.protocol.serialization import Connect, Create2, GetChildren, GetChildren2, Watch
 from kazoo.protocol.states import Callback, WatchedEvent, ZnodeStat
 from kazoo.security import ACL
 from servers import ServerProcess
 
 __all__ = [
+    "SUPER_CREDENTIALS",
+    "SUPER_DIGEST",
     "CreateContainer",
     "CreateTTL",
     "Differential",
     "Err",
+    "RawRequest",
     "ScenarioContext",
     "Scenario",
     "TranscriptMismatch",
@@ -86,6 +91,11 @@ SCENARIO_TIMEOUT = 30.0
 WAIT_TIMEOUT = 8.0
 
 EVENT_NAMES = {1: "CREATED", 2: "DELETED", 3: "CHANGED", 4: "CHILD"}
+
+#: The super digest both servers of a differential pair are configured with (conftest.py),
+#: and the digest credentials that match it (password "admin", spec section 9.4).
+SUPER_DIGEST = "super:xQJmxLMiHGwaqBvst5y6rkB6HQs="
+SUPER_CREDENTIALS = "super:admin"
 
 Scenario = Callable[["ScenarioContext"], None]
 
@@ -119,6 +129,241 @@ class CreateTTL(namedtuple("CreateTTL", "path data acl flags ttl")):
     @classmethod
     def deserialize(cls, buffer: bytes, offset: int) -> Any:
         return Create2.deserialize(buffer, offset)
+
+
+_STAT = struct.Struct("!qqqqiiiqiiq")
+
+
+class _Reader:
+    """Decodes jute fields from a reply body (plain struct; see tests/wire.py)."""
+
+    def __init__(self, buffer: bytes, offset: int) -> None:
+        self.buffer = bytes(buffer)
+        self.offset = offset
+
+    def int(self) -> int:
+        (value,) = struct.unpack_from("!i", self.buffer, self.offset)
+        self.offset += 4
+        return int(value)
+
+    def bool(self) -> bool:
+        value = self.buffer[self.offset]
+        self.offset += 1
+        return value != 0
+
+    def buffer_(self) -> bytes | None:
+        value, self.offset = zkwire.parse_buffer(self.buffer, self.offset)
+        return value
+
+    def string(self) -> str | None:
+        value = self.buffer_()
+        return None if value is None else value.decode("utf-8")
+
+    def strings(self) -> list[str]:
+        return [str(self.string()) for _ in range(self.int())]
+
+    def stat(self) -> ZnodeStat:
+        value = ZnodeStat._make(_STAT.unpack_from(self.buffer, self.offset))
+        self.offset += _STAT.size
+        return value
+
+    def rest(self) -> bytes:
+        return self.buffer[self.offset :]
+
+
+def error_name(code: int) -> str:
+    """kazoo's exception class name for a ZooKeeper error code (``err<code>`` if unknown)."""
+    cls = EXCEPTIONS.get(code)
+    return cls.__name__ if cls is not None else f"err{code}"
+
+
+def acl_bytes(acl: list[ACL] | bytes | None) -> bytes:
+    """A vector<ACL>: kazoo ACL objects encoded verbatim (no "" -> null), or raw bytes."""
+    if isinstance(acl, bytes | bytearray):
+        return bytes(acl)
+    if acl is None:
+        return zkwire.p_int(-1)
+    return zkwire.p_int(len(acl)) + b"".join(
+        zkwire.p_acl(a.perms, a.id.scheme, a.id.id) for a in acl
+    )
+
+
+class RawRequest:
+    """Any opcode with a hand-built body, sent through a kazoo client's connection.
+
+    kazoo lacks most 3.6+ opcodes (multiRead, addWatch, removeWatches, setWatches2,
+    getEphemerals, ...), so the body is built with tests/wire.py's encoders and the reply
+    body decoded here; going through kazoo keeps the wire log, watch callbacks and
+    transcript recording of the scenario.  An error reply raises kazoo's exception.
+    ``name`` and ``args`` make the transcript label and the wire-log name.
+    """
+
+    _fields: tuple[str, ...] = ()
+
+    def __init__(
+        self,
+        type: int,  # noqa: A002 - kazoo reads request.type
+        name: str,
+        args: tuple[Any, ...],
+        body: bytes,
+        decode: Callable[[_Reader], Any] | None = None,
+    ) -> None:
+        self.type = type
+        self.name = name
+        self.args = args
+        self.body = body
+        self.decode = decode
+
+    def serialize(self) -> bytes:
+        return self.body
+
+    def deserialize(self, buffer: bytes, offset: int) -> Any:
+        reader = _Reader(buffer, offset)
+        return True if self.decode is None else self.decode(reader)
+
+    def __repr__(self) -> str:
+        return f"{self.name}{self.args!r}"
+
+
+# --- builders for the opcodes kazoo lacks (spec section 4) ---------------------------------
+#: Multi op specs: ("create", path, data, acl, flags), ("create2", ...),
+#: ("createContainer", ...), ("createTTL", path, data, acl, flags, ttl),
+#: ("delete", path, version), ("setData", path, data, version), ("check", path, version),
+#: ("getData", path), ("getChildren", path).  ``acl`` may be None for OPEN_ACL_UNSAFE.
+MULTI_OPS = {
+    "create": 1,
+    "create2": 15,
+    "createContainer": 19,
+    "createTTL": 21,
+    "delete": 2,
+    "setData": 5,
+    "check": 13,
+    "getData": 4,
+    "getChildren": 8,
+}
+
+
+def _op_body(op: tuple[Any, ...]) -> bytes:
+    name, path, *rest = op
+    p = zkwire.p_ustring(path)
+    if name in ("create", "create2", "createContainer", "createTTL"):
+        data, acl, flags, *ttl = rest
+        body = p + zkwire.p_buffer(data) + (zkwire.OPEN_ACL if acl is None else acl_bytes(acl))
+        body += zkwire.p_int(flags)
+        return body + b"".join(zkwire.p_long(t) for t in ttl)
+    if name in ("delete", "check"):
+        return p + zkwire.p_int(rest[0])
+    if name == "setData":
+        return p + zkwire.p_buffer(rest[0]) + zkwire.p_int(rest[1])
+    if name in ("getData", "getChildren"):
+        return p + zkwire.p_bool(bool(rest[0]) if rest else False)
+    raise ValueError(f"unknown multi op {name!r}")
+
+
+def _multi_results(r: _Reader) -> list[Any]:
+    results: list[Any] = []
+    while True:
+        op_type, done, err = r.int(), r.bool(), r.int()
+        if done:
+            return results
+        if op_type == 1:
+            results.append(("create", r.string()))
+        elif op_type == 15:
+            results.append(("create2", r.string(), r.stat()))
+        elif op_type == 2:
+            results.append(("delete",))
+        elif op_type == 5:
+            results.append(("setData", r.stat()))
+        elif op_type == 13:
+            results.append(("check",))
+        elif op_type == 4:
+            data = r.buffer_()
+            results.append(("getData", data, r.stat()))
+        elif op_type == 8:
+            results.append(("getChildren", sorted(r.strings())))
+        elif op_type == -1:
+            code = r.int()
+            results.append(("error", error_name(code), "hdr-err-matches" if code == err else err))
+        else:
+            results.append(("unknown-type", op_type, err))
+            return results
+
+
+def multi_request(*ops: tuple[Any, ...], opcode: int = 14) -> RawRequest:
+    """multi (14) or multiRead (22) with the given op specs (see MULTI_OPS)."""
+    body = b"".join(
+        zkwire.p_int(MULTI_OPS[op[0]]) + zkwire.p_bool(False) + zkwire.p_int(-1) + _op_body(op)
+        for op in ops
+    )
+    body += zkwire.p_int(-1) + zkwire.p_bool(True) + zkwire.p_int(-1)
+    name = "multi" if opcode == 14 else "multiRead" if opcode == 22 else f"op{opcode}"
+    return RawRequest(opcode, name, tuple(ops), body, _multi_results)
+
+
+def multi_read_request(*ops: tuple[Any, ...]) -> RawRequest:
+    return multi_request(*ops, opcode=22)
+
+
+def add_watch_request(path: str, mode: int) -> RawRequest:
+    """addWatch (106): mode 0 persistent, 1 persistent recursive; reply body int 0."""
+    return RawRequest(106, "addWatch", (path, mode), zkwire.p_ustring(path) + zkwire.p_int(mode),
+                      lambda r: ("ErrorResponse", r.int(), len(r.rest())))
+
+
+def check_watches_request(path: str, watcher_type: int) -> RawRequest:
+    """checkWatches (17): 1 children, 2 data, 3 any, 4 persistent, 5 recursive."""
+    body = zkwire.p_ustring(path) + zkwire.p_int(watcher_type)
+    return RawRequest(17, "checkWatches", (path, watcher_type), body)
+
+
+def remove_watches_request(path: str, watcher_type: int) -> RawRequest:
+    """removeWatches (18): same body as checkWatches."""
+    body = zkwire.p_ustring(path) + zkwire.p_int(watcher_type)
+    return RawRequest(18, "removeWatches", (path, watcher_type), body)
+
+
+def set_watches2_request(
+    relative_zxid: int,
+    data: tuple[str, ...] = (),
+    exist: tuple[str, ...] = (),
+    child: tuple[str, ...] = (),
+    persistent: tuple[str, ...] = (),
+    recursive: tuple[str, ...] = (),
+) -> RawRequest:
+    """setWatches2 (105); relative_zxid is left out of the label (it differs per server)."""
+    lists = (data, exist, child, persistent, recursive)
+    body = zkwire.p_long(relative_zxid) + b"".join(zkwire.p_vector_ustring(list(v)) for v in lists)
+    return RawRequest(105, "setWatches2", lists, body)
+
+
+def get_ephemerals_request(prefix: str | None) -> RawRequest:
+    """getEphemerals (103): the caller's own ephemerals under a string prefix (sorted here)."""
+    return RawRequest(103, "getEphemerals", (prefix,), zkwire.p_ustring(prefix),
+                      lambda r: sorted(r.strings()))
+
+
+def get_all_children_number_request(path: str) -> RawRequest:
+    """getAllChildrenNumber (104): count of all descendants."""
+    return RawRequest(104, "getAllChildrenNumber", (path,), zkwire.p_ustring(path),
+                      lambda r: r.int())
+
+
+def who_am_i_request() -> RawRequest:
+    """whoAmI (107): the connection's (scheme, user) identities, sorted.
+
+    ZooKeeper keeps a connection's identities in a Java hash set, so its order is the
+    hash-table order (e.g. bob, ip, alice), deterministic but meaningless; fastzk sorts.
+    """
+
+    def decode(r: _Reader) -> list[tuple[str | None, str | None]]:
+        return sorted((r.string(), r.string()) for _ in range(r.int()))
+
+    return RawRequest(107, "whoAmI", (), b"", decode)
+
+
+def check_request(path: str, version: int) -> RawRequest:
+    """A top-level check (13), outside any multi."""
+    return RawRequest(13, "check", (path, version), zkwire.p_ustring(path) + zkwire.p_int(version))
 
 
 class _Watcher:
@@ -235,7 +480,8 @@ class ScenarioContext:
         def read_response(header: Any, buffer: bytes, offset: int) -> Any:
             try:
                 request = client._pending[0][0]
-                wire.append(("reply", type(request).__name__, header.err))
+                rname = request.name if isinstance(request, RawRequest) else None
+                wire.append(("reply", rname or type(request).__name__, header.err))
             except IndexError:
                 wire.append(("reply-unexpected", header.xid, header.err))
             if header.zxid > 0:
@@ -376,7 +622,9 @@ class ScenarioContext:
     def raw(self, request: Any, *, client: str = "main", label: str | None = None) -> Any:
         """Send a kazoo protocol request object as is (no client-side path checks)."""
         c = self.client(client)
-        if label is None:
+        if label is None and isinstance(request, RawRequest):
+            label = f"{client}.{request.name}({self._fmt_args(request.args, {})})"
+        elif label is None:
             label = f"{client}.raw {type(request).__name__}{self._fmt_request(request)}"
 
         def run() -> Any:
@@ -404,6 +652,9 @@ class ScenarioContext:
             return "[" + ", ".join(f"{a.id.scheme}:{a.id.id}:{a.perms}" for a in value) + "]"
         if isinstance(value, str):
             return repr(_unroot(value, self.root))
+        if isinstance(value, tuple):
+            inner = ", ".join(self._short(v) for v in value)
+            return f"({inner},)" if len(value) == 1 else f"({inner})"
         if callable(value) and not isinstance(value, _Watcher):
             return getattr(value, "__name__", "fn")
         return repr(value)

@@ -20,10 +20,13 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
 __all__ = [
+    "DEFAULT_ZK_JVM_FLAGS",
+    "ZK_SYSTEM_PROPERTIES",
     "ServerProcess",
     "ServerStartError",
     "four_letter_word",
@@ -51,6 +54,31 @@ ZK_CLASSPATH = os.environ.get(
     ),
 )
 ZK_MAIN = "org.apache.zookeeper.server.ZooKeeperServerMain"
+
+#: JVM flags the test suite starts ZooKeeper with: tuned for a fast start on a small machine
+#: (C1 only, SerialGC, small heap), not for throughput.  ``start_server(base_jvm_flags=...)``
+#: replaces them (bench/compare.py uses production-like flags).
+DEFAULT_ZK_JVM_FLAGS: tuple[str, ...] = (
+    "-Xms64m",
+    "-Xmx256m",
+    "-XX:+UseSerialGC",
+    "-XX:TieredStopAtLevel=1",
+    "-Xshare:auto",
+)
+
+#: zoo.cfg keys that Apache ZooKeeper only reads as JVM system properties (fastzk reads them
+#: from zoo.cfg).  When one is given to ``start_server`` for a ZooKeeper, it is also passed as
+#: ``-D<property>=<value>`` so that one set of keys configures both kinds alike.  (ZooKeeper
+#: turns an unknown zoo.cfg key ``k`` into the property ``zookeeper.k``, which is not the name
+#: it reads for ``jute.maxbuffer`` or the container manager's settings.)
+ZK_SYSTEM_PROPERTIES: dict[str, str] = {
+    "jute.maxbuffer": "jute.maxbuffer",
+    "znode.container.checkIntervalMs": "znode.container.checkIntervalMs",
+    "znode.container.maxPerMinute": "znode.container.maxPerMinute",
+    "znode.container.maxNeverUsedIntervalMs": "znode.container.maxNeverUsedIntervalMs",
+    "extendedTypesEnabled": "zookeeper.extendedTypesEnabled",
+    "DigestAuthenticationProvider.superDigest": "zookeeper.DigestAuthenticationProvider.superDigest",
+}
 
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
@@ -99,13 +127,7 @@ def four_letter_word(host: str, port: int, cmd: str, timeout: float = 2.0) -> by
 
 def _cfg_text(cfg: dict[str, Any]) -> str:
     """Render a zoo.cfg; values are written verbatim (booleans as true/false)."""
-    lines = []
-    for key, value in cfg.items():
-        if value is None:
-            continue
-        if isinstance(value, bool):
-            value = "true" if value else "false"
-        lines.append(f"{key}={value}")
+    lines = [f"{key}={_cfg_value(value)}" for key, value in cfg.items() if value is not None]
     return "\n".join(lines) + "\n"
 
 
@@ -127,6 +149,7 @@ class ServerProcess:
         workdir: Path,
         cfg_path: Path,
         cfg: dict[str, Any],
+        command: list[str] | None = None,
     ) -> None:
         self.kind = kind
         #: Which side of a differential test this process plays.  Normally equal
@@ -139,6 +162,8 @@ class ServerProcess:
         self.workdir = workdir
         self.cfg_path = cfg_path
         self.cfg = dict(cfg)
+        #: The exact command line (kept so that restart() uses the same JVM flags).
+        self.command = list(command) if command is not None else _command(kind, workdir, cfg_path)
         self.pid = 0
         self.starts = 0
         self._popen: subprocess.Popen[bytes] | None = None
@@ -160,7 +185,7 @@ class ServerProcess:
             self._log_file.write(f"\n===== restart #{self.starts} =====\n".encode())
             self._log_file.flush()
         self._popen = subprocess.Popen(
-            _command(self.kind, self.workdir, self.cfg_path),
+            self.command,
             cwd=self.workdir,
             stdin=subprocess.DEVNULL,
             stdout=self._log_file,
@@ -218,6 +243,14 @@ class ServerProcess:
     def __repr__(self) -> str:
         state = "stopped" if self._stopped else "running"
         return f"<ServerProcess {self.kind} {self.connect_string} pid={self.pid} {state}>"
+
+    @property
+    def admin_port(self) -> int | None:
+        """Port of the HTTP admin endpoint, or None when it is disabled."""
+        if str(self.cfg.get("admin.enableServer", "true")).lower() == "false":
+            return None
+        port = self.cfg.get("admin.serverPort")
+        return int(port) if port is not None else 8080
 
     @property
     def connect_string(self) -> str:
@@ -327,20 +360,25 @@ class ServerProcess:
         return four_letter_word(self.host, self.port, cmd, timeout)
 
 
-def _command(kind: str, workdir: Path, cfg_path: Path) -> list[str]:
+def _command(
+    kind: str,
+    workdir: Path,
+    cfg_path: Path,
+    jvm_flags: Sequence[str] = (),
+    base_jvm_flags: Sequence[str] | None = None,
+) -> list[str]:
+    """The command line of a server of *kind*; JVM flags only apply to ZooKeeper."""
     if kind == "zookeeper":
+        base = DEFAULT_ZK_JVM_FLAGS if base_jvm_flags is None else base_jvm_flags
         return [
             "java",
-            "-Xms64m",
-            "-Xmx256m",
-            "-XX:+UseSerialGC",
-            "-XX:TieredStopAtLevel=1",
-            "-Xshare:auto",
+            *base,
             "-cp",
             ZK_CLASSPATH,
             f"-Dzookeeper.log.dir={workdir}",
             "-Dzookeeper.root.logger=WARN,CONSOLE",
             "-Dzookeeper.jmx.log4j.disable=true",
+            *jvm_flags,
             ZK_MAIN,
             str(cfg_path),
         ]
@@ -349,15 +387,36 @@ def _command(kind: str, workdir: Path, cfg_path: Path) -> list[str]:
     raise ValueError(f"unknown server kind {kind!r} (expected 'zookeeper' or 'fastzk')")
 
 
-def start_server(kind: str, workdir: Path, **cfg: Any) -> ServerProcess:
+def _cfg_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def start_server(
+    kind: str,
+    workdir: Path,
+    *,
+    jvm_flags: Sequence[str] = (),
+    base_jvm_flags: Sequence[str] | None = None,
+    **cfg: Any,
+) -> ServerProcess:
     """Write a zoo.cfg under *workdir*, start a server of *kind*, wait until it serves.
 
     *cfg* entries are zoo.cfg keys and override the defaults (dotted keys via
     ``**{"4lw.commands.whitelist": "srvr"}``; a value of ``None`` drops a
     default).  ``clientPort`` defaults to a free port and ``dataDir`` to
-    ``workdir/data``.  The server counts as up once a ``srvr`` four-letter
-    word gets an answer, or -- if ``srvr`` is not whitelisted -- once a TCP
-    connection is accepted.
+    ``workdir/data``.  fastzk's HTTP admin endpoint gets its own free port
+    (``admin.serverPort``) so that servers never fight over 8080; ZooKeeper's
+    AdminServer is disabled.  The server counts as up once a ``srvr``
+    four-letter word gets an answer, or -- if ``srvr`` is not whitelisted --
+    once a TCP connection is accepted.
+
+    ZooKeeper only: the keys in :data:`ZK_SYSTEM_PROPERTIES` are also passed
+    as ``-D`` system properties; *jvm_flags* are extra JVM arguments (e.g.
+    ``["-Dzookeeper.foo=bar"]``) placed after them; *base_jvm_flags* replaces
+    :data:`DEFAULT_ZK_JVM_FLAGS` (heap, GC, JIT).  Both are ignored for fastzk,
+    so one call signature serves both kinds of a differential pair.
     """
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -372,6 +431,8 @@ def start_server(kind: str, workdir: Path, **cfg: Any) -> ServerProcess:
     }
     if kind == "zookeeper":
         merged["admin.enableServer"] = "false"
+    elif "admin.serverPort" not in cfg:
+        merged["admin.serverPort"] = free_port()
     merged.update(cfg)
     if merged.get("clientPort") is None:
         merged["clientPort"] = free_port()
@@ -385,7 +446,16 @@ def start_server(kind: str, workdir: Path, **cfg: Any) -> ServerProcess:
     data_dir.mkdir(parents=True, exist_ok=True)
     cfg_path = run_dir / "zoo.cfg"
     cfg_path.write_text(_cfg_text(merged))
-    proc = ServerProcess(kind, host, port, data_dir, run_dir, cfg_path, merged)
+    flags: list[str] = []
+    if kind == "zookeeper":
+        flags = [
+            f"-D{prop}={_cfg_value(merged[key])}"
+            for key, prop in ZK_SYSTEM_PROPERTIES.items()
+            if merged.get(key) is not None
+        ]
+        flags += list(jvm_flags)
+    command = _command(kind, run_dir, cfg_path, flags, base_jvm_flags)
+    proc = ServerProcess(kind, host, port, data_dir, run_dir, cfg_path, merged, command)
     proc._spawn()
     with _LIVE_LOCK:
         _LIVE.add(proc)

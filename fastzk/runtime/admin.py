@@ -7,6 +7,7 @@ interfaces cannot drift apart.
 
 from __future__ import annotations
 
+import getpass
 import os
 import platform
 import socket
@@ -63,7 +64,8 @@ def server_stats(server: Server) -> dict[str, Any]:
             "uptime": int(time.time() * 1000) - server.started_ms,
         },
         "client_response": {"last_buffer_size": -1, "min_buffer_size": -1, "max_buffer_size": -1},
-        "node_count": len(node.tree),
+        # ZooKeeper's count includes its internal "" alias of the root (a fresh server: 5)
+        "node_count": len(node.tree) + 1,
     }
 
 
@@ -126,6 +128,13 @@ def configuration(server: Server) -> dict[str, Any]:
     }
 
 
+def _user_name() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry and no USER/LOGNAME (some containers)
+        return str(os.getuid())
+
+
 def environment(server: Server) -> dict[str, Any]:
     return {
         "zookeeper.version": VERSION,
@@ -136,6 +145,8 @@ def environment(server: Server) -> dict[str, Any]:
         "os.name": platform.system(),
         "os.arch": platform.machine(),
         "os.version": platform.release(),
+        "user.name": _user_name(),
+        "user.home": os.path.expanduser("~"),
         "user.dir": os.getcwd(),
         "pid": os.getpid(),
     }
@@ -200,7 +211,7 @@ def monitor(server: Server) -> dict[str, Any]:
         "packets_sent": stats.packets_sent,
         "num_alive_connections": len(server.protocols),
         "outstanding_requests": _outstanding(server),
-        "znode_count": len(tree),
+        "znode_count": len(tree) + 1,  # as srvr's Node count: ZooKeeper's root alias too
         "watch_count": node.watches.count(DATA) + node.watches.count(CHILD),
         "persistent_watch_count": node.watches.count(PERSISTENT) + node.watches.count(RECURSIVE),
         "ephemerals_count": ephemerals,
@@ -372,8 +383,13 @@ def _dump_text(server: Server) -> str:
         lines.extend(f"\t{path}" for path in paths)
     lines.append("Connections dump:")
     lines.append(f"Connections Sets (1)/({len(server.protocols)}):")
+    # ZooKeeper's NIO server buckets connections by idle expiry; fastzk has one bucket:
+    # the sessions' own expiry decides when an idle connection goes
+    stamp = time.strftime("%a %b %d %H:%M:%S UTC %Y", time.gmtime(server.node.now_ms / 1000))
+    lines.append(f"{len(server.protocols)} expire at {stamp}:")
     for client in server.protocols:
-        lines.append(f"\tip: /{client.address} sessionId: 0x{client.session_id:x}")
+        address = _connection_info(server, client, False)["remote_socket_address"]
+        lines.append(f"\tip: /{address} sessionId: 0x{client.session_id:x}")
     return "\n".join(lines) + "\n"
 
 

@@ -90,6 +90,26 @@ class _Failed(Exception):
         self.err = err
 
 
+def _multi_creates_by_flags(ops: list[tuple[int, Any]]) -> list[tuple[int, Any]] | None:
+    """Inside a multi, ZooKeeper rebuilds every create from its flags, whatever its opcode:
+    flags 4 make a container (a create2-style result), TTL flags need createTTL's ttl field
+    (on any other create opcode the whole multi is a MarshallingError: None here), and any
+    other flags make a plain create (a path-only result), createTTL's ttl being ignored."""
+    result = []
+    for op, body in ops:
+        if op in (Op.CREATE, Op.CREATE2, Op.CREATE_CONTAINER, Op.CREATE_TTL):
+            flags = body[3]
+            if flags in CreateMode.TTL_MODES:
+                if op != Op.CREATE_TTL:
+                    return None
+            elif flags == CreateMode.CONTAINER:
+                op, body = Op.CREATE_CONTAINER, body[:4]
+            else:
+                op, body = Op.CREATE, body[:4]
+        result.append((op, body))
+    return result
+
+
 def _wrap_int32(value: int) -> int:
     return ((value + 0x8000_0000) & 0xFFFF_FFFF) - 0x8000_0000
 
@@ -155,6 +175,9 @@ class Prep:
         """A Txn, an error code, or (for a failed multi) the per-op error list."""
         scratch: dict[str, _View | None] = {}
         if op == Op.MULTI:
+            body = _multi_creates_by_flags(body)
+            if body is None:
+                return Err.MARSHALLING_ERROR
             changes = []
             for index, (sub_op, sub_body) in enumerate(body):
                 try:
