@@ -85,3 +85,30 @@ cdef class DataTree:
     cdef _Node _attach(self, _Node parent, str name, str path, object data, object acl,
                        int64_t owner, int64_t zxid, int64_t time_ms)
     cdef tuple _stat(self, _Node node)
+    cdef int _restore_node(self, bytes path, object data, object acl, int64_t czxid,
+                           int64_t mzxid, int64_t ctime, int64_t mtime, int64_t pzxid,
+                           int64_t owner, int32_t version, int32_t counter,
+                           int32_t aversion) except -1
+
+
+cdef class SnapshotCursor:
+    cdef DataTree tree
+    cdef list stack               # [parent path, copied child names, next index] per level
+    cdef dict acl_ids             # ACL key tuple -> id defined in this snapshot
+    cdef bint started
+    cdef readonly Py_ssize_t nodes
+    cdef readonly bint done
+
+    cdef int _emit(self, WriteBuffer out, _Node n) except -1
+
+
+cdef class WalScanner:
+    cdef object obj               # keeps the scanned buffer alive
+    cdef const unsigned char[::1] view
+    cdef readonly Py_ssize_t pos
+    cdef readonly Py_ssize_t end
+    cdef readonly int64_t last_zxid
+    cdef readonly int64_t last_batch
+    cdef readonly object problem
+
+    cdef Py_ssize_t _advance(self) except -2

@@ -157,6 +157,78 @@ class DataTree:
         incrementally, so two trees with equal content compare equal."""
     def write_stat(self, out: WriteBuffer, path: str) -> bool:
         """Appends the node's Stat to `out`; False (nothing written) if missing."""
+    # --- snapshots
+    def snapshot_cursor(self) -> SnapshotCursor:
+        """A fuzzy, resumable depth-first walk of this tree (see SnapshotCursor)."""
+    def load_snapshot_chunk(self, chunk: bytes, acls: dict[int, Any]) -> int:
+        """Adds the nodes of one SnapshotCursor chunk to a fresh tree (overwriting the built-in
+        nodes); `acls` carries ACL definitions from chunk to chunk (start with {}). Parents must
+        precede children. ValueError on malformed input. Returns the number of nodes read."""
+
+class SnapshotCursor:
+    """A fuzzy snapshot taken a chunk at a time while the tree changes: depth-first, a node's
+    child names copied when it is written, each child looked up by path when its turn comes
+    (skipped if gone), so every node that exists for the whole walk is written, parents first.
+    Chunk records: 'A' ACL definitions (once per snapshot) and 'N' nodes with every stored
+    field (path, data, ACL id, czxid, mzxid, ctime, mtime, pzxid, raw owner, version, create
+    counter, aversion)."""
+
+    def __init__(self, tree: DataTree) -> None: ...
+    @property
+    def nodes(self) -> int:
+        """Nodes written so far."""
+    @property
+    def done(self) -> bool: ...
+    def next_chunk(self, max_nodes: int) -> bytes:
+        """The records of up to max_nodes more nodes; b"" once done."""
+
+# --- write-ahead log records (core/wal.pxi) -------------------------------------------------
+# Record: u32 body length | u32 CRC32C (of the length and of everything after the CRC) |
+# i64 zxid | i64 batch (first zxid of the write that carried it) | body: i64 time_ms,
+# i64 session_id, i32 xid, i32 op, value(changes). 24 zero bytes end a segment.
+
+class WalValueError(ValueError):
+    """Bytes that do not decode as a value."""
+
+def crc32c(data: bytes | bytearray | memoryview, crc: int = 0) -> int:
+    """CRC32C (Castagnoli); pass a previous result as `crc` to continue it."""
+
+def encode_value(value: Any) -> bytes:
+    """None, bool, int (any size), str (surrogates pass), bytes, tuple and list, nested."""
+
+def decode_value(data: bytes | bytearray | memoryview) -> Any: ...
+
+def encode_txns(txns: list[Any]) -> bytearray:
+    """Unsealed records of objects with zxid, time_ms, session_id, xid, op and changes."""
+
+def seal_records(buf: bytearray, batch: int) -> int:
+    """Stamps `batch` into every record and computes the CRCs (without the GIL); returns the
+    number of records. ValueError if buf is not a sequence of encoded records."""
+
+class WalScanner:
+    """Walks the records of one segment's bytes from `start`; `prev_zxid` is the zxid the
+    first record must follow (0: any). Records must be CRC-valid and dense in zxid within an
+    epoch."""
+
+    pos: int
+    end: int
+    last_zxid: int
+    last_batch: int
+    problem: str | None
+    """After a None from next_record/False from skip_record: None for a clean end (end of
+    buffer or a zero header), else what is wrong with the record at `pos`."""
+
+    def __init__(self, buf: Any, start: int, prev_zxid: int) -> None: ...
+    def next_record(self) -> tuple[int, int, int, int, int, int, int, Any] | None:
+        """(offset, zxid, batch, time_ms, session_id, xid, op, changes), or None."""
+    def skip_record(self) -> bool:
+        """Like next_record without decoding the txn."""
+    def release(self) -> None:
+        """Drops the buffer (so that an mmap can be closed)."""
+
+def find_record(buf: Any, start: int, after_zxid: int) -> int:
+    """Offset of the first CRC-valid record at or after `start` with a zxid above after_zxid
+    (within 2**40), or -1."""
 
 def serve_reads(buf: ReadBuffer, tree: DataTree, out: WriteBuffer, zxid: int, limit: int) -> int:
     """The read fast path. Consumes and answers, in order, up to `limit` complete frames at the

@@ -1,5 +1,6 @@
 # cython: language_level=3
-"""fastzk's Cython core: framing buffers, the jute codec, the data tree and the read fast path.
+"""fastzk's Cython core: framing buffers, the jute codec, the WAL record codec, the data tree
+(with its snapshot serialization) and the read fast path.
 
 One compilation unit so that the fast path can reach buffer memory, tree nodes and encoders
 as plain C calls, with no Python-level attribute access in between.
@@ -17,5 +18,6 @@ from libc.string cimport memchr, memcmp, memcpy, memmove
 
 include "core/buffer.pxi"
 include "core/jute.pxi"
+include "core/wal.pxi"
 include "core/tree.pxi"
 include "core/fastpath.pxi"

@@ -25,6 +25,18 @@ def _load(args: argparse.Namespace) -> int:
     return run_from_args(args)
 
 
+def _log_dump(args: argparse.Namespace) -> int:
+    from fastzk.runtime.tools import log_dump
+
+    return log_dump(args.dir, sys.stdout, verbose=not args.summary)
+
+
+def _snap_dump(args: argparse.Namespace) -> int:
+    from fastzk.runtime.tools import snap_dump
+
+    return snap_dump(args.file, sys.stdout, nodes=not args.summary, data=args.data)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fastzk", description="A fast ZooKeeper-protocol coordination server."
@@ -49,6 +61,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_load_arguments(load)
     load.set_defaults(handler=_load)
+
+    from pathlib import Path
+
+    log_cmd = commands.add_parser("log", help="offline write-ahead log tools")
+    log_sub = log_cmd.add_subparsers(dest="log_command", required=True)
+    log_dump = log_sub.add_parser(
+        "dump", help="print every txn record and check the log (like zkTxnLogToolkit)"
+    )
+    log_dump.add_argument(
+        "dir", type=Path, help="dataLogDir (or dataDir), its fastzk/ subdirectory, or a segment"
+    )
+    log_dump.add_argument(
+        "--summary", action="store_true", help="only segment ends and the verdict"
+    )
+    log_dump.set_defaults(handler=_log_dump)
+
+    snap_cmd = commands.add_parser("snap", help="offline snapshot tools")
+    snap_sub = snap_cmd.add_subparsers(dest="snap_command", required=True)
+    snap_dump = snap_sub.add_parser(
+        "dump", help="print a snapshot's header, sessions and nodes (like zkSnapShotToolkit)"
+    )
+    snap_dump.add_argument("file", type=Path, help="a snapshot.<zxid> file")
+    snap_dump.add_argument("--summary", action="store_true", help="no per-node lines")
+    snap_dump.add_argument("--data", action="store_true", help="print each node's data too")
+    snap_dump.set_defaults(handler=_snap_dump)
     return parser
 
 

@@ -19,9 +19,9 @@ ALL_4LW = frozenset(
 # Keys of Apache ZooKeeper's zoo.cfg that fastzk accepts but does not act on yet.
 KNOWN_UNUSED = frozenset(
     {
-        "initLimit", "syncLimit", "dataLogDir", "autopurge.snapRetainCount",
-        "autopurge.purgeInterval", "standaloneEnabled", "reconfigEnabled", "snapCount",
-        "preAllocSize", "globalOutstandingLimit", "secureClientPort", "secureClientPortAddress",
+        "initLimit", "syncLimit",
+        "autopurge.purgeInterval", "standaloneEnabled", "reconfigEnabled",
+        "globalOutstandingLimit", "secureClientPort", "secureClientPortAddress",
         "metricsProvider.className", "metricsProvider.httpPort", "electionAlg",
         "peerType", "quorumListenOnAllIPs", "syncEnabled", "clientPortListenBacklog",
         "forceSync", "leaderServes", "cnxTimeout", "audit.enable", "skipACL",
@@ -48,13 +48,26 @@ class Config:
     four_letter_words: frozenset[str] = DEFAULT_4LW
     max_outstanding: int = 1000  # requests in flight per connection before reading pauses
     super_digest: str | None = None
-    ttl_enabled: bool = False
+    ttl_enabled: bool = True  # extendedTypesEnabled: on by default (ZooKeeper: off)
     admin_enabled: bool = True
     admin_address: str = "127.0.0.1"
     admin_port: int = 8080
     handshake_timeout_ms: int = 10000
     container_check_interval_ms: int = 60000
     container_max_per_minute: int = 10000
+    # durability (runtime/storage.py, wal.py, snapshot.py)
+    data_log_dir: Path | None = None  # dataLogDir: the WAL's directory (default: dataDir)
+    snap_count: int = 100000  # snapCount: txns between snapshots (with jitter, as ZooKeeper)
+    snap_size_limit_kb: int = 4194304  # snapSizeLimitInKb: log KB between snapshots (0: off)
+    snap_retain_count: int = 3  # autopurge.snapRetainCount: snapshots kept, with their log
+    prealloc_kb: int = 65536  # preAllocSize: KB per log segment (preallocated, roll size)
+    wal_max_batch_bytes: int = 8 * 1024 * 1024  # fastzk.walMaxBatchBytes: bytes per write
+    snapshot_chunk_nodes: int = 1000  # fastzk.snapshotChunkNodes: nodes per loop callback
+    # TESTING ONLY: acknowledge writes before they are durable, and write them
+    # unsafe_write_delay_ms later, so that a crash loses acknowledged writes (the crash
+    # test's negative control). Never set this on a server whose data matters.
+    unsafe_ack_before_sync: bool = False  # fastzk.unsafeAckBeforeSync
+    unsafe_write_delay_ms: int = 500  # fastzk.unsafeWriteDelayMs
     source: str = "embedded default"
     warnings: tuple[str, ...] = field(default=())
 
@@ -156,6 +169,28 @@ def from_properties(props: dict[str, str], source: str, base: Path) -> Config:
             values["admin_address"] = value
         elif key == "admin.serverPort":
             values["admin_port"] = _int(key, value, 0)
+        elif key == "dataLogDir":
+            log_dir = Path(value)
+            values["data_log_dir"] = log_dir if log_dir.is_absolute() else base / log_dir
+        elif bare == "snapCount":
+            values["snap_count"] = _int(key, value, 2)
+        elif bare == "snapSizeLimitInKb":
+            values["snap_size_limit_kb"] = _int(key, value, -1)
+        elif key == "autopurge.snapRetainCount":
+            values["snap_retain_count"] = _int(key, value, 1)
+        elif bare == "preAllocSize":
+            values["prealloc_kb"] = _int(key, value, 1)
+        elif key == "fastzk.walMaxBatchBytes":
+            values["wal_max_batch_bytes"] = _int(key, value, 4096)
+        elif key == "fastzk.snapshotChunkNodes":
+            values["snapshot_chunk_nodes"] = _int(key, value, 1)
+        elif key == "fastzk.unsafeAckBeforeSync":
+            values["unsafe_ack_before_sync"] = _bool(key, value)
+            if values["unsafe_ack_before_sync"]:
+                warnings.append(f"{key}=true: writes are acknowledged BEFORE they are durable; "
+                                "a crash loses them. For testing only.")
+        elif key == "fastzk.unsafeWriteDelayMs":
+            values["unsafe_write_delay_ms"] = _int(key, value, 0)
         elif bare == "extendedTypesEnabled":
             values["ttl_enabled"] = _bool(key, value)
         elif key in KNOWN_UNUSED or key.startswith("server."):

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import random
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -449,9 +449,11 @@ class Node:
                     dirty.add(conn)
             client = waiting.pop(txn.zxid, None)
             if op == Op.CREATE_SESSION:
+                session = self.sessions.get(txn.session_id)
+                assert session is not None
+                # the txn carries wall-clock time; deadlines run on the monotonic clock
+                self.sessions.touch(session, self.mono_ms)
                 if client is not None and client.state == State.CONNECTING:
-                    session = self.sessions.get(txn.session_id)
-                    assert session is not None
                     self._bind(client, session)
                 continue
             if client is None:
@@ -481,6 +483,47 @@ class Node:
         fifo = client.fifo
         while fifo and not isinstance(fifo[0], Txn):
             fifo.popleft()()
+
+    # --- durability: start-up and log failure (runtime/storage.py) -------------------------
+    def recover(self, zxid: int, sessions: Iterable[tuple[int, int, bytes]],
+                txns: Iterable[Txn], fuzzy_until: int = 0) -> int:
+        """Brings a fresh node to its durable state before it serves anyone. The runtime has
+        loaded the snapshot's nodes into `self.tree`; `zxid` is the snapshot's start zxid (0
+        without one) and `sessions` the (id, timeout, passwd) it recorded. Then every logged
+        txn after `zxid` is applied in order: over a fuzzy snapshot (walked until zxid
+        `fuzzy_until`) some are already partly there, which is fine because txns carry
+        absolute values (server/prep.py; Applier.replay). Raises ValueError when a txn after
+        `fuzzy_until` does not apply (the log does not belong to the snapshot). Restored
+        sessions get a fresh deadline (now + timeout): a client that resumes its session keeps
+        its ephemerals, one that does not come back expires. Returns the txns replayed."""
+        assert self.applied_zxid == 0 and not self.clients and not self.log_batch
+        for session_id, timeout, passwd in sessions:
+            self.sessions.add(session_id, timeout, passwd, self.mono_ms)
+        self.applied_zxid = zxid
+        replay = self.applier.replay
+        replayed = 0
+        for txn in txns:
+            try:
+                replay(txn, txn.zxid <= fuzzy_until)
+            except (KeyError, ValueError) as error:
+                raise ValueError(f"txn {txn.zxid:#x} does not apply: {error}") from None
+            self.applied_zxid = txn.zxid
+            replayed += 1
+        self.prep.last_zxid = self.applied_zxid
+        for session in list(self.sessions.sessions.values()):
+            self.sessions.touch(session, self.mono_ms)
+            self.sessions.reserve(session.session_id)
+        return replayed
+
+    def abandon(self, txns: list[Txn]) -> None:
+        """Txns the log could not make durable (a disk error): they are never applied nor
+        acknowledged. Each waiting connection is closed, so its client sees a connection loss,
+        ZooKeeper's "outcome unknown" (a failed fsync may or may not have reached the disk)."""
+        for txn in txns:
+            client = self.waiting.pop(txn.zxid, None)
+            if client is not None and client.state != State.CLOSED:
+                client.fifo.clear()
+                self._close(client)
 
 
 OP_CODES = {

@@ -324,8 +324,12 @@ def test_queues_under_concurrency(
     # doubling up to an hour); keep it short so contention cannot stall a consumer.
     fast_retry = {"max_tries": None, "delay": 0.005, "backoff": 1, "max_delay": 0.05}
 
+    states: dict[str, list[str]] = {name: [] for name in taken}
+
     def consumer(name: str) -> Callable[[], None]:
-        q = Queue(kazoo_factory(server, command_retry=fast_retry), path)
+        client = kazoo_factory(server, command_retry=fast_retry)
+        client.add_listener(lambda state: states[name].append(str(state)))
+        q = Queue(client, path)
 
         def run() -> None:
             deadline = time.monotonic() + 15
@@ -347,7 +351,12 @@ def test_queues_under_concurrency(
     assert errors == []
     got = [item for items in taken.values() for item in items]
     expected = [f"p{p}-{i:03d}".encode() for p in range(producers) for i in range(per_producer)]
-    assert sorted(got) == sorted(expected)  # no loss, no duplicates
+    missing = sorted(set(expected) - set(got))
+    duplicated = sorted({item for item in got if got.count(item) > 1})
+    # kazoo's Queue is not exactly-once across a lost connection (a delete applied by the
+    # server whose reply was lost is retried as NoNode and its item skipped): the states
+    # tell such a client-side loss apart from a server fault
+    assert (missing, duplicated) == ([], []), f"consumer connection states: {states}"
     for items in taken.values():
         for p in range(producers):
             mine = [x for x in items if x.startswith(f"p{p}-".encode())]

@@ -189,3 +189,12 @@ def test_empty_container_is_reaped_only_after_it_had_a_child(node: Node) -> None
     node.commit(node.take_log_batch())
     assert not node.tree.exists("/c") and node.tree.exists("/never")
     assert node.tree.stat("/never")[7] == 0  # containers show ephemeralOwner 0
+
+
+def test_a_silent_new_session_expires_on_the_monotonic_clock(node: Node) -> None:
+    """A session that never sends a request after its handshake still expires: its first
+    deadline is taken from the monotonic clock, not from the txn's wall-clock time."""
+    client = connected(node, timeout_ms=2 * TICK)
+    node.set_time(node.now_ms + 5 * TICK, node.mono_ms + 5 * TICK)
+    node.tick()
+    assert [txn.session_id for txn in node.take_log_batch()] == [client.session_id]

@@ -521,3 +521,246 @@ cdef class DataTree:
         n.aversion = aversion
         self._redigest(n)
         return self._stat(n)
+
+    # --- snapshots ---------------------------------------------------------------------------
+    # A snapshot is the byte stream of SnapshotCursor.next_chunk calls (see its docstring);
+    # load_snapshot_chunk reads it back into a fresh tree.
+
+    def snapshot_cursor(self):
+        """A fuzzy, resumable depth-first walk of this tree; see SnapshotCursor."""
+        return SnapshotCursor(self)
+
+    def load_snapshot_chunk(self, chunk, dict acls):
+        """Adds the nodes of one chunk from SnapshotCursor.next_chunk; `acls` carries the ACL
+        definitions from chunk to chunk (start with {}). Meant for a fresh tree: a node that
+        exists already (the built-in ones) is overwritten. Parents must come before their
+        children, as the cursor writes them. Raises ValueError on malformed input. Returns the
+        number of nodes read."""
+        cdef const unsigned char[::1] view = chunk
+        cdef VCursor c
+        cdef unsigned char tag
+        cdef Py_ssize_t count = 0, n, i
+        cdef int32_t dlen
+        c.p = &view[0] if view.shape[0] else <const unsigned char*>""
+        c.pos = 0
+        c.end = view.shape[0]
+        try:
+            while c.pos < c.end:
+                tag = c.p[c.pos]
+                c.pos += 1
+                if tag == 65:                                  # 'A': an ACL definition
+                    aid = v_u32(&c)
+                    n = v_u32(&c)
+                    if n > (c.end - c.pos) // 12:
+                        raise WalValueError("ACL count beyond the chunk")
+                    acl = []
+                    for i in range(n):
+                        v_need(&c, 4)
+                        perms = <int32_t>ld_u32(c.p + c.pos)
+                        c.pos += 4
+                        scheme = _chunk_str(&c)
+                        acl.append((perms, scheme, _chunk_str(&c)))
+                    acls[aid] = acl
+                elif tag == 78:                                # 'N': a node
+                    n = v_u32(&c)
+                    v_need(&c, n)
+                    path = PyBytes_FromStringAndSize(<const char*>c.p + c.pos, n)
+                    c.pos += n
+                    v_need(&c, 4)
+                    dlen = <int32_t>ld_u32(c.p + c.pos)
+                    c.pos += 4
+                    if dlen == -1:
+                        data = None
+                    else:
+                        v_need(&c, dlen)
+                        data = PyBytes_FromStringAndSize(<const char*>c.p + c.pos, dlen)
+                        c.pos += dlen
+                    acl = acls.get(v_u32(&c))
+                    if acl is None:
+                        raise WalValueError("node refers to an undefined ACL")
+                    v_need(&c, 60)
+                    self._restore_node(
+                        path, data, acl,
+                        <int64_t>ld_u64(c.p + c.pos), <int64_t>ld_u64(c.p + c.pos + 8),
+                        <int64_t>ld_u64(c.p + c.pos + 16), <int64_t>ld_u64(c.p + c.pos + 24),
+                        <int64_t>ld_u64(c.p + c.pos + 32), <int64_t>ld_u64(c.p + c.pos + 40),
+                        <int32_t>ld_u32(c.p + c.pos + 48), <int32_t>ld_u32(c.p + c.pos + 52),
+                        <int32_t>ld_u32(c.p + c.pos + 56))
+                    c.pos += 60
+                    count += 1
+                else:
+                    raise WalValueError(f"unknown snapshot record tag {tag}")
+        except (WalValueError, KeyError) as error:
+            raise ValueError(f"malformed snapshot chunk at byte {c.pos}: {error}") from None
+        return count
+
+    cdef int _restore_node(self, bytes path, object data, object acl, int64_t czxid,
+                           int64_t mzxid, int64_t ctime, int64_t mtime, int64_t pzxid,
+                           int64_t owner, int32_t version, int32_t counter,
+                           int32_t aversion) except -1:
+        cdef PyObject* s = self.lookup(PyBytes_AS_STRING(path), PyBytes_GET_SIZE(path))
+        cdef _Node n
+        cdef _Node parent
+        cdef _Acl old
+        cdef Py_ssize_t cut
+        cdef int kind
+        if s != NULL:
+            n = <_Node>s
+            if n.owner != owner:
+                raise WalValueError(f"snapshot changes the owner of existing node {path!r}")
+            old = n.acl
+            n.acl = self._intern_acl(acl)
+            self._release_acl(old)
+            self.dsize += data_len(data) - data_len(n.data)
+            n.data = data
+            n.data_h = hash_data(data)
+        else:
+            # _attach's work, minus what it would redo here (the path is bytes already)
+            cut = path.rfind(b"/")
+            if cut < 0 or PyBytes_GET_SIZE(path) < 2 or cut == PyBytes_GET_SIZE(path) - 1:
+                raise WalValueError(f"bad path {path!r}")
+            s = self.lookup(PyBytes_AS_STRING(path), cut) if cut else self.lookup("/", 1)
+            if s == NULL:
+                raise WalValueError(f"the parent of {path!r} comes after it")
+            parent = <_Node>s
+            n = _Node()
+            n.path = path
+            n.khash = hash_bytes(<const unsigned char*>PyBytes_AS_STRING(path),
+                                 PyBytes_GET_SIZE(path), 0)
+            n.data = data
+            n.data_h = hash_data(data)
+            n.acl = self._intern_acl(acl)
+            n.owner = owner
+            self._table_add(n)
+            name = PyUnicode_DecodeUTF8(PyBytes_AS_STRING(path) + cut + 1,
+                                        PyBytes_GET_SIZE(path) - cut - 1, "surrogatepass")
+            if parent.children is None:
+                parent.children = {}
+            parent.children[name] = n
+            self._redigest(parent)
+            self.dsize += PyBytes_GET_SIZE(path) + data_len(data)
+            kind = owner_kind(owner)
+            if kind != KIND_PERSISTENT:
+                path_s = PyUnicode_DecodeUTF8(PyBytes_AS_STRING(path), PyBytes_GET_SIZE(path),
+                                              "surrogatepass")
+                if kind == KIND_EPHEMERAL:
+                    paths = self.ephem.get(owner)
+                    if paths is None:
+                        self.ephem[owner] = {path_s}
+                    else:
+                        paths.add(path_s)
+                else:
+                    self.special.add(path_s)
+        n.czxid = czxid
+        n.mzxid = mzxid
+        n.ctime = ctime
+        n.mtime = mtime
+        n.pzxid = pzxid
+        n.version = version
+        n.counter = counter
+        n.aversion = aversion
+        self._redigest(n)
+        return 0
+
+
+cdef str _chunk_str(VCursor* c):
+    cdef int32_t n
+    v_need(c, 4)
+    n = <int32_t>ld_u32(c.p + c.pos)
+    c.pos += 4
+    if n == -1:
+        return ""
+    v_need(c, n)
+    c.pos += n
+    return PyUnicode_DecodeUTF8(<const char*>c.p + c.pos - n, n, "surrogatepass")
+
+
+cdef class SnapshotCursor:
+    """A fuzzy snapshot of a DataTree, taken a chunk at a time while the tree keeps changing.
+
+    The walk is depth-first from the root. A node's child names are copied when the node is
+    written, and each child is looked up by path when its turn comes (skipped if gone by then),
+    so every node that exists for the whole walk is written, parents before children, each with
+    its state at the moment it was written. Replaying the log from the zxid at which the walk
+    started (txns are idempotent, see server/prep.py) turns the result into an exact state.
+
+    Chunk records (big-endian):
+      'A' u32 acl_id, u32 count, count x (i32 perms, i32 n + scheme, i32 n + id)
+      'N' u32 n + path, i32 n (-1: null) + data, u32 acl_id, i64 czxid, mzxid, ctime, mtime,
+          pzxid, raw owner, i32 version, create counter, aversion
+    An ACL is defined once per snapshot, before the first node that uses it."""
+
+    def __init__(self, DataTree tree):
+        self.tree = tree
+        self.stack = []
+        self.acl_ids = {}
+        self.started = False
+        self.nodes = 0
+        self.done = False
+
+    cdef int _emit(self, WriteBuffer out, _Node n) except -1:
+        cdef tuple key = n.acl.key
+        aid = self.acl_ids.get(key)
+        if aid is None:
+            aid = len(self.acl_ids)
+            self.acl_ids[key] = aid
+            out.put_u8(65)
+            out.put_i32(aid)
+            out.put_i32(<int32_t>len(key))
+            for perms, scheme, ident in key:
+                out.put_i32(perms)
+                out.put_ustring(scheme)
+                out.put_ustring(ident)
+        out.put_u8(78)
+        out.put_i32(<int32_t>PyBytes_GET_SIZE(n.path))
+        out.put_raw(PyBytes_AS_STRING(n.path), PyBytes_GET_SIZE(n.path))
+        out.put_buffer(n.data)
+        out.put_i32(aid)
+        out.put_i64(n.czxid)
+        out.put_i64(n.mzxid)
+        out.put_i64(n.ctime)
+        out.put_i64(n.mtime)
+        out.put_i64(n.pzxid)
+        out.put_i64(n.owner)
+        out.put_i32(n.version)
+        out.put_i32(n.counter)
+        out.put_i32(n.aversion)
+        self.nodes += 1
+        if n.children:
+            self.stack.append([n.path, list(n.children), 0])
+        return 0
+
+    def next_chunk(self, Py_ssize_t max_nodes):
+        """The records of up to max_nodes more nodes (b"" once `done`)."""
+        cdef WriteBuffer out = WriteBuffer()
+        cdef Py_ssize_t count = 0
+        cdef Py_ssize_t i
+        cdef list frame, names
+        cdef bytes parent, path
+        cdef PyObject* s
+        if self.done:
+            return b""
+        if not self.started:
+            self.started = True
+            s = self.tree.lookup("/", 1)
+            self._emit(out, <_Node>s)
+            count = 1
+        while count < max_nodes and self.stack:
+            frame = <list>self.stack[len(self.stack) - 1]
+            names = <list>frame[1]
+            i = frame[2]
+            if i >= len(names):
+                self.stack.pop()
+                continue
+            frame[2] = i + 1
+            parent = <bytes>frame[0]
+            name = (<str>names[i]).encode("utf-8", "surrogatepass")
+            path = b"/" + name if PyBytes_GET_SIZE(parent) == 1 else parent + b"/" + name
+            s = self.tree.lookup(PyBytes_AS_STRING(path), PyBytes_GET_SIZE(path))
+            if s == NULL:
+                continue                                  # deleted since its parent was written
+            self._emit(out, <_Node>s)
+            count += 1
+        if not self.stack:
+            self.done = True
+        return PyBytes_FromStringAndSize(<char*>out.buf, out.length)

@@ -117,7 +117,7 @@ def configuration(server: Server) -> dict[str, Any]:
         "secure_client_port": -1,
         "data_dir": str(cfg.data_dir),
         "data_dir_size": size,
-        "data_log_dir": str(cfg.data_dir),
+        "data_log_dir": str(cfg.data_log_dir or cfg.data_dir),
         "data_log_size": size,
         "tick_time": cfg.tick_time,
         "max_client_cnxns": cfg.max_client_cnxns,
@@ -222,6 +222,30 @@ def monitor(server: Server) -> dict[str, Any]:
         "local_sessions": 0,
         "last_processed_zxid": node.applied_zxid,
         "uptime": int(time.time() * 1000) - server.started_ms,
+        **_wal_summaries(server),
+    }
+
+
+def _wal_summaries(server: Server) -> dict[str, Any]:
+    """fsync time (ms) and group-commit batch size under ZooKeeper's mntr names."""
+    writer = server.storage.writer
+    if writer is None:
+        return {}
+    fsync = writer.fsync_us
+    batches = dict(writer.batch_sizes)
+    count = sum(batches.values())
+    total = sum(size * n for size, n in batches.items())
+    return {
+        "avg_fsynctime": round(fsync.total / fsync.count / 1000, 4) if fsync.count else 0.0,
+        "min_fsynctime": fsync.min // 1000,
+        "max_fsynctime": fsync.max // 1000,
+        "cnt_fsynctime": fsync.count,
+        "sum_fsynctime": fsync.total // 1000,
+        "avg_sync_processor_batch_size": round(total / count, 4) if count else 0.0,
+        "min_sync_processor_batch_size": min(batches, default=0),
+        "max_sync_processor_batch_size": max(batches, default=0),
+        "cnt_sync_processor_batch_size": count,
+        "sum_sync_processor_batch_size": total,
     }
 
 

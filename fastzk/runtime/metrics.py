@@ -74,6 +74,24 @@ class ServerCollector:
         for kind, index in _WATCH_KINDS.items():
             watches.add_metric([kind], node.watches.count(index))
         yield watches
+        writer = server.storage.writer
+        if writer is not None:
+            fsync = writer.fsync_us
+            cumulative = 0
+            buckets = []
+            for bound, count in zip(fsync.bounds, fsync.buckets, strict=False):
+                cumulative += count
+                buckets.append((str(bound / 1_000_000), cumulative))
+            buckets.append(("+Inf", fsync.count))
+            histogram = HistogramMetricFamily(
+                "fastzk_fsync_latency_seconds", "fdatasync time of each group commit of the WAL"
+            )
+            histogram.add_metric([], buckets, fsync.total / 1_000_000)
+            yield histogram
+            yield CounterMetricFamily("fastzk_wal_writes", "Group commits (one writev and one "
+                                      "fdatasync each)", value=writer.writes)
+            yield CounterMetricFamily("fastzk_wal_synced_bytes", "Bytes made durable",
+                                      value=writer.synced_bytes)
         ready, _ = server.ready()
         yield GaugeMetricFamily("fastzk_ready", "1 when the server can serve writes now",
                                 value=int(ready))

@@ -21,6 +21,9 @@ from fastzk.config import ALL_4LW, Config
 from fastzk.node import Client, Limits, Node, State
 from fastzk.runtime import admin
 from fastzk.runtime.http import start_admin
+from fastzk.runtime.storage import Storage
+from fastzk.runtime.wal import RecoveryError
+from fastzk.server.prep import Txn
 
 log = logging.getLogger("fastzk")
 
@@ -218,6 +221,7 @@ class Server:
         self.trace_mask = admin.TRACE_MASK
         self.serving = False
         self.log_failure: str | None = None  # set when the log stage cannot make writes durable
+        self.storage = Storage(cfg, self.node, loop, self._durable, self._log_failed)
         self._log_waiting_since: int | None = None  # mono ms of the oldest uncommitted txn
 
     def after_input(self) -> None:
@@ -228,11 +232,26 @@ class Server:
         self.flush_dirty()
 
     def _commit(self) -> None:
+        """The group-commit point: this iteration's txns go to the WAL writer thread. Their
+        replies (and watch events) leave only once it reports them durable (`_durable`);
+        meanwhile the loop keeps reading and preparing, and those txns form the next write."""
         self._commit_scheduled = False
+        batch = self.node.take_log_batch()
+        if batch:
+            self.storage.submit(batch)
+
+    def _durable(self, txns: list[Txn]) -> None:
+        """On the loop, from the writer thread: txns are on disk (fdatasync returned)."""
         _now(self.node)
-        # The log stage keeps the batch in memory: it is "durable" as soon as it is taken. The
-        # write-ahead log replaces this with a writer thread that calls commit after fdatasync.
-        self.node.commit(self.node.take_log_batch())
+        self.node.commit(txns)
+        self.flush_dirty()
+
+    def _log_failed(self, txns: list[Txn], error: OSError) -> None:
+        """The WAL cannot make txns durable (EIO, ENOSPC...): they are never acknowledged, their
+        connections are closed (the client sees a connection loss), and from now on every
+        write fails the same way while reads go on; `ready` reports the failure."""
+        self.log_failure = f"{error}"
+        self.node.abandon(txns)
         self.flush_dirty()
 
     def flush_dirty(self) -> None:
@@ -270,6 +289,17 @@ class Server:
         self.loop.call_later(interval / 1000, self._reap)
 
     async def start(self) -> None:
+        """Recovers the durable state (raises RecoveryError when it cannot be trusted), then
+        listens."""
+        _now(self.node)
+        report = self.storage.open()
+        log.info(
+            "recovered zxid %#x in %.3fs: snapshot %s (zxid %#x), %d txns replayed, %d znodes, "
+            "%d sessions, digest %d",
+            report.last_zxid, report.seconds,
+            report.snapshot.name if report.snapshot else "none", report.snapshot_zxid,
+            report.replayed, report.nodes, report.sessions, self.node.tree.digest(),
+        )
         self._tcp = await self.loop.create_server(
             lambda: ClientProtocol(self),
             host=self.cfg.client_port_address or None,
@@ -311,12 +341,17 @@ class Server:
                 protocol.transport.abort()
         if self._tcp is not None:
             await self._tcp.wait_closed()
+        await self.storage.close()
 
 
-async def _serve(cfg: Config) -> None:
+async def _serve(cfg: Config) -> int:
     loop = asyncio.get_running_loop()
     server = Server(cfg, loop)
-    await server.start()
+    try:
+        await server.start()
+    except RecoveryError as error:
+        log.error("cannot start: %s", error)
+        return 3
     log.info(
         "fastzk serving on %s:%d (config: %s, dataDir: %s)",
         cfg.client_port_address or "0.0.0.0", cfg.client_port, cfg.source, cfg.data_dir,
@@ -327,6 +362,7 @@ async def _serve(cfg: Config) -> None:
     await stopping.wait()
     log.info("fastzk shutting down")
     await server.stop()
+    return 0
 
 
 def run(cfg: Config, log_level: str = "INFO") -> int:
@@ -339,5 +375,4 @@ def run(cfg: Config, log_level: str = "INFO") -> int:
     cfg.data_dir.mkdir(parents=True, exist_ok=True)
     import uvloop
 
-    uvloop.run(_serve(cfg))
-    return 0
+    return uvloop.run(_serve(cfg))

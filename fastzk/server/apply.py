@@ -94,6 +94,26 @@ class Applier:
                 result = self._change(txn, change, notifications)
         return result, notifications
 
+    def replay(self, txn: Txn, fuzzy: bool) -> int:
+        """Applies a txn read back from the log at start-up (nobody is watching yet), change
+        by change. Over a fuzzy snapshot (`fuzzy`: the txn is not later than the zxid at which
+        the snapshot's walk ended) a create whose parent is not there and a delete of a node
+        that still has children are skipped: the snapshot holds those paths as of another
+        moment, and a later txn of the log settles each of them, because txns carry absolute
+        values. After that zxid the replayed tree equals the real one, so every change must
+        apply: KeyError/ValueError then propagate. Returns the number of changes skipped."""
+        changes = txn.changes if txn.op != Op.MULTI else [change for _, change in txn.changes]
+        skipped = 0
+        unused: list[Notification] = []
+        for change in changes:
+            try:
+                self._change(txn, change, unused)
+            except (KeyError, ValueError):
+                if not fuzzy:
+                    raise
+                skipped += 1
+        return skipped
+
 
 def write_notification(out: WriteBuffer, event: int, path: str) -> None:
     out.notification(-1, event, SYNC_CONNECTED, path)

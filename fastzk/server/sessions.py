@@ -42,6 +42,11 @@ class SessionTable:
         self._next_id += 1
         return self._next_id, self._rng.randbytes(16)
 
+    def reserve(self, session_id: int) -> None:
+        """Never hand out `session_id` again (a session restored at start-up)."""
+        if session_id >> 56 == self._next_id >> 56 and session_id > self._next_id:
+            self._next_id = session_id
+
     def _deadline(self, timeout: int, now_ms: int) -> int:
         return ((now_ms + timeout) // self.tick_ms + 1) * self.tick_ms
 

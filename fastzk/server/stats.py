@@ -8,6 +8,29 @@ from bisect import bisect_left
 # Upper bounds in milliseconds; the last bucket is +Inf.
 BUCKETS_MS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000)
 FAST_READ = "fastRead"  # exists/getData/getChildren answered by _core.serve_reads
+# Upper bounds in microseconds for the WAL's fdatasync times.
+FSYNC_BUCKETS_US = (100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000,
+                    1000000)
+
+
+class LatencyHistogram:
+    """Counts per bucket plus sum, min and max; plain ints, safe to read from another thread
+    for reporting (a torn read only skews one scrape)."""
+
+    __slots__ = ("bounds", "buckets", "total", "count", "min", "max")
+
+    def __init__(self, bounds: tuple[int, ...]) -> None:
+        self.bounds = bounds
+        self.buckets = [0] * (len(bounds) + 1)
+        self.total = self.count = self.min = self.max = 0
+
+    def add(self, value: int) -> None:
+        self.buckets[bisect_left(self.bounds, value)] += 1
+        self.total += value
+        if not self.count or value < self.min:
+            self.min = value
+        self.max = max(self.max, value)
+        self.count += 1
 
 
 class OpStats:

@@ -1,0 +1,584 @@
+"""The write-ahead log: segment files, the writer thread (group commit) and the log scan that
+recovery runs.
+
+Files: `<dataLogDir>/fastzk/log.<zxid of its first record, 16 hex digits>`. A segment starts
+with a 32-byte header (magic `FZKLOG01`, i64 base zxid, u32 CRC32C of the first 16 bytes, zero
+padding), is preallocated to `preAllocSize` and is followed by records in the format of
+`fastzk/core/wal.pxi` (length, CRC32C, zxid, batch, txn). A segment is rolled when the next
+write would not fit in it; every server start opens a new one (segments are never appended to
+after a restart, so a segment's unwritten tail is always zeros).
+
+Group commit: the event loop encodes each loop iteration's txns (`encode_txns`) and queues
+them; the writer thread takes everything queued (up to `max_batch_bytes`), stamps each record
+with the write's first zxid and computes the CRCs without the GIL (`seal_records`), writes it
+all with one `os.writev` and syncs once with `os.fdatasync`, then hands the txns back to the
+loop with `call_soon_threadsafe`. Meanwhile the loop goes on reading, preparing and queueing:
+those txns form the next write. One write is in flight at a time, so after a crash only the
+last write can be torn, and the `batch` stamp tells its records apart from earlier ones.
+
+A failed write or sync (EIO, ENOSPC, ...) is final: after a failed fsync the kernel may have
+dropped the dirty pages and a later fsync can succeed without them, so the writer never
+retries; it reports the txns of that write and of every later one as failed and writes nothing
+more. `WalFaults` is the fault-injection seam the tests use to make that happen.
+"""
+
+from __future__ import annotations
+
+import errno as errno_module
+import logging
+import mmap
+import os
+import struct
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fastzk._core import WalScanner, crc32c, encode_txns, find_record, seal_records
+from fastzk.server.prep import Txn
+from fastzk.server.stats import FSYNC_BUCKETS_US, LatencyHistogram
+
+log = logging.getLogger("fastzk.wal")
+
+SUBDIR = "fastzk"
+SEGMENT_MAGIC = b"FZKLOG01"
+SEGMENT_HEADER = 32
+RECORD_HEADER = 24
+IOV_MAX = 1024
+
+
+class RecoveryError(Exception):
+    """The data on disk cannot be turned into a trustworthy state (corruption in the middle of
+    the log, a gap, no usable snapshot): the server must not start."""
+
+
+def log_dir_of(base: Path) -> Path:
+    return Path(base) / SUBDIR
+
+
+def segment_name(base_zxid: int) -> str:
+    return f"log.{base_zxid:016x}"
+
+
+def list_segments(directory: Path) -> list[tuple[int, Path]]:
+    """(base zxid, path) of every segment file, oldest first."""
+    found = []
+    try:
+        entries = list(os.scandir(directory))
+    except FileNotFoundError:
+        return []
+    for entry in entries:
+        name = entry.name
+        if name.startswith("log.") and len(name) == 20:
+            try:
+                found.append((int(name[4:], 16), Path(entry.path)))
+            except ValueError:
+                continue
+    found.sort()
+    return found
+
+
+def segment_header(base_zxid: int) -> bytes:
+    head = SEGMENT_MAGIC + struct.pack(">q", base_zxid)
+    return head + struct.pack(">I", crc32c(head)) + bytes(SEGMENT_HEADER - 20)
+
+
+def check_segment_header(data: Any, base_zxid: int) -> str | None:
+    """None when `data` starts with a valid header for base_zxid, else what is wrong."""
+    if len(data) < SEGMENT_HEADER:
+        return f"file shorter than its {SEGMENT_HEADER}-byte header"
+    head = bytes(data[:20])
+    if head[:8] != SEGMENT_MAGIC:
+        return "bad magic"
+    if struct.unpack(">I", head[16:20])[0] != crc32c(head[:16]):
+        return "header CRC mismatch"
+    if struct.unpack(">q", head[8:16])[0] != base_zxid:
+        return "header zxid does not match the file name"
+    return None
+
+
+def fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def txn_of(record: tuple) -> Txn:
+    _, zxid, _, time_ms, session_id, xid, op, changes = record
+    return Txn(zxid, time_ms, session_id, xid, op, changes)
+
+
+# --- fault injection -----------------------------------------------------------------------------
+class WalFaults:
+    """Fault-injection seam of the WAL writer: `fail_next_write(errno.EIO)` makes the next
+    write raise OSError(EIO) (optionally after writing `after_bytes` of it, as a short write
+    followed by ENOSPC would), `fail_next_sync(errno.EIO)` the next fdatasync. Thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._writes: deque[tuple[int, int]] = deque()
+        self._syncs: deque[int] = deque()
+
+    def fail_next_write(self, errno: int = errno_module.EIO, after_bytes: int = 0) -> None:
+        with self._lock:
+            self._writes.append((errno, after_bytes))
+
+    def fail_next_sync(self, errno: int = errno_module.EIO) -> None:
+        with self._lock:
+            self._syncs.append(errno)
+
+    def take_write(self) -> tuple[int, int] | None:
+        with self._lock:
+            return self._writes.popleft() if self._writes else None
+
+    def take_sync(self) -> int | None:
+        with self._lock:
+            return self._syncs.popleft() if self._syncs else None
+
+
+# --- the writer thread -----------------------------------------------------------------------------
+Job = Callable[[], Any]
+JobDone = Callable[[Any, BaseException | None], None]
+WalDone = Callable[[list[list[Txn]], OSError | None], None]
+
+
+class WalWriter:
+    """The active segment and the writer thread (the server's only thread besides the loop).
+
+    Loop side: `submit(txns)` queues a loop iteration's txns; `on_written(groups, error)` is
+    called on the loop after each write with the txn lists it carried. `run_job(fn, done)` runs
+    other file work (snapshot chunks) on the writer thread between log writes; `done(result,
+    error)` runs on the loop. `close()` (from the loop, awaitable) finishes what is queued."""
+
+    def __init__(
+        self,
+        directory: Path,
+        loop: Any,
+        on_written: WalDone,
+        *,
+        segment_bytes: int = 64 * 1024 * 1024,
+        max_batch_bytes: int = 8 * 1024 * 1024,
+        faults: WalFaults | None = None,
+        unsafe_delay_s: float = 0.0,
+    ) -> None:
+        self.directory = Path(directory)
+        self.loop = loop
+        self.on_written = on_written
+        self.segment_bytes = segment_bytes
+        self.max_batch_bytes = max_batch_bytes
+        self.faults = faults or WalFaults()
+        self.unsafe_delay_s = unsafe_delay_s
+        self.failed: OSError | None = None  # written by the writer thread only
+        self.fd: int | None = None
+        self.segment: Path | None = None
+        self.pos = 0
+        # statistics (read by the loop for metrics and the benchmark)
+        self.writes = 0
+        self.synced_bytes = 0
+        self.batch_sizes: dict[int, int] = {}
+        self.fsync_us = LatencyHistogram(FSYNC_BUCKETS_US)
+        self._cond = threading.Condition()
+        self._queue: deque[tuple[bytearray, list[Txn]]] = deque()
+        self._jobs: deque[tuple[Job, JobDone]] = deque()
+        self._stopping = False
+        self._closed: Any = None
+        self._thread = threading.Thread(target=self._run, name="fastzk-wal", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    # --- loop side ------------------------------------------------------------------------
+    def submit(self, txns: list[Txn]) -> int:
+        """Queues txns for the next write; returns their encoded size."""
+        blob = encode_txns(txns)
+        with self._cond:
+            self._queue.append((blob, txns))
+            self._cond.notify()
+        return len(blob)
+
+    def run_job(self, job: Job, done: JobDone) -> None:
+        with self._cond:
+            self._jobs.append((job, done))
+            self._cond.notify()
+
+    async def close(self) -> None:
+        """Waits until everything queued is written (or failed), then stops the thread."""
+        self._closed = self.loop.create_future()
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+        await self._closed
+        self._thread.join()
+
+    def close_now(self) -> None:
+        """Stops without waiting for the loop (tests, start-up failures)."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+        if self._thread.is_alive():
+            self._thread.join()
+        self._close_fd()
+
+    def _post(self, fn: Callable[..., Any], *args: Any) -> None:
+        try:
+            self.loop.call_soon_threadsafe(fn, *args)
+        except RuntimeError:  # the loop is closed: nobody is waiting any more
+            pass
+
+    # --- writer thread ----------------------------------------------------------------------
+    def _run(self) -> None:
+        prefer_job = False
+        while True:
+            with self._cond:
+                while not self._queue and not self._jobs and not self._stopping:
+                    self._cond.wait()
+                if self._queue and not (prefer_job and self._jobs):
+                    items = [self._queue.popleft()]
+                    size = len(items[0][0])
+                    while self._queue and size + len(self._queue[0][0]) <= self.max_batch_bytes:
+                        item = self._queue.popleft()
+                        size += len(item[0])
+                        items.append(item)
+                    job = None
+                elif self._jobs:
+                    items = []
+                    job = self._jobs.popleft()
+                else:  # stopping with nothing left
+                    break
+            if items:
+                prefer_job = True
+                self._write_items(items)
+            elif job is not None:
+                prefer_job = False
+                fn, done = job
+                try:
+                    result, error = fn(), None
+                except BaseException as exc:  # reported to the loop, never lost
+                    result, error = None, exc
+                self._post(done, result, error)
+        self._close_fd()
+        if self._closed is not None:
+            self._post(_resolve, self._closed)
+
+    def _write_items(self, items: list[tuple[bytearray, list[Txn]]]) -> None:
+        groups = [txns for _, txns in items]
+        if self.failed is None:
+            try:
+                if self.unsafe_delay_s:
+                    time.sleep(self.unsafe_delay_s)  # the negative control: acked, not written
+                self._write(items)
+            except OSError as error:
+                self.failed = error
+                log.error("write-ahead log failed (%s); no further writes will be acknowledged",
+                          error)
+        self._post(self.on_written, groups, self.failed)
+
+    def _write(self, items: list[tuple[bytearray, list[Txn]]]) -> None:
+        first = items[0][1][0].zxid
+        buffers = [blob for blob, _ in items]
+        records = 0
+        for blob in buffers:
+            records += seal_records(blob, first)
+        total = sum(len(b) for b in buffers)
+        if self.fd is None or (
+            self.pos > SEGMENT_HEADER and self.pos + total > self.segment_bytes
+        ):
+            self._roll(first)
+        assert self.fd is not None
+        fault = self.faults.take_write()
+        if fault is not None:
+            code, after = fault
+            if after:
+                joined = b"".join(buffers)[:after]
+                self.pos += os.write(self.fd, joined)
+            raise OSError(code, f"{os.strerror(code)} (injected)", str(self.segment))
+        self._write_all(buffers, total)
+        code = self.faults.take_sync()
+        if code is not None:
+            raise OSError(code, f"{os.strerror(code)} (injected)", str(self.segment))
+        started = time.perf_counter()
+        os.fdatasync(self.fd)
+        self.fsync_us.add(int((time.perf_counter() - started) * 1_000_000))
+        self.writes += 1
+        self.synced_bytes += total
+        self.batch_sizes[records] = self.batch_sizes.get(records, 0) + 1
+
+    def _write_all(self, buffers: list[Any], total: int) -> None:
+        assert self.fd is not None
+        views = [memoryview(b) for b in buffers]
+        while views:
+            written = os.writev(self.fd, views[:IOV_MAX])
+            self.pos += written
+            total -= written
+            while views and written >= len(views[0]):
+                written -= len(views[0])
+                views.pop(0)
+            if written:
+                views[0] = views[0][written:]
+
+    def _roll(self, base_zxid: int) -> None:
+        """Closes the active segment (synced already), cut to its records so that a closed
+        segment ends at its end of file, and opens a new preallocated one."""
+        if self.fd is not None:
+            os.ftruncate(self.fd, self.pos)
+            os.fsync(self.fd)
+        self._close_fd()
+        path = self.directory / segment_name(base_zxid)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            header = segment_header(base_zxid)
+            fault = self.faults.take_write()
+            if fault is not None:
+                raise OSError(fault[0], f"{os.strerror(fault[0])} (injected)", str(path))
+            os.write(fd, header)
+            try:
+                os.posix_fallocate(fd, 0, max(self.segment_bytes, SEGMENT_HEADER))
+            except OSError as error:
+                if error.errno not in (errno_module.EOPNOTSUPP, errno_module.EINVAL):
+                    raise
+            os.fsync(fd)
+            fsync_dir(self.directory)
+        except BaseException:
+            os.close(fd)
+            raise
+        self.fd = fd
+        self.segment = path
+        self.pos = SEGMENT_HEADER
+        os.lseek(fd, SEGMENT_HEADER, os.SEEK_SET)
+
+    def _close_fd(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+def _resolve(future: Any) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+# --- reading the log back ---------------------------------------------------------------------------
+@dataclass
+class SegmentInfo:
+    base: int
+    path: Path
+    size: int
+    records: int = 0
+    first_zxid: int = 0
+    last_zxid: int = 0
+    end: int = SEGMENT_HEADER  # offset just past the last valid record
+
+
+@dataclass
+class LogState:
+    """What the verifying pass found: the valid log is every record of `segments` up to each
+    one's `end`; `torn` describes a torn tail that repair() cuts off."""
+
+    segments: list[SegmentInfo] = field(default_factory=list)
+    last_zxid: int = 0
+    torn: str | None = None
+    drop: list[Path] = field(default_factory=list)  # trailing segments holding no valid record
+
+    @property
+    def first_zxid(self) -> int:
+        for seg in self.segments:
+            if seg.records:
+                return seg.first_zxid
+        return 0
+
+
+class _Mapped:
+    """Read-only view of a file's bytes (an mmap; b"" when the file is empty)."""
+
+    def __init__(self, path: Path) -> None:
+        self.size = path.stat().st_size
+        self.data: Any = b""
+        if self.size:
+            with open(path, "rb") as handle:
+                self.data = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+
+    def __enter__(self) -> _Mapped:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if isinstance(self.data, mmap.mmap):
+            try:
+                self.data.close()
+            except BufferError:  # a scanner still holds it: closed when collected
+                pass
+
+
+def _records_after(data: Any, start: int, after_zxid: int) -> list[tuple[int, int, int]]:
+    """(offset, zxid, batch) of every CRC-valid record found at or after `start`, resyncing
+    byte by byte past anything that is not one."""
+    found = []
+    pos = start
+    while True:
+        pos = find_record(data, pos, after_zxid)
+        if pos < 0:
+            return found
+        scanner = WalScanner(data, pos, 0)
+        scanner.skip_record()
+        found.append((pos, scanner.last_zxid, scanner.last_batch))
+        after_zxid = max(after_zxid, scanner.last_zxid)
+        pos = scanner.pos
+        scanner.release()
+
+
+def _any_records(segments: list[tuple[int, Path]]) -> bool:
+    for base, path in segments:
+        with _Mapped(path) as mapped:
+            if find_record(mapped.data, 0, max(base - 1, 0)) >= 0:
+                return True
+    return False
+
+
+def verify_log(directory: Path, start_zxid: int = 0) -> LogState:
+    """Verifying pass over the segments that hold zxids above `start_zxid` (CRC, zxid
+    continuity, segment headers), without decoding txns. A bad record followed by nothing
+    valid, or only by the rest of its own write, is a torn tail (a crash during the last
+    write, which was never acknowledged); anything else is corruption and raises
+    RecoveryError naming the file and offset."""
+    state = LogState()
+    segments = list_segments(directory)
+    first = 0
+    for index in range(len(segments)):  # the last segment starting at or below start + 1
+        if segments[index][0] <= start_zxid + 1:
+            first = index
+    segments = segments[first:]
+    prev: tuple[int, int] | None = None  # (zxid, batch) of the last valid record
+    for index, (base, path) in enumerate(segments):
+        later = segments[index + 1:]
+        with _Mapped(path) as mapped:
+            data, size = mapped.data, mapped.size
+            problem = check_segment_header(data, base)
+            if problem is not None:
+                if _any_records(later):
+                    raise RecoveryError(f"corrupt write-ahead log: {path} offset 0: {problem}")
+                # created at the crash: it never held an acknowledged record
+                state.torn = f"{path}: {problem} (segment being created at a crash)"
+                state.drop.extend([path] + [p for _, p in later])
+                break
+            if prev is not None and base != prev[0] + 1 and (base >> 32) <= (prev[0] >> 32):
+                raise RecoveryError(
+                    f"corrupt write-ahead log: {path} starts at zxid {base:#x} but the log "
+                    f"before it ends at {prev[0]:#x} (a segment is missing or was cut short)")
+            info = SegmentInfo(base, path, size)
+            state.segments.append(info)
+            scanner = WalScanner(data, SEGMENT_HEADER, base - 1 if base > 0 else 0)
+            while scanner.skip_record():
+                info.records += 1
+                if info.records == 1:
+                    info.first_zxid = scanner.last_zxid
+                prev = (scanner.last_zxid, scanner.last_batch)
+            info.last_zxid = scanner.last_zxid if info.records else 0
+            info.end = bad_at = scanner.pos
+            what = scanner.problem
+            scanner.release()
+            if what is None and bad_at >= size:
+                continue  # ends at the end of the file
+            later_records = _any_records(later)
+            if what is None and later_records:
+                continue  # a clean end; the next segment must continue it (checked above)
+            if later_records:
+                raise RecoveryError(
+                    f"corrupt write-ahead log: {path} offset {bad_at}: {what}; later segments "
+                    "hold valid records, so this is not a torn tail. Refusing to start rather "
+                    "than lose or skip acknowledged txns (restore the file, or move it and "
+                    "every later segment away to accept the loss).")
+            # the end of the log: a torn tail unless valid records of another write follow
+            after_zxid = prev[0] if prev is not None else max(base - 1, 0)
+            found = _records_after(data, bad_at + 1, after_zxid)
+            if found:
+                batches = {batch for _, _, batch in found}
+                allowed = {prev[1], prev[0] + 1} if prev is not None else batches
+                if len(batches) != 1 or not batches <= allowed:
+                    offset, zxid, _ = found[0]
+                    raise RecoveryError(
+                        f"corrupt write-ahead log: {path} offset {bad_at}: "
+                        f"{what or 'zeroed record header'}; valid records of a later write "
+                        f"follow (zxid {zxid:#x} at offset {offset}), so this is not a torn "
+                        "tail. Refusing to start rather than lose or skip acknowledged txns.")
+            if what is not None or found:
+                state.torn = (f"{path} offset {bad_at}: {what or 'zeroed record header'}"
+                              f" ({size - bad_at} bytes cut)")
+            state.drop.extend(p for _, p in later)
+            break
+    state.last_zxid = prev[0] if prev is not None else 0
+    return state
+
+
+def read_log(state: LogState, after_zxid: int) -> Iterator[Txn]:
+    """The txns above after_zxid of a verified log, in order."""
+    for info in state.segments:
+        if not info.records or info.last_zxid <= after_zxid:
+            continue
+        with _Mapped(info.path) as mapped:
+            scanner = WalScanner(mapped.data, SEGMENT_HEADER, info.base - 1 if info.base > 0 else 0)
+            try:
+                while scanner.pos < info.end:
+                    record = scanner.next_record()
+                    if record is None:
+                        raise RecoveryError(
+                            f"write-ahead log changed while reading it: {info.path} offset "
+                            f"{scanner.pos}: {scanner.problem}")
+                    if record[1] > after_zxid:
+                        yield txn_of(record)
+            finally:
+                scanner.release()
+
+
+def repair(state: LogState) -> None:
+    """Makes the files match the verified log: the last segment is cut just after its last
+    valid record (dropping a torn tail and the preallocated zeros), trailing segments without
+    a valid record are deleted. New writes go to a new segment."""
+    directory: Path | None = None
+    for path in state.drop:
+        log.warning("removing write-ahead log segment %s (no valid record: crash at creation)",
+                    path)
+        path.unlink(missing_ok=True)
+        directory = path.parent
+    while state.segments and state.segments[-1].records == 0:
+        info = state.segments.pop()
+        info.path.unlink(missing_ok=True)
+        directory = info.path.parent
+    if state.segments:
+        last = state.segments[-1]
+        if last.size != last.end:
+            fd = os.open(last.path, os.O_WRONLY)
+            try:
+                os.ftruncate(fd, last.end)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            last.size = last.end
+            directory = last.path.parent
+    if directory is not None:
+        fsync_dir(directory)
+
+
+def scan_records(path: Path) -> Iterator[tuple[Any, ...]]:
+    """Every record of one segment file for the offline tools, then one final
+    ("end", offset, problem) tuple (problem None for a clean end)."""
+    name = path.name
+    base = int(name[4:], 16) if name.startswith("log.") and len(name) == 20 else 0
+    with _Mapped(path) as mapped:
+        problem = check_segment_header(mapped.data, base)
+        if problem is not None:
+            yield ("end", 0, problem)
+            return
+        scanner = WalScanner(mapped.data, SEGMENT_HEADER, base - 1 if base > 0 else 0)
+        try:
+            while True:
+                record = scanner.next_record()
+                if record is None:
+                    break
+                yield record
+            yield ("end", scanner.pos, scanner.problem)
+        finally:
+            scanner.release()
