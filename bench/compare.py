@@ -1,29 +1,35 @@
-"""Side-by-side throughput/latency of Apache ZooKeeper and fastzk, same tool, same run.
+"""Apache ZooKeeper 3.8 and fastzk side by side: same machine, same load, same run.
 
-Usage::
+One command runs the scenario matrix against both servers and writes JSON, a markdown
+table with fastzk ÷ ZooKeeper ratios, and PNG figures::
 
-    python bench/compare.py [--scenarios get,set,create-delete,mixed] [--duration 5]
-                            [--warmup 1] [--repeats 2] [--save]
+    python bench/compare.py --save                  # default matrix, about 10 minutes
+    python bench/compare.py --scenarios get,set --repeats 1 --no-znodes   # a quick look
+    python bench/compare.py --save --duration 20 --repeats 3 --znodes 1000000   # full
+
+Scenarios (``--scenarios``, default all): get, set, create-delete, mixed (90 % get) --
+each as throughput at saturation (closed loop) and as latency at a fixed moderate rate
+(open loop, latency from the intended send time); kafka and watch-fanout presets; java
+(getData through ZooKeeper's own Java client, against both servers); znodes (server RSS
+with ``--znodes`` znodes, and the restart time with them). Server RSS is sampled idle and
+after every run.
 
 Why it is built this way:
 
-* **Same tool, same parameters, same run.** Every scenario is run with
-  ``fastzk.client.load`` against each server started here (loopback, own temp data dir,
-  started through tests/servers.py so process handling lives in one place), and the
-  report quotes ratios, not absolute numbers from different days.
-* **Alternation and repeats.** The machine is small (2 cores) and shared; the server order
-  flips every repeat so slow drift (a neighbour's test run) hits both sides, and every row
-  shows the CPU used by the load process, the server and everything else ("other") during
-  the measured window, so a noisy number can be recognised as such.
-* **Writes: fsync caveat.** ZooKeeper fsyncs its transaction log before answering a write;
-  fastzk's log is in memory for now. Write scenarios therefore also run against a second
-  ZooKeeper with ``forceSync=no``, the fairer comparison until fastzk has a WAL.
-* **ZooKeeper's JVM runs with production-like flags** (C2 JIT, default GC, 1000 MB heap
-  like zkEnv.sh) and not the start-up-optimised flags tests/servers.py uses for the test
-  suite (C1 only, SerialGC, 256 MB), which would understate ZooKeeper's throughput.
-  ``--zk-jvm tests`` keeps the test flags.
-* **Nothing outlives the run.** Every server is stopped by PID in ``finally``; every wait is
-  bounded in time.
+* **Same tool, parameters and run.** Every load is ``fastzk.client.load`` with one
+  LoadConfig shape; both servers are started here through tests/servers.py on loopback
+  ports, each with its own data dir on the same disk (``--workdir``), fsync on (ZooKeeper's
+  default forceSync=yes; fastzk's write-ahead log fdatasyncs every batch), the same zoo.cfg
+  keys, and ZooKeeper with the same JVM flags every time (``BENCH_JVM``).
+* **Alternation and repeats.** The machine is small and shared: the server order flips
+  every repeat, each run waits (bounded) for the machine to calm down, and every run
+  records the CPU of the load process, of the server and of everything else ("other"), so
+  a noisy number can be recognised as such.
+* **A second client.** ``bench/java/ZkLoad.java`` (compiled here with javac against the
+  Debian ZooKeeper jar) measures getData with ZooKeeper's reference client on both servers.
+* **Standalone only.** fastzk has no replication yet, so there is no 3-server comparison.
+* **Nothing outlives the run.** Every server and client process is stopped by PID in
+  ``finally``; every wait is bounded.
 """
 
 from __future__ import annotations
@@ -34,14 +40,14 @@ import datetime as dt
 import json
 import os
 import platform
+import re
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -54,61 +60,107 @@ import servers  # noqa: E402  (tests/servers.py: start/stop by PID)
 from fastzk.client.load import (  # noqa: E402
     LoadConfig,
     LoadResult,
-    histogram_summary,
-    merge_histograms,
+    cleanup_keyspace,
+    prepare_keyspace,
     run_load,
 )
 
-#: scenario name -> load op
-SCENARIOS: dict[str, str] = {
-    "get": "get",
-    "set": "set",
-    "create-delete": "create-delete",
-    "mixed": "mixed:90",
+# --- the matrix -----------------------------------------------------------------------------------
+
+#: simple-op scenarios: op, open-loop rate (requests/s, a moderate load for both servers)
+SIMPLE: dict[str, tuple[str, float, str]] = {
+    "get": ("get", 10_000, "get 100 B"),
+    "set": ("set", 2_000, "set 100 B"),
+    "create-delete": ("create-delete", 2_000, "create+delete 100 B"),
+    "mixed": ("mixed:90", 5_000, "90 % get / 10 % set, 100 B"),
 }
-WRITE_SCENARIOS = {"set", "create-delete", "mixed"}
-#: The goal being proven: fastzk/ZooKeeper throughput at least this much.
-TARGETS = {"get": 2.0, "set": 1.5}
-
-#: target name -> (server kind, extra zoo.cfg keys, label)
-TARGET_SPECS: dict[str, tuple[str, dict[str, Any], str]] = {
-    "zookeeper": ("zookeeper", {}, "ZooKeeper 3.8 (fsync)"),
-    "zookeeper-nosync": ("zookeeper", {"forceSync": "no"}, "ZooKeeper 3.8 forceSync=no"),
-    "fastzk": ("fastzk", {}, "fastzk (in-memory log)"),
+#: preset scenarios: LoadConfig overrides
+PRESET: dict[str, tuple[dict[str, Any], str]] = {
+    "kafka": ({"preset": "kafka", "sessions": 8, "keys": 100, "depth": 8},
+              "kafka preset: 8 brokers, 100 partitions, 8 in flight each"),
+    "watch-fanout": ({"preset": "watch-fanout", "sessions": 51, "keys": 1, "rate": 200.0},
+                     "watch fan-out: 1 writer at 200 sets/s, 50 watchers"),
 }
+OTHER = ("java", "znodes")
+ALL = [*SIMPLE, *PRESET, *OTHER]
 
-#: JVM flags of the benchmark ZooKeeper: zkServer.sh's default heap, JVM defaults otherwise.
-BENCH_JVM = ["-Xmx1000m"]
-_TEST_ONLY_JVM_PREFIXES = ("-XX:TieredStopAtLevel=", "-XX:+UseSerialGC", "-Xmx", "-Xms")
+TARGETS = ("zookeeper", "fastzk")
+LABELS = {"zookeeper": "ZooKeeper 3.8", "fastzk": "fastzk"}
 
+#: JVM flags of the benchmark ZooKeeper: zkServer.sh's default heap, JVM defaults otherwise
+#: (they replace tests/servers.py's start-up-optimised flags); the same every run.
+BENCH_JVM = ["-Xmx1000m", "-Xshare:auto"]
+#: JVM flags of the Java load client.
+CLIENT_JVM = ["-Xmx512m", "-Xshare:auto"]
+#: zoo.cfg keys given to both servers (fsync is on by default in both).
+COMMON_CFG: dict[str, Any] = {"tickTime": 2000, "maxClientCnxns": 0}
 #: The wait for a quiet machine before each run: busy threshold (% of one core).
 QUIET_BELOW = 30.0
+ZK_JARS = ["/usr/share/java/zookeeper.jar", "/usr/share/java/slf4j-nop.jar"]
 
 
-@contextlib.contextmanager
-def zookeeper_jvm(mode: str) -> Iterator[list[str] | None]:
-    """Swap tests/servers.py's ZooKeeper JVM flags for benchmark ones while starting servers.
+# --- machine and processes ------------------------------------------------------------------------
 
-    Done by wrapping ``servers._command`` (restored on exit) rather than copying the
-    process management; yields the flags used, or None if servers.py could not be adapted.
-    """
-    original = getattr(servers, "_command", None)
-    if mode == "tests" or original is None:
-        yield None
-        return
 
-    def bench_command(kind: str, workdir: Path, cfg_path: Path) -> list[str]:
-        cmd = list(original(kind, workdir, cfg_path))
-        if kind != "zookeeper":
-            return cmd
-        kept = [a for a in cmd[1:] if not a.startswith(_TEST_ONLY_JVM_PREFIXES)]
-        return [cmd[0], *BENCH_JVM, *kept]
-
-    servers._command = bench_command
+def _run(cmd: list[str], timeout: float = 20) -> str:
     try:
-        yield BENCH_JVM
-    finally:
-        servers._command = original
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return "?"
+    return (p.stdout + p.stderr).strip()
+
+
+def machine_info(workdir: Path) -> dict[str, Any]:
+    """What the numbers were measured on."""
+    model = "?"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    mem_kb = 0
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                mem_kb = int(line.split()[1])
+    df = _run(["df", "-T", str(workdir)]).splitlines()
+    return {
+        "cores": os.cpu_count(),
+        "cpu_model": model,
+        "memory_gb": round(mem_kb / 1024 / 1024, 1),
+        "kernel": platform.release(),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "java": _run(["java", "-version"]).splitlines()[0] if shutil.which("java") else "none",
+        "virtualization": _run(["systemd-detect-virt"]) if shutil.which("systemd-detect-virt")
+        else "?",
+        "data_disk": df[-1] if df else "?",
+    }
+
+
+def git_revision() -> str:
+    rev = _run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"])
+    dirty = _run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"])
+    return rev + ("+dirty" if dirty else "")
+
+
+def rss_mb(pid: int) -> float | None:
+    """Resident set size of *pid* in MB."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def cpu_seconds(pid: int) -> float | None:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def machine_busy_pct(window: float = 0.5) -> float:
@@ -123,15 +175,11 @@ def machine_busy_pct(window: float = 0.5) -> float:
     b0, t0 = sample()
     time.sleep(window)
     b1, t1 = sample()
-    cores = os.cpu_count() or 1
-    return (b1 - b0) / max(t1 - t0, 1) * 100 * cores
+    return (b1 - b0) / max(t1 - t0, 1) * 100 * (os.cpu_count() or 1)
 
 
 def wait_for_quiet(max_wait: float) -> float:
-    """Wait (at most *max_wait* s) for other work on the machine to calm down.
-
-    Returns the last busy level seen, recorded with the run; never blocks longer.
-    """
+    """Wait (at most *max_wait* s) for the machine to calm down; returns the last level."""
     deadline = time.monotonic() + max_wait
     busy = machine_busy_pct()
     while busy > QUIET_BELOW and time.monotonic() < deadline:
@@ -139,19 +187,7 @@ def wait_for_quiet(max_wait: float) -> float:
     return round(busy, 1)
 
 
-@dataclass
-class Run:
-    """One measured run of one scenario against one server."""
-
-    scenario: str
-    target: str
-    repeat: int
-    background_before: float
-    result: LoadResult
-
-
 def server_version(proc: servers.ServerProcess) -> str:
-    """First line of ``srvr`` (version string), for the record."""
     try:
         text = proc.four_letter_word("srvr").decode(errors="replace")
     except OSError:
@@ -159,320 +195,580 @@ def server_version(proc: servers.ServerProcess) -> str:
     for line in text.splitlines():
         if "version" in line.lower():
             return line.split(":", 1)[-1].strip()
-    return text.splitlines()[0] if text else "?"
+    return "?"
 
 
-def git_revision() -> str:
-    """The commit being measured (plus '+dirty' if the tree has changes)."""
+def znode_count(proc: servers.ServerProcess) -> int | None:
+    """zk_znode_count from ``mntr`` (both servers count like ZooKeeper)."""
     try:
-        rev = subprocess.run(
-            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
-        ).stdout.strip()
-    except (OSError, subprocess.TimeoutExpired):
-        return "?"
-    return rev + ("+dirty" if dirty else "")
+        text = proc.four_letter_word("mntr", timeout=10).decode(errors="replace")
+    except OSError:
+        return None
+    m = re.search(r"zk_znode_count\s+(\d+)", text)
+    return int(m.group(1)) if m else None
+
+
+def start(kind: str, workdir: Path) -> servers.ServerProcess:
+    return servers.start_server(kind, workdir / kind, base_jvm_flags=BENCH_JVM, **COMMON_CFG)
+
+
+# --- runs ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    """One measured run of one scenario (and mode) against one server."""
+
+    scenario: str
+    mode: str  # "closed", "open", "preset", "java", "znodes"
+    target: str
+    repeat: int
+    background_before: float
+    rss_after_mb: float | None
+    result: dict[str, Any]  # LoadResult.to_json() or the java/znodes record
+    loaded: LoadResult | None = field(default=None, repr=False)
+
+
+def load_config(args: argparse.Namespace, proc: servers.ServerProcess, **kw: Any) -> LoadConfig:
+    """The one LoadConfig shape every run uses; scenarios override op/preset/rate/shape."""
+    base: dict[str, Any] = {
+        "host": proc.host, "port": proc.port, "sessions": args.sessions, "depth": args.depth,
+        "value_size": 100, "keys": args.keys, "duration": args.duration, "warmup": args.warmup,
+        "processes": args.processes, "server_pid": proc.pid,
+    }
+    base.update(kw)
+    return LoadConfig(**base)
+
+
+def java_classes(workdir: Path) -> Path | None:
+    """Compile bench/java/ZkLoad.java; None (with a message) when javac is missing."""
+    if not shutil.which("javac") or not Path(ZK_JARS[0]).exists():
+        print("java scenario skipped: javac or the Debian zookeeper jar is missing", flush=True)
+        return None
+    out = workdir / "java-classes"
+    out.mkdir(parents=True, exist_ok=True)
+    p = subprocess.run(
+        ["javac", "-implicit:none", "-cp", ZK_JARS[0], "-d", str(out),
+         str(REPO / "bench" / "java" / "ZkLoad.java")],
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+    if p.returncode != 0:
+        print(f"java scenario skipped: javac failed:\n{p.stderr[-2000:]}", flush=True)
+        return None
+    return out
+
+
+def run_java(args: argparse.Namespace, proc: servers.ServerProcess, classes: Path,
+             root: str) -> dict[str, Any]:
+    """get 100 B through ZooKeeper's Java client; keys prepared by our set-up code."""
+    import uvloop
+
+    cfg = load_config(args, proc, op="get", root=root)
+    uvloop.run(prepare_keyspace(cfg))
+    cmd = ["java", *CLIENT_JVM, "-cp", ":".join([str(classes), *ZK_JARS]), "ZkLoad",
+           proc.connect_string, str(args.sessions), str(args.depth), str(args.warmup),
+           str(args.duration), root, str(args.keys)]
+    srv0 = cpu_seconds(proc.pid)
+    t0 = time.monotonic()
+    child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             start_new_session=True)
+    try:
+        out, err = child.communicate(timeout=args.warmup + args.duration + 90)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.communicate(timeout=10)
+    wall = time.monotonic() - t0
+    srv1 = cpu_seconds(proc.pid)
+    line = next((ln for ln in out.splitlines() if ln.startswith("{")), "")
+    if child.returncode != 0 or not line:
+        raise RuntimeError(f"java client failed ({child.returncode}): {err[-2000:]}")
+    res = json.loads(line)
+    # server CPU over the whole client process (JVM start included): an upper bound
+    res["server_cpu_whole_run"] = (round((srv1 - srv0) / wall * 100, 1)
+                                   if srv0 is not None and srv1 is not None else None)
+    uvloop.run(cleanup_keyspace(cfg))
+    return res
+
+
+def run_znodes(args: argparse.Namespace, kind: str, workdir: Path) -> dict[str, Any]:
+    """A fresh server: create N znodes (100 B), RSS, restart time with them, RSS after."""
+    n = args.znodes
+    proc = start(kind, workdir / f"znodes-{kind}")
+    rec: dict[str, Any] = {"znodes": n, "rss_empty_mb": rss_mb(proc.pid)}
+    try:
+        cfg = load_config(args, proc, op="create:seq", ops=n, depth=64, warmup=0.0,
+                          root="/bench-znodes", cleanup=False, duration=3600.0)
+        t0 = time.monotonic()
+        res = run_load(cfg)
+        rec["create_seconds"] = round(time.monotonic() - t0, 1)
+        rec["create_per_sec"] = res.ops_per_sec
+        rec["create_errors"] = sum(res.errors_total.values())
+        time.sleep(2)
+        count = znode_count(proc)
+        rec["count_before"] = count
+        rec["rss_mb"] = rss_mb(proc.pid)
+        t_stop = time.monotonic()
+        proc.stop(timeout=120)
+        rec["stop_seconds"] = round(time.monotonic() - t_stop, 2)
+        t_start = time.monotonic()
+        proc.restart()  # spawn + wait until `srvr` answers (it does once the data is loaded)
+        rec["restart_seconds"] = round(time.monotonic() - t_start, 2)
+        after = znode_count(proc)
+        rec["count_after"] = after
+        rec["rss_after_restart_mb"] = rss_mb(proc.pid)
+        if count is None or after is None or after < n:
+            rec["restart_skipped"] = (
+                f"{LABELS[kind]} came back with {after} znodes of {count}: it does not persist "
+                "its data (yet), so there is no restart time to measure"
+            )
+    finally:
+        proc.stop(timeout=60)
+    return rec
+
+
+# --- summary and report -------------------------------------------------------------------------
+
+
+def _mean(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return round(statistics.fmean(present), 1) if present else None
+
+
+def summarize(runs: list[Run]) -> list[dict[str, Any]]:
+    """One row per (scenario, mode, target): means over repeats, merged latency histograms."""
+    from fastzk.client.engine import histogram_summary, merge_histograms
+
+    rows: list[dict[str, Any]] = []
+    keys = []
+    for r in runs:
+        if (r.scenario, r.mode, r.target) not in keys:
+            keys.append((r.scenario, r.mode, r.target))
+    for scenario, mode, target in keys:
+        mine = [r for r in runs if (r.scenario, r.mode, r.target) == (scenario, mode, target)]
+        row: dict[str, Any] = {"scenario": scenario, "mode": mode, "target": target,
+                               "repeats": len(mine),
+                               "rss_after_mb": max((r.rss_after_mb or 0) for r in mine) or None}
+        res = [r.result for r in mine]
+        if mode in ("closed", "open", "preset"):
+            row["ops_per_sec"] = round(statistics.fmean(x["ops_per_sec"] for x in res), 1)
+            row["ops_per_sec_runs"] = [x["ops_per_sec"] for x in res]
+            row["latency_us"] = histogram_summary(merge_histograms([x["histogram"] for x in res]))
+            row["errors"] = sum(sum(x["errors_total"].values()) for x in res)
+            row["violations"] = sum(x["check"].get("violations", 0) for x in res)
+            row["client_cpu"] = _mean([x["client_cpu"] for x in res])
+            row["server_cpu"] = _mean([x["server_cpu"] for x in res])
+            row["other_cpu"] = _mean([x["other_cpu"] for x in res])
+            if mode == "open":
+                row["rate"] = res[0]["rate"]
+                row["service_us"] = {
+                    k: round(statistics.fmean(x["service_us"][k] for x in res), 1)
+                    for k in ("p50", "p99", "p99.9", "max")
+                }
+            kinds: dict[str, Any] = {}
+            for kind in res[0]["by_kind"]:
+                hs = [x["by_kind"][kind]["histogram"] for x in res if kind in x["by_kind"]]
+                kinds[kind] = {
+                    "per_sec": round(statistics.fmean(x["by_kind"][kind]["per_sec"] for x in res
+                                                      if kind in x["by_kind"]), 1),
+                    "latency_us": histogram_summary(merge_histograms(hs)),
+                }
+            row["by_kind"] = kinds
+            row["extra"] = res[-1].get("extra", {})
+        elif mode == "java":
+            row["ops_per_sec"] = round(statistics.fmean(x["ops_per_sec"] for x in res), 1)
+            row["ops_per_sec_runs"] = [x["ops_per_sec"] for x in res]
+            row["latency_us"] = {k: round(statistics.fmean(x["latency_us"][k] for x in res), 1)
+                                 for k in ("p50", "p90", "p99", "p99.9", "max", "mean")}
+            row["errors"] = sum(sum(x["errors"].values()) for x in res)
+            row["client_cpu"] = _mean([x["client_cpu"] for x in res])
+            row["server_cpu"] = _mean([x.get("server_cpu_whole_run") for x in res])
+            row["other_cpu"] = None
+        else:  # znodes
+            row.update(res[-1])
+        rows.append(row)
+    return rows
+
+
+def _ms(us: float | None) -> str:
+    return "—" if us is None else f"{us / 1000:.2f}"
+
+
+def _ratio(fz: float | None, zk: float | None, digits: int = 2) -> str:
+    if not fz or not zk:
+        return "—"
+    return f"{fz / zk:.{digits}f}×"
+
+
+def headline(rows: list[dict[str, Any]]) -> list[tuple[str, str, str, str, str]]:
+    """(scenario, metric, ZooKeeper, fastzk, ratio) rows of the main table."""
+    by = {(r["scenario"], r["mode"], r["target"]): r for r in rows}
+    out: list[tuple[str, str, str, str, str]] = []
+
+    def pair(scenario: str, mode: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        zk, fz = by.get((scenario, mode, "zookeeper")), by.get((scenario, mode, "fastzk"))
+        return (zk, fz) if zk and fz else None
+
+    for name, (_op, rate, title) in SIMPLE.items():
+        p = pair(name, "closed")
+        if p:
+            zk, fz = p
+            out.append((f"{title}, saturation", "requests/s", f"{zk['ops_per_sec']:,.0f}",
+                        f"{fz['ops_per_sec']:,.0f}", f"**{_ratio(fz['ops_per_sec'], zk['ops_per_sec'])}**"))
+            for q in ("p50", "p99"):
+                out.append(("", f"{q} ms", _ms(zk["latency_us"][q]), _ms(fz["latency_us"][q]),
+                            _ratio(fz["latency_us"][q], zk["latency_us"][q])))
+        p = pair(name, "open")
+        if p:
+            zk, fz = p
+            for q in ("p50", "p99", "p99.9", "max"):
+                out.append((f"{title}, {rate:,.0f}/s open loop" if q == "p50" else "",
+                            f"{q} ms", _ms(zk["latency_us"][q]), _ms(fz["latency_us"][q]),
+                            _ratio(fz["latency_us"][q], zk["latency_us"][q])))
+    p = pair("kafka", "preset")
+    if p:
+        zk, fz = p
+        out.append((PRESET["kafka"][1], "requests/s", f"{zk['ops_per_sec']:,.0f}",
+                    f"{fz['ops_per_sec']:,.0f}", f"**{_ratio(fz['ops_per_sec'], zk['ops_per_sec'])}**"))
+        for kind, q in (("isr-update", "p99"), ("config-notify", "p50"), ("config-notify", "p99")):
+            a = zk["by_kind"].get(kind, {}).get("latency_us", {}).get(q)
+            b = fz["by_kind"].get(kind, {}).get("latency_us", {}).get(q)
+            out.append(("", f"{kind} {q} ms", _ms(a), _ms(b), _ratio(b, a)))
+    p = pair("watch-fanout", "preset")
+    if p:
+        zk, fz = p
+        a, b = zk["by_kind"].get("notify", {}), fz["by_kind"].get("notify", {})
+        out.append((PRESET["watch-fanout"][1], "notifications/s",
+                    f"{a.get('per_sec', 0):,.0f}", f"{b.get('per_sec', 0):,.0f}",
+                    _ratio(b.get("per_sec"), a.get("per_sec"))))
+        for q in ("p50", "p99", "p99.9"):
+            x = a.get("latency_us", {}).get(q)
+            y = b.get("latency_us", {}).get(q)
+            out.append(("", f"notify {q} ms", _ms(x), _ms(y), _ratio(y, x)))
+    p = pair("java", "java")
+    if p:
+        zk, fz = p
+        out.append(("get 100 B via ZooKeeper's Java client", "requests/s",
+                    f"{zk['ops_per_sec']:,.0f}", f"{fz['ops_per_sec']:,.0f}",
+                    _ratio(fz["ops_per_sec"], zk["ops_per_sec"])))
+        out.append(("", "p99 ms", _ms(zk["latency_us"]["p99"]), _ms(fz["latency_us"]["p99"]),
+                    _ratio(fz["latency_us"]["p99"], zk["latency_us"]["p99"])))
+    p = pair("get", "closed")
+    if p and p[0].get("client_cpu") and p[1].get("client_cpu"):
+        zk, fz = p
+        out.append(("`fastzk load` itself: requests per CPU-second of the load process "
+                    "(get, closed loop)", "requests/CPU-s",
+                    f"{zk['ops_per_sec'] / (zk['client_cpu'] / 100):,.0f}",
+                    f"{fz['ops_per_sec'] / (fz['client_cpu'] / 100):,.0f}", "—"))
+    idle = {r["target"]: r.get("rss_idle_mb") for r in rows if r["mode"] == "idle"}
+    if idle.get("zookeeper") and idle.get("fastzk"):
+        out.append(("server RSS, idle", "MB", f"{idle['zookeeper']:.0f}", f"{idle['fastzk']:.0f}",
+                    _ratio(idle["fastzk"], idle["zookeeper"])))
+    loaded = {t: max((r.get("rss_after_mb") or 0) for r in rows
+                     if r["target"] == t and r["mode"] in ("closed", "open", "preset"))
+              for t in TARGETS}
+    if all(loaded.values()):
+        out.append(("server RSS, after the load runs (max)", "MB", f"{loaded['zookeeper']:.0f}",
+                    f"{loaded['fastzk']:.0f}", _ratio(loaded["fastzk"], loaded["zookeeper"])))
+    p = pair("znodes", "znodes")
+    if p:
+        zk, fz = p
+        n = f"{zk['znodes']:,}"
+        out.append((f"{n} znodes (100 B)", "RSS MB", f"{zk['rss_mb']:.0f}", f"{fz['rss_mb']:.0f}",
+                    _ratio(fz["rss_mb"], zk["rss_mb"])))
+        out.append(("", "create rate /s", f"{zk['create_per_sec']:,.0f}",
+                    f"{fz['create_per_sec']:,.0f}", _ratio(fz["create_per_sec"], zk["create_per_sec"])))
+        zr = None if zk.get("restart_skipped") else zk.get("restart_seconds")
+        fr = None if fz.get("restart_skipped") else fz.get("restart_seconds")
+        out.append(("", "restart s (until serving)", f"{zr:.1f}" if zr else "skipped",
+                    f"{fr:.1f}" if fr else "skipped", _ratio(fr, zr)))
+    return out
+
+
+def markdown(rows: list[dict[str, Any]], meta: dict[str, Any], args: argparse.Namespace) -> str:
+    m = meta["machine"]
+    lines = [
+        f"Measured {meta['date']} on {m['cores']} cores ({m['cpu_model']}, {m['virtualization']}), "
+        f"{m['memory_gb']} GB, Linux {m['kernel']}, Python {m['python']}, {m['java']}; "
+        f"fastzk {meta['git']}; ZooKeeper {meta['versions'].get('zookeeper', '?')}. Standalone "
+        "servers on loopback (no 3-server ensemble: fastzk has no replication yet), data dirs on "
+        f"the same disk ({m['data_disk'].split()[1] if len(m['data_disk'].split()) > 1 else '?'}),"
+        f" fsync on in both; {meta['fastzk_persistence']}. Load: `fastzk load`, "
+        f"{args.sessions} sessions x {args.depth} in flight (closed loop) or a fixed rate (open "
+        f"loop, latency from the intended send time), {args.keys} keys, "
+        f"{args.duration:g} s measured after {args.warmup:g} s warm-up, {args.repeats} "
+        f"repeat(s) in alternating server order. Client, server and everything else share the "
+        f"{m['cores']} cores.",
+        "",
+        "| scenario | metric | ZooKeeper 3.8 | fastzk | fastzk ÷ ZooKeeper |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for scen, metric, zk, fz, ratio in headline(rows):
+        lines.append(f"| {scen} | {metric} | {zk} | {fz} | {ratio} |")
+    lines += ["", "Per run: requests/s of each repeat, CPU % of one core (load / server / "
+              "other), errors.", "",
+              "| scenario | mode | server | requests/s per run | CPU load / server / other "
+              "| errors |", "|---|---|---|---|---|---:|"]
+    for r in rows:
+        if r["mode"] in ("idle", "znodes"):
+            continue
+        cpu = " / ".join("-" if r.get(k) is None else f"{r[k]:.0f}"
+                         for k in ("client_cpu", "server_cpu", "other_cpu"))
+        runs = ", ".join(f"{v / 1000:.1f}k" for v in r.get("ops_per_sec_runs", []))
+        mode = r["mode"] + (f" {r['rate']:,.0f}/s" if r.get("rate") else "")
+        lines.append(f"| {r['scenario']} | {mode} | {LABELS[r['target']]} | {runs} | {cpu} | "
+                     f"{r.get('errors', 0)} |")
+    skipped = [r["restart_skipped"] for r in rows if r.get("restart_skipped")]
+    lines += [""] + [f"- restart: {s}" for s in skipped]
+    lines += [
+        "- Open-loop latency counts from each request's intended send time (no coordinated "
+        "omission); it includes the load process's own scheduling delay (about 0.1-0.2 ms on "
+        "this machine), the same for both servers. Service times are in the JSON.",
+        "- The Java-client row uses ZooKeeper's own client (bench/java/ZkLoad.java) on both "
+        "servers: its requests/s is bounded by the Java client's CPU, which shows how much "
+        "faster `fastzk load` is than a Java client, and that it flatters neither server.",
+        "- 'other' CPU is everything on the machine but the load process and the server "
+        "(neighbours, kernel); large values mean a noisy run.",
+    ]
+    return "\n".join(lines)
+
+
+def plots(runs: list[Run], out_dir: Path) -> list[str]:
+    """One PNG per scenario and mode: both servers' latency over time and distributions."""
+    try:
+        from fastzk.client.report import plot_runs
+    except ImportError:
+        return []
+    made = []
+    keys = []
+    for r in runs:
+        if r.loaded is not None and (r.scenario, r.mode) not in keys:
+            keys.append((r.scenario, r.mode))
+    for scenario, mode in keys:
+        picked = []
+        for target in TARGETS:
+            mine = [r for r in runs if (r.scenario, r.mode, r.target) == (scenario, mode, target)
+                    and r.loaded is not None]
+            if mine:
+                picked.append((LABELS[target], mine[-1].loaded))
+        if len(picked) < 2:
+            continue
+        kind = {"kafka": "config-notify", "watch-fanout": "notify"}.get(scenario)
+        name = f"{scenario}-{mode}.png"
+        title = f"{scenario} ({mode}{' loop' if mode in ('open', 'closed') else ''}), last repeat"
+        try:
+            plot_runs(picked, str(out_dir / name), title, kind)  # type: ignore[arg-type]
+        except ImportError:
+            return made
+        made.append(name)
+    return made
+
+
+# --- main ---------------------------------------------------------------------------------------------
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """Command line; defaults are the project's reference scenario, kept short."""
     p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    p.add_argument(
-        "--scenarios",
-        default=",".join(SCENARIOS),
-        help=f"comma list of {', '.join(SCENARIOS)} (default: all)",
-    )
+    p.add_argument("--scenarios", default=",".join(ALL),
+                   help=f"comma list of {', '.join(ALL)} (default: all)")
     p.add_argument("--duration", type=float, default=5.0, help="measured seconds per run")
     p.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds per run")
     p.add_argument("--repeats", type=int, default=2, help="runs per scenario and server")
     p.add_argument("--sessions", type=int, default=8)
-    p.add_argument("--depth", type=int, default=32, help="requests in flight per session")
-    p.add_argument("--value-size", type=int, default=100)
+    p.add_argument("--depth", type=int, default=32, help="closed loop: requests in flight/session")
     p.add_argument("--keys", type=int, default=1000)
     p.add_argument("--processes", type=int, default=1, help="load processes per run")
-    p.add_argument(
-        "--no-nosync",
-        action="store_true",
-        help="skip the ZooKeeper forceSync=no runs of write scenarios",
-    )
-    p.add_argument(
-        "--zk-jvm",
-        choices=["bench", "tests"],
-        default="bench",
-        help="ZooKeeper JVM flags: production-like (default) or tests/servers.py's",
-    )
-    p.add_argument(
-        "--prime",
-        type=float,
-        default=5.0,
-        help="seconds of unmeasured mixed load per server before the first run "
-        "(JIT warm-up for the JVM; same for both)",
-    )
-    p.add_argument(
-        "--settle",
-        type=float,
-        default=2.0,
-        help=f"max seconds to wait before each run for machine CPU < {QUIET_BELOW:.0f}%%",
-    )
-    p.add_argument("--save", action="store_true", help="write bench/results/<date>.json")
-    p.add_argument("--out", type=Path, default=None, help="write the JSON here instead")
+    p.add_argument("--rate-scale", type=float, default=1.0,
+                   help="multiply the open-loop rates (get 10k/s, set 2k/s, create-delete 2k/s, "
+                   "mixed 5k/s)")
+    p.add_argument("--znodes", type=int, default=1_000_000,
+                   help="znodes for the RSS/restart scenario (default %(default)s)")
+    p.add_argument("--no-znodes", action="store_true", help="skip the znodes scenario")
+    p.add_argument("--prime", type=float, default=5.0,
+                   help="seconds of unmeasured mixed load per server first (JIT warm-up; both)")
+    p.add_argument("--settle", type=float, default=3.0,
+                   help=f"max seconds to wait before each run for machine CPU < {QUIET_BELOW:.0f}%%")
+    p.add_argument("--workdir", type=Path, default=None,
+                   help="parent of the servers' data dirs (default: a temp dir; same disk for both)")
+    p.add_argument("--save", action="store_true",
+                   help="write bench/results/<date>.{json,md} and <date>/*.png")
+    p.add_argument("--out", type=Path, default=None, help="results directory (implies --save)")
+    p.add_argument("--update-readme", action="store_true",
+                   help="replace the README's benchmark table with this run's")
     args = p.parse_args(argv)
     names = [s.strip() for s in args.scenarios.split(",") if s.strip()]
-    unknown = [s for s in names if s not in SCENARIOS]
+    if args.no_znodes and "znodes" in names:
+        names.remove("znodes")
+    unknown = [s for s in names if s not in ALL]
     if unknown or not names:
-        p.error(f"unknown scenario(s) {unknown}; choose from {', '.join(SCENARIOS)}")
+        p.error(f"unknown scenario(s) {unknown}; choose from {', '.join(ALL)}")
     if args.repeats < 1 or args.duration <= 0:
         p.error("--repeats must be >= 1 and --duration > 0")
     args.scenario_list = names
     return args
 
 
-def targets_for(scenario: str, args: argparse.Namespace) -> list[str]:
-    """Servers a scenario runs against (forceSync=no ZooKeeper only for writes)."""
-    names = ["zookeeper", "fastzk"]
-    if scenario in WRITE_SCENARIOS and not args.no_nosync:
-        names.insert(1, "zookeeper-nosync")
-    return names
-
-
-def load_config(
-    args: argparse.Namespace,
-    proc: servers.ServerProcess,
-    op: str,
-    root: str,
-    duration: float,
-    warmup: float,
-) -> LoadConfig:
-    """The one LoadConfig shape every run uses; only server, op and root vary."""
-    return LoadConfig(
-        host=proc.host,
-        port=proc.port,
-        sessions=args.sessions,
-        depth=args.depth,
-        op=op,
-        value_size=args.value_size,
-        keys=args.keys,
-        duration=duration,
-        warmup=warmup,
-        processes=args.processes,
-        root=root,
-        server_pid=proc.pid,
-    )
-
-
-# --- reporting ----------------------------------------------------------------------------------
-
-
-def summarize(runs: list[Run], args: argparse.Namespace) -> list[dict[str, Any]]:
-    """Per (scenario, server): mean ops/s over repeats, percentiles of the merged histogram."""
-    rows: list[dict[str, Any]] = []
-    for scenario in args.scenario_list:
-        for target in targets_for(scenario, args):
-            mine = [r for r in runs if r.scenario == scenario and r.target == target]
-            if not mine:
-                continue
-            rates = [r.result.ops_per_sec for r in mine]
-            hist = merge_histograms([r.result.histogram for r in mine])
-
-            def mean(values: list[float | None]) -> float | None:
-                present = [v for v in values if v is not None]
-                return round(statistics.fmean(present), 1) if present else None
-
-            rows.append(
-                {
-                    "scenario": scenario,
-                    "target": target,
-                    "ops_per_sec": round(statistics.fmean(rates), 1),
-                    "ops_per_sec_runs": rates,
-                    "latency_us": histogram_summary(hist),
-                    "errors": sum(sum(r.result.errors_total.values()) for r in mine),
-                    "client_cpu": mean([r.result.client_cpu for r in mine]),
-                    "server_cpu": mean([r.result.server_cpu for r in mine]),
-                    "other_cpu": mean([r.result.other_cpu for r in mine]),
-                }
-            )
-    by_key = {(r["scenario"], r["target"]): r for r in rows}
-    for row in rows:
-        fz = by_key.get((row["scenario"], "fastzk"))
-        if fz and row["target"] != "fastzk" and row["ops_per_sec"] > 0:
-            row["fastzk_ops_ratio"] = round(fz["ops_per_sec"] / row["ops_per_sec"], 2)
-            p99 = fz["latency_us"]["p99"]
-            row["fastzk_p99_ratio"] = (
-                round(p99 / row["latency_us"]["p99"], 3) if row["latency_us"]["p99"] else None
-            )
-    return rows
-
-
-def _ms(us: float) -> str:
-    return f"{us / 1000:.2f}"
-
-
-def _cpu(row: dict[str, Any]) -> str:
-    return " / ".join(
-        "-" if row[k] is None else f"{row[k]:.0f}"
-        for k in ("client_cpu", "server_cpu", "other_cpu")
-    )
-
-
-def markdown(rows: list[dict[str, Any]], args: argparse.Namespace, meta: dict[str, Any]) -> str:
-    """The report: table, target verdicts, caveats."""
-    out = [
-        f"{args.sessions} sessions x {args.depth} in flight, {args.value_size} B values, "
-        f"{args.keys} keys, {args.duration:g} s measured + {args.warmup:g} s warm-up, "
-        f"{args.repeats} repeat(s), alternating server order; {meta['cores']} cores shared "
-        f"by load, server and everything else.",
-        "",
-        "| scenario | server | ops/s (mean) | runs | p50 ms | p99 ms | p99.9 ms | errors "
-        "| fastzk ÷ this: ops/s | fastzk ÷ this: p99 | CPU % load / server / other |",
-        "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---|",
-    ]
-    for r in rows:
-        lat = r["latency_us"]
-        ratio = f"**{r['fastzk_ops_ratio']:.2f}x**" if "fastzk_ops_ratio" in r else "—"
-        p99r = f"{r['fastzk_p99_ratio']:.2f}" if r.get("fastzk_p99_ratio") is not None else "—"
-        runs = ", ".join(f"{v / 1000:.1f}k" for v in r["ops_per_sec_runs"])
-        out.append(
-            f"| {r['scenario']} | {TARGET_SPECS[r['target']][2]} | {r['ops_per_sec']:,.0f} | {runs} "
-            f"| {_ms(lat['p50'])} | {_ms(lat['p99'])} | {_ms(lat['p99.9'])} | {r['errors']} "
-            f"| {ratio} | {p99r} | {_cpu(r)} |"
-        )
-    out.append("")
-    by_key = {(r["scenario"], r["target"]): r for r in rows}
-    for scenario, goal in TARGETS.items():
-        for ref in ("zookeeper", "zookeeper-nosync"):
-            row = by_key.get((scenario, ref))
-            if not row or "fastzk_ops_ratio" not in row:
-                continue
-            ok = row["fastzk_ops_ratio"] >= goal
-            lower = row.get("fastzk_p99_ratio") is not None and row["fastzk_p99_ratio"] < 1
-            out.append(
-                f"- target {scenario} >= {goal:g}x vs {TARGET_SPECS[ref][2]}: "
-                f"{row['fastzk_ops_ratio']:.2f}x -> {'MET' if ok else 'NOT MET'}; "
-                f"p99 {'lower' if lower else 'NOT lower'} "
-                f"({_ms(by_key[(scenario, 'fastzk')]['latency_us']['p99'])} vs {_ms(row['latency_us']['p99'])} ms)"
-            )
-    out += [
-        "",
-        "Caveats: ZooKeeper fsyncs every write batch to its log before answering; fastzk's log "
-        "is in memory for now (WAL pending), so write ratios vs the fsync row flatter fastzk — "
-        "the forceSync=no row is the fairer write comparison. 'other' CPU is everything on the "
-        "machine but the load process and the server (neighbours, kernel softirq); large values "
-        "mean a noisy run. Latencies are closed-loop service times (no coordinated-omission "
-        "correction). ZooKeeper JVM flags: "
-        + (
-            " ".join(meta["zk_jvm"]) + " (+ JVM defaults)"
-            if meta["zk_jvm"]
-            else "tests/servers.py's"
-        )
-        + ".",
-    ]
-    return "\n".join(out)
-
-
-# --- main ----------------------------------------------------------------------------------------
+def update_readme(table: str, rel_json: str) -> None:
+    readme = REPO / "README.md"
+    text = readme.read_text()
+    begin, end = "<!-- bench:begin -->", "<!-- bench:end -->"
+    if begin not in text or end not in text:
+        print("README has no bench markers; not updated", flush=True)
+        return
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    body = f"{begin}\n{table}\n\nRaw results: `{rel_json}`.\n{end}"
+    readme.write_text(head + body + tail)
+    print("README benchmark table updated", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Start the servers, run the matrix, report; always stop what was started."""
     args = parse_args(argv)
-    needed = sorted({t for s in args.scenario_list for t in targets_for(s, args)})
-    workdir = Path(tempfile.mkdtemp(prefix="fastzk-bench-"))
+    started = dt.datetime.now()
+    workdir = Path(tempfile.mkdtemp(prefix="fastzk-bench-", dir=args.workdir))
     procs: dict[str, servers.ServerProcess] = {}
     runs: list[Run] = []
-    started = dt.datetime.now()
+    rows_extra: list[dict[str, Any]] = []
     meta: dict[str, Any] = {
         "date": started.isoformat(timespec="seconds"),
         "git": git_revision(),
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
+        "machine": machine_info(workdir),
         "loadavg_before": os.getloadavg(),
-        "zk_jvm": None,
+        "zk_jvm": BENCH_JVM,
+        "client_jvm": CLIENT_JVM,
+        "common_cfg": COMMON_CFG,
         "versions": {},
+        "fastzk_persistence": "fastzk persistence unknown",
     }
+    simple = [s for s in args.scenario_list if s in SIMPLE]
+    presets = [s for s in args.scenario_list if s in PRESET]
+    status = 0
     try:
-        with zookeeper_jvm(args.zk_jvm) as jvm:
-            meta["zk_jvm"] = jvm
-            for name in needed:
-                kind, extra, _ = TARGET_SPECS[name]
-                procs[name] = servers.start_server(kind, workdir / name, **extra)
-                meta["versions"][name] = server_version(procs[name])
-                print(
-                    f"started {name}: pid {procs[name].pid} on {procs[name].connect_string}",
-                    flush=True,
-                )
-        if args.prime > 0:
-            for proc in procs.values():
-                run_load(load_config(args, proc, "mixed:50", "/bench-prime", args.prime, 0.0))
-            print(f"primed every server with {args.prime:g} s of mixed load", flush=True)
-        total = sum(len(targets_for(s, args)) for s in args.scenario_list) * args.repeats
+        if simple or presets or "java" in args.scenario_list:
+            for kind in TARGETS:
+                procs[kind] = start(kind, workdir)
+                meta["versions"][kind] = server_version(procs[kind])
+                print(f"started {kind}: pid {procs[kind].pid} on {procs[kind].connect_string}",
+                      flush=True)
+            time.sleep(2)
+            for kind, proc in procs.items():
+                rows_extra.append({"scenario": "rss", "mode": "idle", "target": kind,
+                                   "rss_idle_mb": rss_mb(proc.pid)})
+            if args.prime > 0:
+                for proc in procs.values():
+                    run_load(load_config(args, proc, op="mixed:50", root="/bench-prime",
+                                         duration=args.prime, warmup=0.0))
+                print(f"primed both servers with {args.prime:g} s of mixed load", flush=True)
+        plan: list[tuple[str, str, dict[str, Any]]] = []
+        for name in simple:
+            op, rate, _ = SIMPLE[name]
+            plan.append((name, "closed", {"op": op}))
+            plan.append((name, "open", {"op": op, "rate": rate * args.rate_scale}))
+        for name in presets:
+            plan.append((name, "preset", dict(PRESET[name][0])))
+        total = len(plan) * len(TARGETS) * args.repeats
         done = 0
         for rep in range(args.repeats):
-            for scenario in args.scenario_list:
-                order = targets_for(scenario, args)
-                if rep % 2:
-                    order.reverse()
+            for scenario, mode, kw in plan:
+                order = list(TARGETS) if rep % 2 == 0 else list(reversed(TARGETS))
                 for target in order:
                     proc = procs[target]
                     background = wait_for_quiet(args.settle)
-                    cfg = load_config(
-                        args,
-                        proc,
-                        SCENARIOS[scenario],
-                        f"/bench-{scenario}",
-                        args.duration,
-                        args.warmup,
-                    )
-                    result = run_load(cfg)
-                    runs.append(Run(scenario, target, rep, background, result))
+                    cfg = load_config(args, proc, root=f"/bench-{scenario}", **kw)
+                    try:
+                        result = run_load(cfg)
+                    except RuntimeError as e:
+                        print(f"{scenario} {mode} on {target} failed: {e}", flush=True)
+                        status = 1
+                        continue
+                    runs.append(Run(scenario, mode, target, rep, background, rss_mb(proc.pid),
+                                    result.to_json(), result))
                     done += 1
+                    lat = result.latency_us
                     print(
-                        f"[{done}/{total}] {scenario:<13} {target:<16} "
-                        f"{result.ops_per_sec:>10,.0f} ops/s  p99 {_ms(result.latency_us['p99'])} ms  "
-                        f"cpu load/server/other {result.client_cpu:.0f}/"
-                        f"{result.server_cpu or 0:.0f}/{result.other_cpu or 0:.0f}%  "
-                        f"errors {sum(result.errors_total.values())}",
+                        f"[{done}/{total}] {scenario:<13} {mode:<6} {target:<9} "
+                        f"{result.ops_per_sec:>10,.0f} req/s  p50 {_ms(lat['p50'])} "
+                        f"p99 {_ms(lat['p99'])} ms  cpu load/server/other "
+                        f"{result.client_cpu or 0:.0f}/{result.server_cpu or 0:.0f}/"
+                        f"{result.other_cpu or 0:.0f}%  errors {sum(result.errors_total.values())}"
+                        f"  violations {result.violations}",
                         flush=True,
                     )
+                    if not result.clean:
+                        status = 1
+        if "java" in args.scenario_list:
+            classes = java_classes(workdir)
+            if classes is not None:
+                for rep in range(args.repeats):
+                    order = list(TARGETS) if rep % 2 == 0 else list(reversed(TARGETS))
+                    for target in order:
+                        background = wait_for_quiet(args.settle)
+                        try:
+                            res = run_java(args, procs[target], classes, "/bench-java")
+                        except (RuntimeError, subprocess.TimeoutExpired) as e:
+                            print(f"java on {target} failed: {e}", flush=True)
+                            status = 1
+                            continue
+                        runs.append(Run("java", "java", target, rep, background,
+                                        rss_mb(procs[target].pid), res))
+                        print(f"[java] {target:<9} {res['ops_per_sec']:>10,.0f} req/s  "
+                              f"p99 {_ms(res['latency_us']['p99'])} ms  java client cpu "
+                              f"{res['client_cpu']:.0f}%", flush=True)
+        for proc in procs.values():
+            proc.stop()
+        if "znodes" in args.scenario_list:
+            for kind in TARGETS:
+                wait_for_quiet(args.settle)
+                print(f"znodes: creating {args.znodes:,} znodes on a fresh {kind}...", flush=True)
+                try:
+                    rec = run_znodes(args, kind, workdir)
+                except (RuntimeError, servers.ServerStartError, OSError) as e:
+                    print(f"znodes on {kind} failed: {e}", flush=True)
+                    status = 1
+                    continue
+                runs.append(Run("znodes", "znodes", kind, 0, 0.0, rec.get("rss_mb"), rec))
+                print(f"[znodes] {kind}: {json.dumps(rec)}", flush=True)
+                if kind == "fastzk":
+                    meta["fastzk_persistence"] = (
+                        "fastzk did not persist its data across a restart in this run"
+                        if rec.get("restart_skipped") else
+                        "fastzk with its write-ahead log (fdatasync per batch) and snapshots")
     finally:
         for proc in procs.values():
             proc.stop()
         shutil.rmtree(workdir, ignore_errors=True)
-    rows = summarize(runs, args)
+    meta["loadavg_after"] = os.getloadavg()
+    rows = rows_extra + summarize(runs)
+    table = markdown(rows, meta, args)
     print()
-    print(markdown(rows, args, meta))
+    print(table)
     if args.save or args.out:
-        path = args.out or REPO / "bench" / "results" / f"{started:%Y-%m-%d_%H%M%S}.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
+        out_dir = args.out or REPO / "bench" / "results"
+        stamp = f"{started:%Y-%m-%d_%H%M%S}"
+        fig_dir = out_dir / stamp
+        fig_dir.mkdir(parents=True, exist_ok=True)
+        figures = plots(runs, fig_dir)
         payload = {
             "meta": meta,
-            "params": {k: v for k, v in vars(args).items() if k not in ("out", "save")},
+            "params": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
             "summary": rows,
             "runs": [
-                {
-                    "scenario": r.scenario,
-                    "target": r.target,
-                    "repeat": r.repeat,
-                    "background_busy_before": r.background_before,
-                    **r.result.to_json(),
-                }
+                {"scenario": r.scenario, "mode": r.mode, "target": r.target, "repeat": r.repeat,
+                 "background_busy_before": r.background_before, "rss_after_mb": r.rss_after_mb,
+                 **r.result}
                 for r in runs
             ],
         }
-        path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
-        print(f"\nsaved {path}")
-    errors = sum(r["errors"] for r in rows)
-    return 1 if errors else 0
+        json_path = out_dir / f"{stamp}.json"
+        json_path.write_text(json.dumps(payload, indent=1, default=str) + "\n")
+        md = table + "\n\nFigures: " + ", ".join(f"[{f}]({stamp}/{f})" for f in figures) + "\n"
+        (out_dir / f"{stamp}.md").write_text(md)
+        print(f"\nsaved {json_path}, {stamp}.md and {len(figures)} figures in {fig_dir}")
+        if args.update_readme:
+            rel = json_path.relative_to(REPO) if json_path.is_relative_to(REPO) else json_path
+            figs = " ".join(f"[{f}](bench/results/{stamp}/{f})" for f in figures)
+            update_readme(table + (f"\n\nFigures: {figs}" if figs else ""), str(rel))
+    return status
 
 
 if __name__ == "__main__":

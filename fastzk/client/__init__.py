@@ -1,5 +1,7 @@
 """fastzk's own ZooKeeper client: an asyncio connection (``protocol``), its codec
-(``codec``) and the closed-loop load generator behind ``fastzk load`` (``load``).
+(``codec``) and ``fastzk load``: orchestration and CLI (``load``), the measuring engine
+(``engine``), the workloads and checkable values (``workload``), the presets (``presets``)
+and the output (``report``).
 
 The client exists so fastzk can be measured and tested with a tool that is independent of
 the server code and cheap enough per request not to be the bottleneck on a small machine.

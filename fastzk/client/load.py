@@ -1,34 +1,29 @@
-"""Closed-loop load generator for ZooKeeper-protocol servers (the seed of ``fastzk load``).
+"""`fastzk load`: load generator and correctness checker for ZooKeeper-protocol servers.
 
-Model: N sessions, each its own TCP connection, each keeping exactly D requests in flight.
-Every reply immediately releases one new request (closed loop), so the measured rate is what
-the server can sustain at that concurrency and the latencies are service times under that
-load (a closed loop cannot see coordinated omission; use a rate-limited open loop for that).
+Model: N sessions (one TCP connection each, spread over the servers of the connect string),
+each with up to D requests in flight, in one or several processes.
 
-Why it is built this way -- the tool must cost far less CPU than the server it measures,
-because on a 2-core machine client and server share the cores:
+* **Closed loop** (default): every reply releases the next request; the rate is what the
+  server sustains at that concurrency, latencies are service times under that load.
+* **Open loop** (``--rate R``): requests are sent at a fixed total arrival rate whatever the
+  server does; latency is measured from each request's *intended* send time, so a stall is
+  charged to every request it delayed (no coordinated omission). The service time (from the
+  actual send) is reported next to it.
+* **Simple ops** (``--op``): get, set, exists, children, create[:seq|:eph|:eph-seq], delete,
+  create-delete, multi and mixed:R (R % reads), over ``--keys`` keys of ``--value-size`` bytes;
+  for a duration after a warm-up, or ``--ops N`` operations.
+* **Presets** (``--preset``): kafka, lock, watch-fanout, session-churn: workloads modelled
+  on real users, see ``presets.py``.
+* **--check**: every reply is verified (values carry their writer and a counter; see
+  ``workload.py``), sequential names must be unique and increasing, watch events must arrive;
+  violations make the exit status 1, like any error reply.
 
-* **Pre-encoded frames.** Each session has a cyclic schedule of L complete request frames
-  (xids 1..L, then again from 1) concatenated into one ``bytes`` blob. Sending k requests is
-  one slice of that blob and one ``transport.write``: no per-request encoding. Reusing xids is
-  legal (the server echoes them opaquely, spec 3.3) because at most D < L are outstanding;
-  replies are still checked against the expected xid, so an out-of-order reply is caught.
-* **Header-only parsing.** Replies are read by a BufferedProtocol into a reusable buffer;
-  every complete frame in a read is handled in one tight loop that unpacks just the
-  20-byte length+ReplyHeader and skips the body.
-* **Batched timestamps.** One clock read per received batch and one per sent batch; the
-  per-reply work is a deque pop and a list append. Latencies (µs) are folded into an HDR
-  histogram twice a second through a ``Counter`` (few distinct values), so the ~1 µs
-  ``record_value`` cost is paid per distinct value, not per request.
-* **Event driven, one task per session.** After the handshake a session needs no task
-  wake-ups: sends happen inside ``buffer_updated``. The per-session coroutine only sets up,
-  waits for the end and closes the session.
-
-Optional multi-process mode (``processes > 1``) splits the sessions over spawned workers that
-start together (a Barrier) and merge their encoded histograms; the default on a 2-core box is
-one process. CPU time of the load process, of the server process (``server_pid``, from
-/proc/<pid>/stat) and of the whole machine (/proc/stat) is sampled over the measured window,
-so a report can show whether the client, the server or a neighbour was the bottleneck.
+Why it is fast enough not to be the bottleneck: unchecked simple ops use pre-encoded frames
+and parse only reply headers (``engine.FastSession``), latencies are folded into HDR
+histograms in batches, and ``--processes`` spreads sessions over several processes. See the
+README for the measured capacity of one process. The client codec is pure Python ``struct``
+(``codec.py``); the server's Cython ``_core.WriteBuffer`` frames replies only, and keeping the
+client independent of the server it measures means a shared codec bug cannot cancel out.
 """
 
 from __future__ import annotations
@@ -40,79 +35,87 @@ import json
 import multiprocessing
 import os
 import queue
-import random
+import sys
 import time
-from collections import Counter, deque
+import uuid
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from fastzk.client.codec import (
-    INT,
     NO_NODE,
     NODE_EXISTS,
     NOT_EMPTY,
-    OPEN_ACL_UNSAFE,
-    REPLY_HEADER,
-    REPLY_HEADER_SIZE,
-    Op,
     ZKError,
-    connect_request,
-    create_body,
-    decode_connect_response,
-    delete_body,
     error_name,
-    path_watch,
-    set_body,
 )
-from fastzk.client.protocol import ReadBuffer, ZKClient
-
-if TYPE_CHECKING:
-    from hdrh.histogram import HdrHistogram
+from fastzk.client.engine import (
+    INTERVAL,
+    Checker,
+    CpuWindow,
+    FastSession,
+    Interval,
+    ModelSession,
+    Pacer,
+    PartResult,
+    ProgressFn,
+    Recorder,
+    SessionBase,
+    build_schedule,
+    counts_summary,
+    encode,
+    histogram_summary,
+    measure_window,
+    merge_counts,
+    merge_histograms,
+    new_histogram,
+    now_us,
+    open_session,
+)
+from fastzk.client.protocol import ZKClient
+from fastzk.client.workload import (
+    CHECK_HEAD,
+    PRESETS,
+    SIMPLE_OPS,
+    check_value,
+    child_names,
+    delete_parent,
+    key_path,
+    numbered,
+    owner_of,
+    parse_op_spec,
+    plain_value,
+)
 
 __all__ = [
     "LoadConfig",
     "LoadResult",
     "add_arguments",
+    "histogram_summary",
+    "merge_histograms",
+    "new_histogram",
     "parse_op",
     "run_from_args",
     "run_load",
     "run_load_async",
 ]
 
-#: HDR histogram range in microseconds: 1 µs .. 60 s, 3 significant digits.
-HIST_LOW, HIST_HIGH, HIST_DIGITS = 1, 60_000_000, 3
-#: Upper bound of one session's pre-encoded schedule blob (bytes) and of its length.
-MAX_BLOB = 4 * 1024 * 1024
-MAX_SCHEDULE = 8192
 #: How long the end-of-run drain and the closing handshake may take, at most.
 DRAIN_TIMEOUT = 10.0
 CLOSE_TIMEOUT = 2.0
-#: Fold latencies into the histogram this often (bounds memory on long runs).
-FLUSH_INTERVAL = 0.5
+#: Time limit of a run with --ops (or of a delete run), seconds.
+OPS_TIME_LIMIT = 3600.0
+#: Requests pipelined by the set-up and clean-up clients.
+SETUP_WINDOW = 512
 
-OPS = ("get", "set", "create-delete", "mixed:R")
+OPS = SIMPLE_OPS
 
 
 def parse_op(op: str) -> tuple[str, int]:
-    """``get`` | ``set`` | ``create-delete`` | ``mixed:R`` (R% getData, rest setData).
-
-    Returns (kind, read percent); get is mixed:100 and set is mixed:0 underneath.
-    """
-    op = op.strip().lower()
-    if op == "get":
-        return "get", 100
-    if op == "set":
-        return "set", 0
-    if op in ("create-delete", "createdelete", "cd"):
-        return "create-delete", 0
-    if op.startswith("mixed"):
-        _, _, pct = op.partition(":")
-        reads = int(pct or 90)
-        if not 0 <= reads <= 100:
-            raise ValueError(f"mixed read percentage must be 0..100, got {reads}")
-        return "mixed", reads
-    raise ValueError(f"unknown op {op!r}; expected one of {', '.join(OPS)}")
+    """(kind, read percent) of an ``--op``; get is mixed:100 and set mixed:0 underneath."""
+    spec = parse_op_spec(op)
+    return spec.kind, spec.reads
 
 
 @dataclass
@@ -138,16 +141,75 @@ class LoadConfig:
     setup: bool = True
     cleanup: bool = True
     connect_timeout: float = 10.0
+    #: A connect string ``host:port[,host:port...]``; overrides host/port when set.
+    servers: str = ""
+    #: A workload preset (kafka, lock, watch-fanout, session-churn) instead of ``op``.
+    preset: str | None = None
+    #: Open loop: total arrival rate, requests/s (None: closed loop).
+    rate: float | None = None
+    #: Stop after this many operations (replies) instead of ``duration``.
+    ops: int | None = None
+    #: Verify every reply (see workload.py); violations fail the run.
+    check: bool = False
+    #: children op: children under each key; multi op: setData ops per multi.
+    children: int = 10
+    multi_size: int = 2
+    #: Open loop: requests in flight per session at most (the rest wait, still timed).
+    max_inflight: int = 10_000
+    #: session-churn: percent of sessions that are abandoned to expire instead of closed.
+    expire_pct: int = 10
+    #: Test hook: corrupt every Nth value read before checking it (0: off).
+    corrupt_every: int = 0
+    #: Unique per run (names of created nodes); set automatically.
+    run_tag: str = ""
+
+    def endpoints(self) -> list[tuple[str, int]]:
+        """(host, port) of every server sessions connect to (round-robin)."""
+        if not self.servers:
+            return [(self.host, self.port)]
+        return parse_connect_string(self.servers)
 
     def validate(self) -> None:
         """Reject nonsense early, before any connection is made."""
-        parse_op(self.op)
+        if self.preset is not None:
+            if self.preset not in PRESETS:
+                raise ValueError(f"unknown preset {self.preset!r}; choose from {', '.join(PRESETS)}")
+        else:
+            spec = parse_op_spec(self.op)
+            if self.check and spec.writes_keys and self.keys < self.sessions:
+                raise ValueError(
+                    "--check with writes needs --keys >= --sessions (each key has one owner)"
+                )
         if self.sessions < 1 or self.depth < 1 or self.keys < 1 or self.processes < 1:
             raise ValueError("sessions, depth, keys and processes must be >= 1")
         if self.duration <= 0 or self.warmup < 0 or self.value_size < 0:
             raise ValueError("duration must be > 0, warmup and value size >= 0")
+        if self.check and self.value_size < CHECK_HEAD:
+            raise ValueError(f"--check needs --value-size >= {CHECK_HEAD} (values carry a tag)")
+        if self.rate is not None and self.rate <= 0:
+            raise ValueError("--rate must be > 0")
+        if self.ops is not None and self.ops < 1:
+            raise ValueError("--ops must be >= 1")
         if not self.root.startswith("/") or self.root == "/" or self.root.endswith("/"):
             raise ValueError(f"root must be an absolute znode path other than /, got {self.root!r}")
+        self.endpoints()
+
+    @property
+    def workload(self) -> str:
+        return f"preset:{self.preset}" if self.preset else parse_op_spec(self.op).label
+
+
+def parse_connect_string(text: str) -> list[tuple[str, int]]:
+    """``host:port,host:port`` (a ZooKeeper connect string without chroot)."""
+    if "/" in text:
+        raise ValueError("a chroot in the connect string is not supported; use --root")
+    out = []
+    for part in text.split(","):
+        host, _, port = part.strip().rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"server must be host:port, got {part!r}")
+        out.append((host.strip("[]"), int(port)))
+    return out
 
 
 @dataclass
@@ -155,7 +217,7 @@ class LoadResult:
     """Outcome of one run. Latencies in microseconds; CPU in percent of one core."""
 
     config: dict[str, Any]
-    ops: int  # replies received in the measured window (errors included)
+    ops: int  # requests answered in the measured window (errors included)
     elapsed: float  # measured window, seconds
     ops_per_sec: float  # successful replies per second
     latency_us: dict[str, float]  # p50, p90, p99, p99.9, max, mean
@@ -166,6 +228,16 @@ class LoadResult:
     machine_cpu: float | None = None  # all processes on the machine
     cores: int = field(default_factory=lambda: os.cpu_count() or 1)
     histogram: str = ""  # HDR histogram, encoded (base64), for merging runs
+    workload: str = ""
+    mode: str = "closed"  # or "open"
+    rate: float | None = None  # open loop: the intended arrival rate
+    #: open loop: latency from the actual send (the main latency counts from the intended one)
+    service_us: dict[str, float] | None = None
+    #: per kind (requests like get/set/multi, events like notify/acquire/connect)
+    by_kind: dict[str, dict[str, Any]] = field(default_factory=dict)
+    check: dict[str, Any] = field(default_factory=dict)
+    timeline: list[dict[str, float]] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def other_cpu(self) -> float | None:
@@ -174,173 +246,65 @@ class LoadResult:
             return None
         return round(max(self.machine_cpu - self.client_cpu - (self.server_cpu or 0.0), 0.0), 1)
 
-    def to_json(self) -> dict[str, Any]:
+    @property
+    def violations(self) -> int:
+        return int(self.check.get("violations", 0))
+
+    @property
+    def clean(self) -> bool:
+        """No error reply and no check violation in the whole run."""
+        return not self.errors_total and not self.violations
+
+    def to_json(self, histograms: bool = True) -> dict[str, Any]:
         """A JSON-ready dict (with the derived other_cpu)."""
         out = asdict(self)
         out["other_cpu"] = self.other_cpu
+        if not histograms:
+            out.pop("histogram", None)
+            for kind in out["by_kind"].values():
+                kind.pop("histogram", None)
         return out
 
 
-def new_histogram() -> HdrHistogram:
-    """A latency histogram with the range every run and merge uses.
-
-    hdrhistogram is imported here, not at module level, so that importing this module
-    (``add_arguments`` for the CLI) costs nothing for the other ``fastzk`` commands.
-    """
-    from hdrh.histogram import HdrHistogram
-
-    return HdrHistogram(HIST_LOW, HIST_HIGH, HIST_DIGITS)
+# --- set-up and clean-up ---------------------------------------------------------------------------
 
 
-def histogram_summary(hist: HdrHistogram) -> dict[str, float]:
-    """The percentiles the reports quote (µs)."""
-    if hist.get_total_count() == 0:
-        return {k: 0.0 for k in ("p50", "p90", "p99", "p99.9", "max", "mean")}
-    return {
-        "p50": float(hist.get_value_at_percentile(50)),
-        "p90": float(hist.get_value_at_percentile(90)),
-        "p99": float(hist.get_value_at_percentile(99)),
-        "p99.9": float(hist.get_value_at_percentile(99.9)),
-        "max": float(hist.get_max_value()),
-        "mean": round(float(hist.get_mean_value()), 1),
-    }
+async def _connect(cfg: LoadConfig) -> ZKClient:
+    host, port = cfg.endpoints()[0]
+    return await ZKClient.connect(
+        host, port, session_timeout_ms=cfg.session_timeout_ms, connect_timeout=cfg.connect_timeout
+    )
 
 
-def merge_histograms(encoded: Sequence[str]) -> HdrHistogram:
-    """Decode and add encoded histograms (from workers or repeated runs)."""
-    hist = new_histogram()
-    for item in encoded:
-        if item:
-            hist.decode_and_add(item.encode("ascii") if isinstance(item, str) else item)
-    return hist
+async def ensure_path(client: ZKClient, path: str, data: bytes = b"") -> None:
+    """Create *path* and its missing ancestors (existing nodes are left as they are)."""
+    parts = path.strip("/").split("/")
+    for i in range(1, len(parts) + 1):
+        with contextlib.suppress(ZKError):
+            await client.create("/" + "/".join(parts[:i]), data if i == len(parts) else b"")
 
 
-# --- CPU accounting ---------------------------------------------------------------------------
-
-_CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def _proc_cpu_seconds(pid: int) -> float | None:
-    """utime+stime of *pid* in seconds (all its threads), or None if it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            fields = f.read().rsplit(b")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    return (int(fields[11]) + int(fields[12])) / _CLK_TCK
+async def pipelined(items: Sequence[Any], fn: Callable[[Any], Any]) -> None:
+    """Run ``fn(item)`` for every item, SETUP_WINDOW at a time."""
+    for lo in range(0, len(items), SETUP_WINDOW):
+        await asyncio.gather(*(fn(x) for x in items[lo : lo + SETUP_WINDOW]))
 
 
-def _machine_busy_seconds() -> float | None:
-    """Busy CPU seconds of the whole machine so far (all cores; idle and iowait excluded)."""
-    try:
-        with open("/proc/stat", "rb") as f:
-            parts = f.readline().split()
-    except OSError:
-        return None
-    values = [int(v) for v in parts[1:]]
-    busy = sum(values[:8]) - values[3] - values[4]  # up to steal; minus idle, iowait
-    return busy / _CLK_TCK
-
-
-class _CpuWindow:
-    """Samples own/server/machine CPU at the start and end of the measured window."""
-
-    def __init__(self, server_pid: int | None, machine: bool) -> None:
-        self.server_pid = server_pid
-        self.machine = machine
-        self.t0 = self.own0 = 0.0
-        self.srv0: float | None = None
-        self.mach0: float | None = None
-        self.result: tuple[float, float | None, float | None] = (0.0, None, None)
-
-    def start(self) -> None:
-        self.t0 = time.monotonic()
-        self.own0 = time.process_time()
-        self.srv0 = _proc_cpu_seconds(self.server_pid) if self.server_pid else None
-        self.mach0 = _machine_busy_seconds() if self.machine else None
-
-    def stop(self) -> None:
-        wall = max(time.monotonic() - self.t0, 1e-9)
-        own = (time.process_time() - self.own0) / wall * 100
-        srv = None
-        if self.server_pid and self.srv0 is not None:
-            now = _proc_cpu_seconds(self.server_pid)
-            srv = None if now is None else (now - self.srv0) / wall * 100
-        mach = None
-        if self.mach0 is not None:
-            now_m = _machine_busy_seconds()
-            mach = None if now_m is None else (now_m - self.mach0) / wall * 100
-        self.result = (own, srv, mach)
-
-
-# --- workload: the key space and the per-session schedules ------------------------------------
-
-
-def key_path(cfg: LoadConfig, index: int) -> str:
-    """Path of key *index* of the shared key space."""
-    return f"{cfg.root}/k{index:07d}"
-
-
-def value_bytes(cfg: LoadConfig) -> bytes:
-    """The value written by setup and by setData (fixed, so reads return a known size)."""
-    return (b"fastzk-load-" * (cfg.value_size // 12 + 1))[: cfg.value_size]
-
-
-def build_schedule(cfg: LoadConfig, session_index: int) -> list[bytes]:
-    """The request frames of one session, in the order they are sent, xid = position + 1.
-
-    get/set/mixed pick keys at random (seeded per session, so repeated runs send the same
-    requests). create-delete alternates create and delete over a few names private to the
-    session; the server applies one connection's requests in order, so every delete
-    finds the node its create made, even with many pairs in flight.
-    """
-    kind, reads = parse_op(cfg.op)
-    rng = random.Random(cfg.seed * 1_000_003 + session_index)
-    value = value_bytes(cfg)
-    bodies: list[bytes] = []
-    if kind == "create-delete":
-        one = len(create_body(f"{cfg.root}/cd/s{session_index}-0000", value, OPEN_ACL_UNSAFE, 0))
-        pairs = max(cfg.depth, min(MAX_SCHEDULE // 2, MAX_BLOB // (2 * one + 64)))
-        slots = max(cfg.depth, 64)
-        for i in range(pairs):
-            path = f"{cfg.root}/cd/s{session_index}-{i % slots:04d}"
-            bodies.append(INT.pack(Op.CREATE) + create_body(path, value, OPEN_ACL_UNSAFE, 0))
-            bodies.append(INT.pack(Op.DELETE) + delete_body(path, -1))
-    else:
-        one = len(set_body(key_path(cfg, 0), value, -1)) + 16
-        length = max(2 * cfg.depth, min(MAX_SCHEDULE, MAX_BLOB // one))
-        for _ in range(length):
-            path = key_path(cfg, rng.randrange(cfg.keys))
-            if reads == 100 or (reads and rng.randrange(100) < reads):
-                bodies.append(INT.pack(Op.GET_DATA) + path_watch(path, False))
-            else:
-                bodies.append(INT.pack(Op.SET_DATA) + set_body(path, value, -1))
-    return [
-        INT.pack(4 + len(body)) + INT.pack(xid) + body for xid, body in enumerate(bodies, start=1)
-    ]
+def delete_pool_sizes(cfg: LoadConfig) -> list[int]:
+    """Nodes each session deletes in a delete run (--ops in all, or --keys)."""
+    total = cfg.ops or cfg.keys
+    return [total // cfg.sessions + (1 if i < total % cfg.sessions else 0)
+            for i in range(cfg.sessions)]
 
 
 async def prepare_keyspace(cfg: LoadConfig) -> None:
-    """Create root, keys (value of value_size bytes) and the create-delete parent.
-
-    Idempotent: existing keys are overwritten so that every get returns value_size bytes.
-    Requests are pipelined in windows of 512 so setup of many keys stays quick.
-    """
-    client = await ZKClient.connect(
-        cfg.host,
-        cfg.port,
-        session_timeout_ms=cfg.session_timeout_ms,
-        connect_timeout=cfg.connect_timeout,
-    )
+    """Create what the simple op needs (idempotent; keys get their initial value)."""
+    spec = parse_op_spec(cfg.op)
+    client = await _connect(cfg)
     try:
-        value = value_bytes(cfg)
-        parts = cfg.root.strip("/").split("/")
-        for i in range(1, len(parts) + 1):
-            with contextlib.suppress(ZKError):
-                await client.create("/" + "/".join(parts[:i]), b"")
-        kind, reads = parse_op(cfg.op)
+        await ensure_path(client, cfg.root)
 
-        async def put(path: str) -> None:
+        async def put(path: str, value: bytes) -> None:
             try:
                 await client.create(path, value)
             except ZKError as e:
@@ -348,357 +312,269 @@ async def prepare_keyspace(cfg: LoadConfig) -> None:
                     raise
                 await client.set(path, value)
 
-        if kind != "create-delete":
-            for lo in range(0, cfg.keys, 512):
-                await asyncio.gather(
-                    *(put(key_path(cfg, i)) for i in range(lo, min(lo + 512, cfg.keys)))
-                )
-        else:
-            with contextlib.suppress(ZKError):
-                await client.create(f"{cfg.root}/cd", b"")
+        async def make(path: str) -> None:
+            try:
+                await client.create(path, b"")
+            except ZKError as e:
+                if e.code != NODE_EXISTS:
+                    raise
+
+        if spec.uses_keys:
+            plain = plain_value(cfg.value_size)
+            checked = cfg.check
+
+            def value(i: int) -> bytes:
+                if checked:
+                    return check_value(owner_of(i, cfg.sessions), 0, cfg.value_size)
+                return plain
+
+            await pipelined(range(cfg.keys), lambda i: put(key_path(cfg.root, i), value(i)))
+            if spec.kind == "children":
+                names = child_names(cfg.children)
+                paths = [f"{key_path(cfg.root, i)}/{n}" for i in range(cfg.keys) for n in names]
+                await pipelined(paths, make)
+        elif spec.kind == "create":
+            await make(f"{cfg.root}/c")
+            await pipelined(range(cfg.sessions), lambda i: make(f"{cfg.root}/c/{cfg.run_tag}s{i}"))
+        elif spec.kind == "delete":
+            await make(f"{cfg.root}/d")
+            pools = delete_pool_sizes(cfg)
+            await pipelined(range(cfg.sessions), lambda i: make(delete_parent(cfg.root, i)))
+            paths = [numbered(delete_parent(cfg.root, i), n)
+                     for i in range(cfg.sessions) for n in range(pools[i])]
+            await pipelined(paths, make)
+        elif spec.kind == "create-delete":
+            await make(f"{cfg.root}/cd")
     finally:
         await client.close()
 
 
-async def cleanup_keyspace(cfg: LoadConfig) -> None:
-    """Delete everything under root and root itself (best effort, pipelined)."""
-    client = await ZKClient.connect(
-        cfg.host,
-        cfg.port,
-        session_timeout_ms=cfg.session_timeout_ms,
-        connect_timeout=cfg.connect_timeout,
-    )
+async def remove_tree(client: ZKClient, path: str, known: dict[str, int] | None = None) -> None:
+    """Delete *path* and everything under it (best effort, pipelined).
 
-    async def remove(path: str) -> None:
+    *known* maps parents to a count of numbered children (``n0000000000``...) to delete by
+    name first, so that a parent with very many children is never listed in one reply.
+    """
+    for parent, count in (known or {}).items():
+        names = [numbered(parent, n) for n in range(count)]
+
+        async def drop(p: str) -> None:
+            with contextlib.suppress(ZKError):
+                await client.delete(p)
+
+        await pipelined(names, drop)
+
+    async def remove(p: str) -> None:
         try:
-            await client.delete(path)
+            await client.delete(p)
         except ZKError as e:
             if e.code == NOT_EMPTY:
-                await remove_tree(path)
+                await tree(p)
             elif e.code != NO_NODE:
                 raise
 
-    async def remove_tree(path: str) -> None:
+    async def tree(p: str) -> None:
         try:
-            children = await client.get_children(path)
+            children = await client.get_children(p)
         except ZKError as e:
             if e.code == NO_NODE:
                 return
             raise
-        for lo in range(0, len(children), 512):
-            batch = children[lo : lo + 512]
-            await asyncio.gather(*(remove(f"{path}/{c}") for c in batch))
-        await remove(path)
+        await pipelined([f"{p}/{c}" for c in children], remove)
+        await remove(p)
 
+    await tree(path)
+
+
+async def cleanup_keyspace(cfg: LoadConfig, known: dict[str, int] | None = None) -> None:
+    """Delete everything under root and root itself."""
+    client = await _connect(cfg)
     try:
-        await remove_tree(cfg.root)
+        await remove_tree(client, cfg.root, known)
     finally:
         await client.close()
 
 
-# --- one load session -------------------------------------------------------------------------
+# --- one process of a simple-op run -------------------------------------------------------------
 
 
-class LoadSession(asyncio.BufferedProtocol):
-    """One connection of the load: handshake, then an event-driven closed loop.
-
-    State kept per session is what the hot loop needs: the schedule blob and offsets,
-    the next xid expected back, the send timestamps of outstanding requests (µs, FIFO),
-    and the latencies recorded since the last histogram flush.
-    """
-
-    def __init__(self, frames: list[bytes], depth: int) -> None:
-        self.depth = depth
-        self.length = len(frames)
-        offsets = [0]
-        for f in frames:
-            offsets.append(offsets[-1] + len(f))
-        self.offsets = offsets
-        self.blob = b"".join(frames)
-        self.view = memoryview(self.blob)
-        self.rb = ReadBuffer()
-        self.transport: asyncio.Transport | None = None
-        loop = asyncio.get_running_loop()
-        self.handshake: asyncio.Future[bytes] = loop.create_future()
-        self.drained: asyncio.Future[None] = loop.create_future()
-        self.lost: asyncio.Future[None] = loop.create_future()
-        self.session_id = 0
-        self.tx_index = 0  # next schedule position to send
-        self.rx_xid = 1  # xid of the oldest outstanding request
-        #: send batches still (partly) unanswered, oldest first: [timestamp µs, count]
-        self.sent: deque[list[int]] = deque()
-        self.inflight = 0
-        self.running = False
-        self.recording = False
-        #: (latency µs, count) pairs recorded since the last take_latencies()
-        self.lat: list[tuple[int, int]] = []
-        self.errors: Counter[int] = Counter()
-        self.errors_total: Counter[int] = Counter()
-        self.failure: str | None = None
-        self.hot = False  # True between the handshake and close_session
-
-    # asyncio callbacks
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self.running or self.inflight:
-            self._fail(f"connection lost during the run: {exc or 'closed by server'}")
-        for fut in (self.handshake, self.drained, self.lost):
-            if not fut.done():
-                if fut is self.handshake:
-                    fut.set_exception(ConnectionError("closed during handshake"))
-                else:
-                    fut.set_result(None)
-
-    def get_buffer(self, sizehint: int) -> memoryview:
-        return self.rb.get_buffer(sizehint)
-
-    def buffer_updated(self, nbytes: int) -> None:
-        rb = self.rb
-        end = rb.end + nbytes
-        rb.end = end
-        if not self.hot:  # handshake, or closing: nothing to measure
-            if not self.handshake.done():
-                self._read_handshake()
-            else:
-                rb.consumed(end)
-            return
-        now = time.perf_counter_ns() // 1000
-        data = rb.data
-        pos = rb.start
-        unpack = REPLY_HEADER.unpack_from
-        expect = self.rx_xid
-        length = self.length
-        recording = self.recording
-        n = 0
-        while end - pos >= REPLY_HEADER_SIZE:
-            flen, xid, _zxid, err = unpack(data, pos)
-            nxt = pos + 4 + flen
-            if nxt > end:
-                break
-            pos = nxt
-            if xid != expect:
-                if xid < 0:  # ping reply or notification: not ours to match
-                    continue
-                self._fail(f"xid out of order: got {xid}, expected {expect}")
-                return
-            expect = expect + 1 if expect < length else 1
-            n += 1
-            if err:
-                self.errors_total[err] += 1
-                if recording:
-                    self.errors[err] += 1
-        self.rx_xid = expect
-        rb.consumed(pos)
-        if n:
-            # Every reply of this read arrived at `now`; every request of a send batch left
-            # at that batch's timestamp. So latencies are settled per batch, not per reply.
-            sent = self.sent
-            left = n
-            while left and sent:
-                batch = sent[0]
-                ts, count = batch
-                if count <= left:
-                    sent.popleft()
-                    left -= count
-                else:
-                    batch[1] = count - left
-                    count, left = left, 0
-                if recording:
-                    self.lat.append((now - ts, count))
-            self.inflight -= n
-            if self.running:
-                self.send(n)
-            elif not self.inflight and not self.drained.done():
-                self.drained.set_result(None)
-
-    # sending
-    def send(self, n: int) -> None:
-        """Send the next *n* frames of the schedule in one write."""
-        i = self.tx_index
-        j = i + n
-        offsets = self.offsets
-        if j <= self.length:
-            chunk: bytes | memoryview = self.view[offsets[i] : offsets[j]]
-        else:
-            j -= self.length
-            chunk = self.view[offsets[i] :].tobytes() + self.view[: offsets[j]].tobytes()
-        self.tx_index = j if j < self.length else 0
-        now = time.perf_counter_ns() // 1000
-        assert self.transport is not None
-        self.transport.write(chunk)
-        self.sent.append([now, n])
-        self.inflight += n
-
-    def start(self) -> None:
-        """Fill the pipeline: D requests in flight from now on."""
-        self.running = True
-        self.send(self.depth)
-
-    def stop(self) -> None:
-        """Send nothing more; ``drained`` completes when the last reply is in."""
-        self.running = False
-        if not self.inflight and not self.drained.done():
-            self.drained.set_result(None)
-
-    def take_latencies(self) -> list[tuple[int, int]]:
-        """Hand over the latencies recorded since the last call."""
-        lat, self.lat = self.lat, []
-        return lat
-
-    def close_session(self) -> None:
-        """closeSession (-11) with the next xid; the server replies and closes."""
-        self.hot = False
-        if self.transport is not None and not self.transport.is_closing():
-            xid = self.rx_xid
-            self.transport.write(INT.pack(8) + INT.pack(xid) + INT.pack(Op.CLOSE))
-
-    # internals
-    def _read_handshake(self) -> None:
-        rb = self.rb
-        if rb.end - rb.start < 4:
-            return
-        (flen,) = INT.unpack_from(rb.data, rb.start)
-        if rb.end - rb.start - 4 < flen:
-            return
-        body = bytes(rb.data[rb.start + 4 : rb.start + 4 + flen])
-        rb.consumed(rb.start + 4 + flen)
-        self.hot = True
-        self.handshake.set_result(body)
-
-    def _fail(self, why: str) -> None:
-        if self.failure is None:
-            self.failure = why
-        self.running = False
-        if not self.drained.done():
-            self.drained.set_result(None)
-        if self.transport is not None:
-            self.transport.abort()
+def _make_session(cfg: LoadConfig, gidx: int, checker: Checker) -> SessionBase:
+    spec = parse_op_spec(cfg.op)
+    model = cfg.check or spec.kind == "delete" or (spec.kind == "create" and not spec.sequential)
+    if model:
+        pools = delete_pool_sizes(cfg) if spec.kind == "delete" else [0] * cfg.sessions
+        s: SessionBase = ModelSession(
+            gidx, spec, root=cfg.root, keys=cfg.keys, total_sessions=cfg.sessions,
+            value_size=cfg.value_size, children=cfg.children, multi_size=cfg.multi_size,
+            seed=cfg.seed, delete_pool=pools[gidx], checker=checker, run_tag=cfg.run_tag,
+            corrupt_every=cfg.corrupt_every,
+        )
+    else:
+        frames = build_schedule(
+            spec, gidx, root=cfg.root, keys=cfg.keys, value_size=cfg.value_size,
+            depth=cfg.depth, seed=cfg.seed, multi_size=cfg.multi_size, run_tag=cfg.run_tag,
+        )
+        s = FastSession(gidx, spec.label, frames)
+    s.depth = cfg.depth
+    if cfg.rate:
+        s.max_inflight = cfg.max_inflight
+    return s
 
 
-async def _open_session(cfg: LoadConfig, index: int, frames: list[bytes]) -> LoadSession:
-    loop = asyncio.get_running_loop()
-    _, session = await asyncio.wait_for(
-        loop.create_connection(lambda: LoadSession(frames, cfg.depth), cfg.host, cfg.port),
-        cfg.connect_timeout,
-    )
-    assert session.transport is not None
-    session.transport.write(connect_request(cfg.session_timeout_ms))
-    try:
-        body = await asyncio.wait_for(session.handshake, cfg.connect_timeout)
-    except BaseException:
-        session.transport.abort()
-        raise
-    resp = decode_connect_response(body)
-    if resp.timeout_ms <= 0 or resp.session_id == 0:
-        session.transport.abort()
-        raise ConnectionError(f"session {index}: server refused the session")
-    session.session_id = resp.session_id
-    return session
+def _quota(cfg: LoadConfig, gidx: int) -> int | None:
+    if cfg.ops is None:
+        return None
+    return cfg.ops // cfg.sessions + (1 if gidx < cfg.ops % cfg.sessions else 0)
 
 
-def _fold(hist: HdrHistogram, latencies: list[tuple[int, int]]) -> None:
-    """Add (latency µs, count) pairs to the histogram, one record per distinct value."""
-    merged: dict[int, int] = {}
-    get = merged.get
-    for value, count in latencies:
-        merged[value] = get(value, 0) + count
-    for value, count in merged.items():
-        hist.record_value(min(max(value, HIST_LOW), HIST_HIGH), count)
-
-
-@dataclass
-class _PartResult:
-    """What one process measured (picklable, merged by the parent)."""
-
-    ops: int
-    elapsed: float
-    errors: dict[int, int]
-    errors_total: dict[int, int]
-    histogram: str
-    client_cpu: float
-    server_cpu: float | None
-    machine_cpu: float | None
-    failure: str | None
-
-
-async def _run_sessions(
+async def run_simple_part(
     cfg: LoadConfig,
-    session_indices: Sequence[int],
+    indices: Sequence[int],
     measure_shared: bool,
     ready: Callable[[], Any] | None = None,
-) -> _PartResult:
-    """Open the sessions, run warm-up + measured window, drain, close. One event loop."""
-    frames = {i: build_schedule(cfg, i) for i in session_indices}
-    sessions: list[LoadSession] = []
-    hist = new_histogram()
-    cpu = _CpuWindow(cfg.server_pid if measure_shared else None, machine=measure_shared)
+    progress: ProgressFn | None = None,
+) -> PartResult:
+    """Open this process's sessions, run warm-up + measured window, drain, close."""
+    spec = parse_op_spec(cfg.op)
+    checker = Checker()
+    rec = Recorder()
+    cpu = CpuWindow(cfg.server_pid if measure_shared else None, machine=measure_shared)
+    endpoints = cfg.endpoints()
+    sessions: list[SessionBase] = [_make_session(cfg, i, checker) for i in indices]
+    loop = asyncio.get_running_loop()
+    pacer: Pacer | None = None
+    elapsed = 0.0
     try:
-        sessions = list(
-            await asyncio.gather(*(_open_session(cfg, i, frames[i]) for i in session_indices))
-        )
+        await asyncio.gather(*(
+            open_session(*endpoints[s.gidx % len(endpoints)], s, cfg.session_timeout_ms,
+                         cfg.connect_timeout)
+            for s in sessions
+        ))
+        models = [s for s in sessions if isinstance(s, ModelSession)]
+        for m in models:
+            m.start_init()
+        if models:
+            await asyncio.wait_for(
+                asyncio.gather(*(asyncio.shield(m.init_done) for m in models)),
+                cfg.connect_timeout + 30,
+            )
+            bad = [m.failure for m in models if m.failure]
+            if bad:
+                raise RuntimeError(bad[0])
         if ready is not None:
-            await asyncio.get_running_loop().run_in_executor(None, ready)
-        for s in sessions:
-            s.start()
+            await loop.run_in_executor(None, ready)
+        if cfg.rate:
+            rate = cfg.rate * len(sessions) / cfg.sessions  # this process's share
+            t0 = now_us() + 1000.0
+            step = len(sessions) * 1e6 / rate
+            for k, s in enumerate(sessions):
+                s.start(t0 + k * 1e6 / rate, step)
+            if sys.getswitchinterval() > 0.0005:
+                sys.setswitchinterval(0.0005)  # the pacer thread must get the GIL quickly
+            pacer = Pacer(loop, sessions, rate, t0)
+            pacer.start()
+        else:
+            for s in sessions:
+                s.start()
 
-        async def flush_until(deadline: float) -> None:
-            while True:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return
-                await asyncio.sleep(min(FLUSH_INTERVAL, left))
-                for s in sessions:
-                    _fold(hist, s.take_latencies())
+        finished: asyncio.Future[Any] | None = None
+        if cfg.ops is not None or spec.kind == "delete":
+            finished = asyncio.ensure_future(asyncio.gather(*(asyncio.shield(s.drained)
+                                                               for s in sessions)))
 
-        if cfg.warmup:
-            await asyncio.sleep(cfg.warmup)
-        for s in sessions:  # discard anything stray, then open the window
-            s.take_latencies()
-            s.recording = True
-        t0 = time.monotonic()
-        cpu.start()
-        await flush_until(t0 + cfg.duration)
-        for s in sessions:
-            s.recording = False
-            s.stop()
-        elapsed = time.monotonic() - t0
-        cpu.stop()
-        for s in sessions:
-            _fold(hist, s.take_latencies())
+        def begin() -> None:
+            for s in sessions:
+                s.take()
+                s.recording = True
+                s.recorded = 0
+                s.quota = _quota(cfg, s.gidx)
+                if s.quota == 0:
+                    s.stop()
+
+        def end() -> None:
+            for s in sessions:
+                s.recording = False
+                s.stop()
+
+        def collect() -> None:
+            for s in sessions:
+                lat, svc = s.take()
+                for kind, pairs in lat.items():
+                    rec.add(kind, pairs)
+                if svc:
+                    rec.add_service(svc)
+
+        def errors_now() -> int:
+            return sum(sum(s.errors.values()) for s in sessions)
+
+        timed = cfg.ops is None and spec.kind != "delete"
+        elapsed = await measure_window(
+            warmup=0.0 if spec.kind == "delete" else cfg.warmup,
+            duration=cfg.duration if timed else None,
+            limit=cfg.duration if spec.kind == "delete" and cfg.ops is None else OPS_TIME_LIMIT,
+            rec=rec, cpu=cpu, begin=begin, end=end, collect=collect, errors_now=errors_now,
+            finished=finished, progress=progress,
+        )
+        if pacer is not None:
+            pacer.stop()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.gather(*(s.drained for s in sessions)), DRAIN_TIMEOUT)
+            await asyncio.wait_for(
+                asyncio.gather(*(asyncio.shield(s.drained) for s in sessions)), DRAIN_TIMEOUT
+            )
+        if finished is not None and not finished.done():
+            finished.cancel()
     finally:
+        if pacer is not None:
+            pacer.stop()
         for s in sessions:
             s.stop()
             s.close_session()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.gather(*(s.lost for s in sessions)), CLOSE_TIMEOUT)
+            await asyncio.wait_for(
+                asyncio.gather(*(asyncio.shield(s.lost) for s in sessions)), CLOSE_TIMEOUT
+            )
         for s in sessions:
             if s.transport is not None:
                 s.transport.abort()
     errors: Counter[int] = Counter()
     errors_total: Counter[int] = Counter()
     failure = None
+    created: dict[str, int] = {}
     for s in sessions:
         errors.update(s.errors)
         errors_total.update(s.errors_total)
         failure = failure or s.failure
         if s.inflight and not failure:
             failure = f"{s.inflight} requests unanswered {DRAIN_TIMEOUT:.0f}s after the end"
+        if spec.kind == "create" and not spec.ephemeral:
+            parent = f"{cfg.root}/c/{cfg.run_tag}s{s.gidx}"
+            if isinstance(s, FastSession):
+                created[parent] = s.ok_replies
+            elif isinstance(s, ModelSession):
+                created[parent] = s.created
     own, srv, mach = cpu.result
-    return _PartResult(
-        ops=hist.get_total_count(),
+    everything, service, kinds = rec.encoded()
+    return PartResult(
         elapsed=elapsed,
         errors=dict(errors),
         errors_total=dict(errors_total),
-        histogram=hist.encode().decode("ascii"),
+        histogram=everything,
+        service=service,
+        kinds=kinds,
+        request_kinds=sorted(rec.request_kinds),
+        timeline=rec.timeline,
         client_cpu=own,
         server_cpu=srv,
         machine_cpu=mach,
+        checked=checker.checked,
+        violations=checker.violations,
+        messages=checker.messages,
         failure=failure,
+        extra={"created": created},
     )
+
+
+# --- combining parts, processes --------------------------------------------------------------------
 
 
 def _event_loop_runner() -> Callable[[Any], Any]:
@@ -711,31 +587,76 @@ def _event_loop_runner() -> Callable[[Any], Any]:
         return asyncio.run
 
 
+async def _run_part(
+    cfg: LoadConfig,
+    indices: Sequence[int],
+    measure_shared: bool,
+    ready: Callable[[], Any] | None = None,
+    progress: ProgressFn | None = None,
+) -> PartResult:
+    if cfg.preset:
+        from fastzk.client.presets import run_preset_part
+
+        return await run_preset_part(cfg, indices, measure_shared, ready, progress)
+    return await run_simple_part(cfg, indices, measure_shared, ready, progress)
+
+
 def _worker(
     cfg_dict: dict[str, Any],
-    session_indices: list[int],
+    indices: list[int],
     measure_shared: bool,
     barrier: Any,
     results: Any,
+    index: int,
 ) -> None:
     """Entry point of a spawned load process: run its share and queue the outcome."""
     cfg = LoadConfig(**cfg_dict)
+
+    def progress(item: Interval) -> None:
+        with contextlib.suppress(Exception):
+            results.put(("progress", index, item))
+
     try:
         part = _event_loop_runner()(
-            _run_sessions(cfg, session_indices, measure_shared, lambda: barrier.wait(60))
+            _run_part(cfg, indices, measure_shared, lambda: barrier.wait(120), progress)
         )
-        results.put(("ok", part))
+        results.put(("ok", index, part))
     except BaseException as e:  # noqa: BLE001 - reported to the parent
         with contextlib.suppress(Exception):
             barrier.abort()
-        results.put(("error", f"{type(e).__name__}: {e}"))
+        results.put(("error", index, f"{type(e).__name__}: {e}"))
 
 
 def _split(total: int, parts: int) -> list[list[int]]:
     return [list(range(total))[p::parts] for p in range(parts)]
 
 
-def _combine(cfg: LoadConfig, parts: Sequence[_PartResult]) -> LoadResult:
+def _merge_timelines(parts: Sequence[PartResult]) -> list[dict[str, float]]:
+    out = []
+    length = max((len(p.timeline) for p in parts), default=0)
+    prev_t = 0.0
+    for i in range(length):
+        items = [p.timeline[i] for p in parts if i < len(p.timeline)]
+        t = max(item[0] for item in items)
+        counts = merge_counts([item[1] for item in items])
+        span = max(t - prev_t, 1e-6)
+        prev_t = t
+        summary = counts_summary(counts)
+        out.append({
+            "t": t,
+            "ops_per_sec": round(sum(counts.values()) / span, 1),
+            "events_per_sec": round(sum(item[3] for item in items) / span, 1),
+            "errors": sum(item[2] for item in items),
+            "p50": summary["p50"],
+            "p99": summary["p99"],
+            "max": summary["max"],
+        })
+    return out
+
+
+def combine(cfg: LoadConfig, parts: Sequence[PartResult], extra: dict[str, Any] | None = None,
+            extra_violations: Sequence[str] = ()) -> LoadResult:
+    """Merge the parts of all processes into one result."""
     failures = [p.failure for p in parts if p.failure]
     if failures:
         raise RuntimeError("load run failed: " + "; ".join(failures))
@@ -750,6 +671,22 @@ def _combine(cfg: LoadConfig, parts: Sequence[_PartResult]) -> LoadResult:
     ok = ops - sum(errors.values())
     server = [p.server_cpu for p in parts if p.server_cpu is not None]
     machine = [p.machine_cpu for p in parts if p.machine_cpu is not None]
+    request_kinds = {k for p in parts for k in p.request_kinds}
+    by_kind: dict[str, dict[str, Any]] = {}
+    for kind in sorted({k for p in parts for k in p.kinds}):
+        khist = merge_histograms([p.kinds[kind] for p in parts if kind in p.kinds])
+        count = khist.get_total_count()
+        by_kind[kind] = {
+            "request": kind in request_kinds,
+            "count": count,
+            "per_sec": round(count / elapsed, 1) if elapsed > 0 else 0.0,
+            "latency_us": histogram_summary(khist),
+            "histogram": encode(khist),
+        }
+    service = None
+    if cfg.rate:
+        service = histogram_summary(merge_histograms([p.service for p in parts]))
+    messages = [m for p in parts for m in p.messages] + list(extra_violations)
     return LoadResult(
         config=asdict(cfg),
         ops=ops,
@@ -761,57 +698,121 @@ def _combine(cfg: LoadConfig, parts: Sequence[_PartResult]) -> LoadResult:
         client_cpu=round(sum(p.client_cpu for p in parts), 1),
         server_cpu=round(server[0], 1) if server else None,
         machine_cpu=round(machine[0], 1) if machine else None,
-        histogram=hist.encode().decode("ascii"),
+        histogram=encode(hist),
+        workload=cfg.workload,
+        mode="open" if cfg.rate else "closed",
+        rate=cfg.rate,
+        service_us=service,
+        by_kind=by_kind,
+        check={
+            "enabled": cfg.check,
+            "checked": sum(p.checked for p in parts),
+            "violations": sum(p.violations for p in parts) + len(extra_violations),
+            "messages": messages[:40],
+        },
+        timeline=_merge_timelines(parts),
+        extra=extra or {},
     )
 
 
-async def run_load_async(cfg: LoadConfig) -> LoadResult:
-    """Run one load in the current event loop (single process; ``processes`` is ignored)."""
+def _prepared(cfg: LoadConfig) -> LoadConfig:
     cfg.validate()
-    if cfg.setup:
+    if not cfg.run_tag:
+        cfg.run_tag = uuid.uuid4().hex[:8]
+    return cfg
+
+
+async def _setup(cfg: LoadConfig) -> None:
+    if not cfg.setup:
+        return
+    if cfg.preset:
+        from fastzk.client.presets import preset_setup
+
+        await preset_setup(cfg)
+    else:
         await prepare_keyspace(cfg)
+
+
+async def _finish(cfg: LoadConfig, parts: Sequence[PartResult]) -> tuple[dict[str, Any], list[str]]:
+    """After the run (parent): the preset's cross-process verification, then clean-up."""
+    extra: dict[str, Any] = {}
+    violations: list[str] = []
     try:
-        part = await _run_sessions(cfg, list(range(cfg.sessions)), measure_shared=True)
+        if cfg.preset and not any(p.failure for p in parts):
+            from fastzk.client.presets import preset_verify
+
+            extra, violations = await preset_verify(cfg, parts)
     finally:
         if cfg.cleanup:
-            await cleanup_keyspace(cfg)
-    return _combine(cfg, [part])
+            known: dict[str, int] = {}
+            for p in parts:
+                known.update(p.extra.get("created", {}))
+            await cleanup_keyspace(cfg, known)
+    return extra, violations
 
 
-def run_load(cfg: LoadConfig) -> LoadResult:
+async def run_load_async(cfg: LoadConfig, progress: ProgressFn | None = None) -> LoadResult:
+    """Run one load in the current event loop (single process; ``processes`` is ignored)."""
+    cfg = _prepared(cfg)
+    await _setup(cfg)
+    parts: list[PartResult] = []
+    try:
+        parts.append(await _run_part(cfg, list(range(cfg.sessions)), True, None, progress))
+    finally:
+        extra, violations = await _finish(cfg, parts)
+    return combine(cfg, parts, extra, violations)
+
+
+def run_load(cfg: LoadConfig, progress: ProgressFn | None = None) -> LoadResult:
     """Run one load (blocking). With ``processes > 1`` the sessions are split over
-    spawned workers that start together and whose histograms are merged."""
-    cfg.validate()
+    spawned workers that start together and whose histograms are merged; *progress* gets
+    every interval (merged over the workers)."""
+    cfg = _prepared(cfg)
     runner = _event_loop_runner()
     nproc = min(cfg.processes, cfg.sessions)
     if nproc <= 1:
-        return runner(run_load_async(cfg))
-    if cfg.setup:
-        runner(prepare_keyspace(cfg))
+        return runner(run_load_async(cfg, progress))
+    runner(_setup(cfg))
     ctx = multiprocessing.get_context("spawn")
     barrier = ctx.Barrier(nproc)
     results = ctx.Queue()
     procs = [
         ctx.Process(
             target=_worker,
-            args=(asdict(cfg), share, p == 0, barrier, results),
+            args=(asdict(cfg), share, p == 0, barrier, results, p),
             name=f"fastzk-load-{p}",
             daemon=True,
         )
         for p, share in enumerate(_split(cfg.sessions, nproc))
     ]
-    parts: list[_PartResult] = []
+    parts: list[PartResult] = []
     errors: list[str] = []
+    pending: dict[int, list[Interval]] = {}
     try:
         for proc in procs:
             proc.start()
-        deadline = time.monotonic() + cfg.warmup + cfg.duration + DRAIN_TIMEOUT + 90
-        for _ in procs:
-            left = max(deadline - time.monotonic(), 0.1)
+        limit = OPS_TIME_LIMIT if cfg.ops else cfg.duration
+        deadline = time.monotonic() + cfg.warmup + limit + DRAIN_TIMEOUT + 180
+        done = 0
+        while done < nproc:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise RuntimeError("load workers did not report in time")
             try:
-                status, payload = results.get(timeout=left)
+                status, index, payload = results.get(timeout=min(left, 1.0))
             except queue.Empty:
-                raise RuntimeError("load workers did not report in time") from None
+                if not any(p.is_alive() for p in procs):
+                    raise RuntimeError("load workers exited without a result") from None
+                continue
+            if status == "progress":
+                items = pending.setdefault(round(payload[0] / INTERVAL), [])
+                items.append(payload)
+                if len(items) == nproc and progress is not None:
+                    merged = merge_counts([it[1] for it in items])
+                    progress((max(it[0] for it in items), list(merged.items()),
+                              sum(it[2] for it in items), sum(it[3] for it in items)))
+                continue
+            done += 1
             if status == "ok":
                 parts.append(payload)
             else:
@@ -822,105 +823,114 @@ def run_load(cfg: LoadConfig) -> LoadResult:
             if proc.is_alive():
                 proc.terminate()
                 proc.join(timeout=5)
-        if cfg.cleanup:
-            runner(cleanup_keyspace(cfg))
+        if errors or len(parts) < nproc:
+            if cfg.cleanup:
+                with contextlib.suppress(Exception):
+                    runner(cleanup_keyspace(cfg))
     if errors:
         raise RuntimeError("load worker failed: " + "; ".join(errors))
-    return _combine(cfg, parts)
+    extra, violations = runner(_finish(cfg, parts))
+    return combine(cfg, parts, extra, violations)
 
 
-# --- command line -----------------------------------------------------------------------------
+# --- command line -----------------------------------------------------------------------------------
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of ``fastzk load`` (the lead wires this into fastzk/cli.py)."""
+    """Options of ``fastzk load`` (wired into fastzk/cli.py)."""
     d = LoadConfig()
     parser.add_argument(
-        "--server",
-        default=f"{d.host}:{d.port}",
-        help="host:port of the server (default %(default)s)",
+        "--server", default=f"{d.host}:{d.port}",
+        help="connect string host:port[,host:port...]; sessions are spread over the servers "
+        "(default %(default)s)",
     )
-    parser.add_argument(
-        "--sessions",
-        "-c",
-        type=int,
-        default=d.sessions,
-        help="sessions = connections (default %(default)s)",
+    g = parser.add_argument_group("workload")
+    g.add_argument(
+        "--op", default=d.op,
+        help="get | set | exists | children | create | create:seq | create:eph | create:eph-seq "
+        "| delete | create-delete | multi | mixed:R (R%% getData, rest setData) "
+        "(default %(default)s)",
     )
-    parser.add_argument(
-        "--depth",
-        "-d",
-        type=int,
-        default=d.depth,
-        help="requests in flight per session (default %(default)s)",
-    )
-    parser.add_argument(
-        "--op",
-        default=d.op,
-        help="get | set | create-delete | mixed:R (R%% reads; default %(default)s)",
-    )
-    parser.add_argument(
-        "--value-size", type=int, default=d.value_size, help="bytes per value (default %(default)s)"
-    )
-    parser.add_argument(
-        "--keys", type=int, default=d.keys, help="distinct keys read/written (default %(default)s)"
-    )
-    parser.add_argument(
-        "--duration", type=float, default=d.duration, help="measured seconds (default %(default)s)"
-    )
-    parser.add_argument(
-        "--warmup",
-        type=float,
-        default=d.warmup,
-        help="unmeasured seconds before (default %(default)s)",
-    )
-    parser.add_argument(
-        "--processes",
-        "-p",
-        type=int,
-        default=d.processes,
-        help="load processes; sessions are split among them (default %(default)s)",
-    )
-    parser.add_argument(
-        "--root", default=d.root, help="znode under which keys live (default %(default)s)"
-    )
-    parser.add_argument(
-        "--session-timeout",
-        type=int,
-        default=d.session_timeout_ms,
-        help="requested session timeout, ms (default %(default)s)",
-    )
-    parser.add_argument(
-        "--seed", type=int, default=d.seed, help="workload seed (default %(default)s)"
-    )
-    parser.add_argument(
-        "--server-pid",
-        type=int,
-        default=None,
-        help="PID of a local server process, to report its CPU usage",
-    )
-    parser.add_argument(
-        "--no-setup", action="store_true", help="do not create the keys first (they must exist)"
-    )
-    parser.add_argument("--keep", action="store_true", help="do not delete the keys afterwards")
-    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    g.add_argument("--preset", choices=PRESETS, default=None,
+                   help="a workload modelled on real users instead of --op (see README)")
+    g.add_argument("--keys", type=int, default=None,
+                   help=f"distinct keys (default {d.keys}; presets: partitions, locks, watched "
+                   "nodes)")
+    g.add_argument("--value-size", type=int, default=d.value_size,
+                   help="bytes per value (default %(default)s)")
+    g.add_argument("--children", type=int, default=d.children,
+                   help="children op: children under each key (default %(default)s)")
+    g.add_argument("--multi-size", type=int, default=d.multi_size,
+                   help="multi op: setData ops per multi (default %(default)s)")
+    g.add_argument("--expire-pct", type=int, default=d.expire_pct,
+                   help="session-churn: %% of sessions left to expire (default %(default)s)")
+    g = parser.add_argument_group("load shape")
+    g.add_argument("--sessions", "-c", type=int, default=None,
+                   help=f"sessions = connections (default {d.sessions})")
+    g.add_argument("--depth", "-d", type=int, default=d.depth,
+                   help="closed loop: requests in flight per session (default %(default)s)")
+    g.add_argument("--rate", type=float, default=None,
+                   help="open loop: total requests/s, latency from the intended send time "
+                   "(presets: watch-fanout writes/s)")
+    g.add_argument("--max-inflight", type=int, default=d.max_inflight,
+                   help="open loop: requests in flight per session at most (default %(default)s)")
+    g.add_argument("--duration", type=float, default=d.duration,
+                   help="measured seconds (default %(default)s)")
+    g.add_argument("--warmup", type=float, default=d.warmup,
+                   help="unmeasured seconds before (default %(default)s)")
+    g.add_argument("--ops", type=int, default=None,
+                   help="measure this many operations instead of --duration")
+    g.add_argument("--processes", "-p", type=int, default=d.processes,
+                   help="load processes; sessions are split among them (default %(default)s)")
+    g = parser.add_argument_group("checking and output")
+    g.add_argument("--check", action="store_true",
+                   help="verify every reply; exit 1 on any violation")
+    g.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    g.add_argument("--plot", metavar="FILE.png", default=None,
+                   help="latency-over-time and latency-distribution figure (needs matplotlib)")
+    g.add_argument("--progress", dest="progress", action="store_true", default=None,
+                   help="live progress line on stderr (default: when stderr is a terminal)")
+    g.add_argument("--no-progress", dest="progress", action="store_false")
+    g = parser.add_argument_group("environment")
+    g.add_argument("--root", default=d.root, help="znode under which keys live (default %(default)s)")
+    g.add_argument("--session-timeout", type=int, default=d.session_timeout_ms,
+                   help="requested session timeout, ms (default %(default)s)")
+    g.add_argument("--seed", type=int, default=d.seed, help="workload seed (default %(default)s)")
+    g.add_argument("--server-pid", type=int, default=None,
+                   help="PID of a local server process, to report its CPU usage")
+    g.add_argument("--no-setup", action="store_true",
+                   help="do not create the keys first (they must exist)")
+    g.add_argument("--keep", action="store_true", help="do not delete the keys afterwards")
+    g.add_argument("--corrupt-every", type=int, default=0, help=argparse.SUPPRESS)
 
 
 def config_from_args(args: argparse.Namespace) -> LoadConfig:
-    """LoadConfig from parsed ``add_arguments`` options."""
-    host, _, port = str(args.server).rpartition(":")
-    if not host or not port.isdigit():
-        raise ValueError(f"--server must be host:port, got {args.server!r}")
+    """LoadConfig from parsed ``add_arguments`` options (presets bring their own defaults
+    for --sessions and --keys when those are not given)."""
+    endpoints = parse_connect_string(str(args.server))
+    d = LoadConfig()
+    sessions, keys = args.sessions, args.keys
+    if args.preset:
+        from fastzk.client.presets import PRESET_DEFAULTS
+
+        ps, pk = PRESET_DEFAULTS[args.preset]
+        sessions = ps if sessions is None else sessions
+        keys = pk if keys is None else keys
     return LoadConfig(
-        host=host.strip("[]"),
-        port=int(port),
-        sessions=args.sessions,
+        host=endpoints[0][0],
+        port=endpoints[0][1],
+        servers=str(args.server) if len(endpoints) > 1 else "",
+        sessions=d.sessions if sessions is None else sessions,
         depth=args.depth,
         op=args.op,
+        preset=args.preset,
         value_size=args.value_size,
-        keys=args.keys,
+        keys=d.keys if keys is None else keys,
         duration=args.duration,
         warmup=args.warmup,
+        ops=args.ops,
+        rate=args.rate,
+        max_inflight=args.max_inflight,
         processes=args.processes,
         root=args.root,
         session_timeout_ms=args.session_timeout,
@@ -928,78 +938,54 @@ def config_from_args(args: argparse.Namespace) -> LoadConfig:
         server_pid=args.server_pid,
         setup=not args.no_setup,
         cleanup=not args.keep,
+        check=args.check,
+        children=args.children,
+        multi_size=args.multi_size,
+        expire_pct=args.expire_pct,
+        corrupt_every=args.corrupt_every,
     )
-
-
-def _fmt_us(value: float) -> str:
-    return f"{value / 1000:.3f}"
-
-
-def _fmt_pct(value: float | None) -> str:
-    return "-" if value is None else f"{value:.0f}%"
-
-
-def print_table(result: LoadResult, title: str = "fastzk load") -> None:
-    """The final human-readable table (rich), one metric per row so it fits any terminal."""
-    from rich.console import Console
-    from rich.table import Table
-
-    c = result.config
-    lat = result.latency_us
-    table = Table(title=title, title_justify="left", show_header=False)
-    table.add_column("metric", style="bold")
-    table.add_column("value", justify="right")
-    rows = [
-        ("server", f"{c['host']}:{c['port']}"),
-        ("workload", f"{c['op']}, {c['value_size']} B values, {c['keys']} keys"),
-        (
-            "concurrency",
-            f"{c['sessions']} sessions x {c['depth']} in flight"
-            + (f", {c['processes']} processes" if c["processes"] > 1 else ""),
-        ),
-        ("measured", f"{result.elapsed:.2f} s after {c['warmup']:g} s warm-up"),
-        ("throughput", f"{result.ops_per_sec:,.0f} ops/s"),
-        ("replies", f"{result.ops:,}"),
-    ]
-    for name in ("p50", "p90", "p99", "p99.9", "max", "mean"):
-        rows.append((f"latency {name}", f"{_fmt_us(lat[name])} ms"))
-    rows.append(("errors (window)", _fmt_errors(result.errors)))
-    rows.append(("errors (whole run)", _fmt_errors(result.errors_total)))
-    rows.append(
-        (
-            "CPU load / server / other",
-            " / ".join(
-                _fmt_pct(v) for v in (result.client_cpu, result.server_cpu, result.other_cpu)
-            )
-            + f" (of one core; {result.cores} cores)",
-        )
-    )
-    for name, value in rows:
-        table.add_row(name, value)
-    Console().print(table)
-
-
-def _fmt_errors(errors: dict[str, int]) -> str:
-    return ", ".join(f"{k}: {v}" for k, v in errors.items()) if errors else "0"
 
 
 def run_from_args(args: argparse.Namespace) -> int:
-    """``fastzk load``: 0 on a clean run, 1 if any request failed, 2 if the run could not run."""
+    """``fastzk load``: 0 on a clean run, 1 if a request failed or a check was violated,
+    2 if the run could not run."""
+    from fastzk.client import report
+
     try:
         cfg = config_from_args(args)
-        result = run_load(cfg)
+        cfg.validate()
+    except ValueError as e:
+        print(f"fastzk load: {e}", file=sys.stderr, flush=True)
+        return 2
+    show = args.progress if args.progress is not None else sys.stderr.isatty()
+    live = report.LiveLine(cfg) if show else None
+    try:
+        if live is not None:
+            live.start()
+        try:
+            result = run_load(cfg, live.update if live is not None else None)
+        finally:
+            if live is not None:
+                live.stop()
     except (OSError, ValueError, RuntimeError, TimeoutError, ZKError) as e:
-        print(f"fastzk load: {type(e).__name__}: {e}", flush=True)
+        print(f"fastzk load: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
         return 2
     if args.json:
-        print(json.dumps(result.to_json(), indent=2))
+        print(json.dumps(result.to_json(histograms=False), indent=2))
     else:
-        print_table(result)
-    return 1 if result.errors_total else 0
+        report.print_table(result)
+    if args.plot:
+        try:
+            report.plot(result, args.plot)
+        except ImportError:
+            print("fastzk load: --plot needs matplotlib (pip install 'fastzk[bench]')",
+                  file=sys.stderr)
+            return 2
+    return 0 if result.clean else 1
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Standalone entry (``python -m fastzk.client.load``) until the CLI is wired."""
+    """Standalone entry (``python -m fastzk.client.load``)."""
     parser = argparse.ArgumentParser(prog="fastzk load", description=__doc__.split("\n")[0])
     add_arguments(parser)
     return run_from_args(parser.parse_args(argv))

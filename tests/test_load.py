@@ -1,0 +1,236 @@
+"""`fastzk load` against both servers: every workload runs with --check clean on Apache
+ZooKeeper and on fastzk (so a violation is a server bug, not a checker bug), the checker
+catches a wrong value, open loop keeps its arrival rate, the JSON has its documented shape,
+and one load process has the capacity the README claims.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvloop
+
+from fastzk.client import ZKClient
+from fastzk.client.load import LoadConfig, LoadResult, run_load, run_load_async
+from fastzk.client.workload import check_value, key_path, parse_check_value
+
+pytest.importorskip("hdrh", reason="hdrhistogram is not installed in this environment")
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def load(server: Any, root: str, **kw: Any) -> LoadResult:
+    cfg = LoadConfig(host=server.host, port=server.port, root=root, server_pid=server.pid,
+                     duration=kw.pop("duration", 1.0), warmup=kw.pop("warmup", 0.2), **kw)
+    return run_load(cfg)
+
+
+def assert_clean(result: LoadResult) -> None:
+    assert result.errors_total == {}, result.errors_total
+    assert result.check["violations"] == 0, result.check["messages"]
+    assert result.clean
+
+
+def assert_gone(server: Any, path: str) -> None:
+    async def probe() -> Any:
+        c = await ZKClient.connect(server.host, server.port)
+        try:
+            return await c.exists(path)
+        finally:
+            await c.close()
+
+    assert uvloop.run(probe()) is None, f"{path} left behind"
+
+
+# --- simple ops with --check ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "op",
+    ["get", "mixed:50", "exists", "children", "multi", "create:seq", "create:eph-seq",
+     "create", "create-delete", "delete"],
+)
+def test_checked_ops_are_clean(server: Any, unique_path: str, op: str) -> None:
+    result = load(server, unique_path, op=op, check=True, sessions=4, depth=8, keys=40,
+                  children=3)
+    assert_clean(result)
+    assert result.ops > 0 and result.check["checked"] > 0
+    assert_gone(server, unique_path)
+
+
+def test_checked_multi_process(server: Any, unique_path: str) -> None:
+    """Key owners in two processes; every reader checks every other owner's writes."""
+    result = load(server, unique_path, op="mixed:70", check=True, sessions=4, depth=4,
+                  keys=16, processes=2)
+    assert_clean(result)
+    assert result.check["checked"] > 100
+
+
+def test_fixed_number_of_operations(server: Any, unique_path: str) -> None:
+    result = load(server, unique_path, op="set", ops=3000, sessions=3, depth=8, keys=10,
+                  duration=30)
+    assert_clean(result)
+    assert result.ops == 3000
+    assert result.by_kind["set"]["count"] == 3000
+
+
+# --- presets ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("preset", "kw", "metric"),
+    [
+        ("kafka", {"sessions": 4, "keys": 12, "depth": 4}, "isr-update"),
+        ("lock", {"sessions": 6, "keys": 2}, "acquire"),
+        ("watch-fanout", {"sessions": 11, "keys": 2, "rate": 100.0}, "notify"),
+        ("session-churn", {"sessions": 4, "expire_pct": 25}, "session"),
+    ],
+)
+def test_presets_are_clean(server: Any, unique_path: str, preset: str, kw: dict[str, Any],
+                           metric: str) -> None:
+    result = load(server, unique_path, preset=preset, check=True, duration=1.5, warmup=0.3, **kw)
+    assert_clean(result)
+    assert result.by_kind[metric]["count"] > 0, result.by_kind
+    if preset == "kafka":
+        assert result.extra["controller_epoch"] >= 1
+        assert result.by_kind["config-notify"]["count"] > 0
+    if preset == "lock":
+        assert result.extra["acquisitions"] >= result.by_kind["acquire"]["count"]
+    if preset == "watch-fanout":
+        assert result.extra["writes"] >= 100
+    if preset == "session-churn":
+        assert result.extra["sessions_closed"] > 0
+    assert_gone(server, unique_path)
+
+
+# --- the checker catches what is wrong -----------------------------------------------------------
+
+
+def test_check_detects_a_clobbered_key(server: Any, unique_path: str) -> None:
+    """A second writer overwrites keys owned by load sessions: --check must notice."""
+
+    async def scenario() -> LoadResult:
+        cfg = LoadConfig(host=server.host, port=server.port, root=unique_path, op="mixed:50",
+                         check=True, sessions=2, depth=4, keys=4, duration=1.5, warmup=0.2)
+        run = asyncio.ensure_future(run_load_async(cfg))
+        intruder = await ZKClient.connect(server.host, server.port)
+        try:
+            clobbered = 0
+            for i in range(200):
+                if run.done():
+                    break
+                await asyncio.sleep(0.01)
+                try:
+                    # a well-formed value, but from a writer that does not own the key
+                    await intruder.set(key_path(unique_path, i % 4), check_value(9, 10**6, 100))
+                    clobbered += 1
+                except Exception:  # noqa: BLE001 - keys not created yet / already gone
+                    pass
+            assert clobbered > 0
+        finally:
+            await intruder.close()
+        return await run
+
+    result = uvloop.run(asyncio.wait_for(scenario(), 60))
+    assert result.check["violations"] > 0
+    assert not result.clean
+    text = " ".join(result.check["messages"])
+    assert "owner" in text or "version" in text or "expected" in text, text
+
+
+def test_check_fault_injection_and_exit_status(fastzk: Any, unique_path: str) -> None:
+    """The hidden --corrupt-every hook flips a byte of every Nth value read before it is
+    checked: the CLI must report violations and exit 1."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "fastzk", "load", "--server", fastzk.connect_string,
+         "--root", unique_path, "--op", "get", "--check", "--sessions", "2", "--keys", "10",
+         "--duration", "0.5", "--warmup", "0.1", "--corrupt-every", "50", "--json"],
+        capture_output=True, text=True, timeout=60, cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert proc.returncode == 1, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["check"]["violations"] > 0
+    assert "not a value of the load" in out["check"]["messages"][0]
+
+
+def test_check_values_round_trip() -> None:
+    value = check_value(12, 345, 100)
+    assert len(value) == 100 and parse_check_value(value, 100) == (12, 345)
+    assert parse_check_value(b"X" + value[1:], 100) is None
+    assert parse_check_value(value[:-1] + b"!", 100) is None
+
+
+# --- open loop, output ------------------------------------------------------------------------
+
+
+def test_open_loop_keeps_the_arrival_rate(server: Any, unique_path: str) -> None:
+    rate = 2000.0
+    result = load(server, unique_path, op="get", rate=rate, sessions=4, keys=20, duration=2.0,
+                  warmup=0.3)
+    assert_clean(result)
+    assert result.mode == "open" and result.rate == rate
+    assert abs(result.ops_per_sec - rate) / rate < 0.1, result.ops_per_sec
+    assert result.service_us is not None
+    # latency counts from the intended send time, so it can only be longer than service time
+    assert result.latency_us["p50"] >= result.service_us["p50"]
+    steady = [p["ops_per_sec"] for p in result.timeline[1:-1]]
+    assert steady and all(abs(r - rate) / rate < 0.3 for r in steady), steady
+
+
+def test_json_output_shape(fastzk: Any, unique_path: str, tmp_path: Path) -> None:
+    plot = tmp_path / "load.png"
+    proc = subprocess.run(
+        [sys.executable, "-m", "fastzk", "load", "--server", fastzk.connect_string,
+         "--root", unique_path, "--op", "mixed:90", "--sessions", "2", "--keys", "20",
+         "--duration", "1", "--warmup", "0.2", "--json", "--check", "--no-progress"]
+        + (["--plot", str(plot)] if _has_matplotlib() else []),
+        capture_output=True, text=True, timeout=60, cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    for key in ("config", "workload", "mode", "ops", "elapsed", "ops_per_sec", "latency_us",
+                "errors", "errors_total", "by_kind", "check", "timeline", "client_cpu"):
+        assert key in out, key
+    assert out["workload"] == "mixed:90" and out["mode"] == "closed"
+    assert set(out["latency_us"]) == {"p50", "p90", "p99", "p99.9", "max", "mean"}
+    assert set(out["by_kind"]) == {"get", "set"}
+    assert out["by_kind"]["get"]["count"] > out["by_kind"]["set"]["count"]
+    assert "histogram" not in out and "histogram" not in out["by_kind"]["get"]
+    assert out["check"]["enabled"] and out["check"]["violations"] == 0
+    assert out["errors"] == {} and isinstance(out["ops_per_sec"], float)
+    assert out["timeline"] and {"t", "ops_per_sec", "p50", "p99", "max"} <= set(out["timeline"][0])
+    if _has_matplotlib():
+        assert plot.stat().st_size > 10_000
+
+
+def _has_matplotlib() -> bool:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+# --- capacity: the load generator is not the bottleneck ------------------------------------------
+
+
+def test_one_process_capacity(fastzk: Any, unique_path: str) -> None:
+    """Requests per CPU-second of one load process on the fast path (closed-loop get). The
+    README quotes the measured number; this guards an order of magnitude: a load process
+    that needs more than 10 µs of CPU per request would compete with the server it measures.
+    """
+    result = load(fastzk, unique_path, op="get", sessions=4, depth=32, keys=100, duration=1.5,
+                  warmup=0.3)
+    assert_clean(result)
+    assert result.client_cpu
+    per_cpu_second = result.ops_per_sec / (result.client_cpu / 100)
+    assert per_cpu_second > 100_000, (result.ops_per_sec, result.client_cpu)
