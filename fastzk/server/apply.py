@@ -37,6 +37,9 @@ class Applier:
 
     def _notify(self, out: list[Notification], path: str, event: int, acl_path: str) -> None:
         """Queues `event` for every watcher that may read the node it concerns."""
+        data, child, persistent, recursive = self.watches.tables
+        if not (data or child or persistent or recursive):
+            return  # nobody watches anything: the common case under write load
         targets = self.watches.trigger(path, event)
         if not targets:
             return
