@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fastzk._core import DataTree, crc32c, decode_value, encode_value
-from fastzk.runtime.wal import fsync_dir, list_segments
+from fastzk.runtime.wal import fsync_dir, list_segments, list_zxid_files
 
 if TYPE_CHECKING:
     from fastzk.node import Node
@@ -58,20 +58,7 @@ def snapshot_name(zxid: int) -> str:
 
 def list_snapshots(directory: Path) -> list[tuple[int, Path]]:
     """(start zxid, path) of every complete-named snapshot, newest first."""
-    found = []
-    try:
-        entries = list(os.scandir(directory))
-    except FileNotFoundError:
-        return []
-    for entry in entries:
-        name = entry.name
-        if name.startswith("snapshot.") and len(name) == 25:
-            try:
-                found.append((int(name[9:], 16), Path(entry.path)))
-            except ValueError:
-                continue
-    found.sort(reverse=True)
-    return found
+    return list_zxid_files(directory, "snapshot.")[::-1]
 
 
 def remove_temporary(directory: Path) -> list[Path]:

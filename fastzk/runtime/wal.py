@@ -63,8 +63,9 @@ def segment_name(base_zxid: int) -> str:
     return f"log.{base_zxid:016x}"
 
 
-def list_segments(directory: Path) -> list[tuple[int, Path]]:
-    """(base zxid, path) of every segment file, oldest first."""
+def list_zxid_files(directory: Path, prefix: str) -> list[tuple[int, Path]]:
+    """(zxid, path) of every `<prefix><16 hex digits>` file in `directory`, oldest first
+    (log segments and snapshots are both named after a zxid)."""
     found = []
     try:
         entries = list(os.scandir(directory))
@@ -72,13 +73,18 @@ def list_segments(directory: Path) -> list[tuple[int, Path]]:
         return []
     for entry in entries:
         name = entry.name
-        if name.startswith("log.") and len(name) == 20:
+        if name.startswith(prefix) and len(name) == len(prefix) + 16:
             try:
-                found.append((int(name[4:], 16), Path(entry.path)))
+                found.append((int(name[len(prefix):], 16), Path(entry.path)))
             except ValueError:
                 continue
     found.sort()
     return found
+
+
+def list_segments(directory: Path) -> list[tuple[int, Path]]:
+    """(base zxid, path) of every segment file, oldest first."""
+    return list_zxid_files(directory, "log.")
 
 
 def segment_header(base_zxid: int) -> bytes:
