@@ -37,6 +37,12 @@ def _snap_dump(args: argparse.Namespace) -> int:
     return snap_dump(args.file, sys.stdout, nodes=not args.summary, data=args.data)
 
 
+def _shell(args: argparse.Namespace) -> int:
+    from fastzk.client.shell import run_from_args
+
+    return run_from_args(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fastzk", description="A fast ZooKeeper-protocol coordination server."
@@ -61,6 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_load_arguments(load)
     load.set_defaults(handler=_load)
+
+    from fastzk.client.shell import add_arguments as add_shell_arguments
+
+    shell = commands.add_parser("shell", help="interactive client, like zkCli.sh")
+    add_shell_arguments(shell)
+    shell.set_defaults(handler=_shell)
 
     from pathlib import Path
 
