@@ -289,10 +289,12 @@ class Node:
     def _write(self, client: Client, xid: int, op: int, body: Any) -> None:
         session = client.session
         assert session is not None
+        if session.closing:
+            # its closeSession txn is decided: a write now (an ephemeral above all) would
+            # outlive the session
+            self._in_order(client, lambda: self._error(client, xid, Err.SESSION_EXPIRED))
+            return
         if op == Op.CLOSE_SESSION:
-            if session.closing:
-                self._in_order(client, lambda: self._error(client, xid, Err.SESSION_EXPIRED))
-                return
             session.closing = True
             self._log(self.prep.close_session(session.session_id, xid, self.now_ms), client)
             return

@@ -198,3 +198,17 @@ def test_a_silent_new_session_expires_on_the_monotonic_clock(node: Node) -> None
     node.set_time(node.now_ms + 5 * TICK, node.mono_ms + 5 * TICK)
     node.tick()
     assert [txn.session_id for txn in node.take_log_batch()] == [client.session_id]
+
+
+def test_writes_of_an_expiring_session_get_session_expired(node: Node) -> None:
+    """Between the expiry decision and its commit, a write from the session is refused:
+    an ephemeral created then would outlive its session."""
+    client = connected(node, timeout_ms=2 * TICK)
+    node.set_time(node.now_ms + 5 * TICK, node.mono_ms + 5 * TICK)
+    node.tick()
+    node.handle_request(client, payload(create_request(1, "/late", flags=1)))
+    assert replies(client) == [(1, -112)]
+    batch = node.take_log_batch()
+    assert [txn.op for txn in batch] == [-11]  # only the expiry's closeSession
+    node.commit(batch)
+    assert not node.tree.exists("/late")
