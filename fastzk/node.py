@@ -23,6 +23,7 @@ from typing import Any
 from fastzk._core import DataTree, JuteError, WriteBuffer, decode_connect, decode_request
 from fastzk.proto import (
     OP_NAMES,
+    READ_OPS,
     WRITE_OPS,
     AddWatchMode,
     Err,
@@ -39,12 +40,6 @@ from fastzk.server.stats import FAST_READ, RequestStats
 from fastzk.server.watches import CHILD, DATA, PERSISTENT, RECURSIVE, WatchManager
 
 NO_PASSWORD = bytes(16)
-READ_ONLY_OPS = frozenset(
-    {
-        Op.EXISTS, Op.GET_DATA, Op.GET_ACL, Op.GET_CHILDREN, Op.GET_CHILDREN2,
-        Op.GET_ALL_CHILDREN_NUMBER, Op.GET_EPHEMERALS, Op.MULTI_READ, Op.WHO_AM_I, Op.SYNC,
-    }
-)
 
 
 class State:
@@ -261,7 +256,7 @@ class Node:
             self._sent(client)
         elif op in WRITE_OPS:
             self._write(client, xid, op, body)
-        elif op in READ_ONLY_OPS:
+        elif op in READ_OPS:
             if client.fifo:
                 client.fifo.append(lambda: self._read(client, xid, op, body))
             else:

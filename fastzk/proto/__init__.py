@@ -51,9 +51,9 @@ WRITE_OPS = frozenset(
 READ_OPS = frozenset(
     {
         Op.EXISTS, Op.GET_DATA, Op.GET_ACL, Op.GET_CHILDREN, Op.GET_CHILDREN2,
-        Op.GET_ALL_CHILDREN_NUMBER, Op.GET_EPHEMERALS, Op.MULTI_READ, Op.WHO_AM_I,
+        Op.GET_ALL_CHILDREN_NUMBER, Op.GET_EPHEMERALS, Op.MULTI_READ, Op.WHO_AM_I, Op.SYNC,
     }
-)
+)  # answered from the tree in connection order (sync is a no-op barrier on one server)
 
 
 class Err:
@@ -146,7 +146,6 @@ TTL_OWNER_MASK = -0x0100000000000000  # 0xFF00000000000000 as a signed 64-bit va
 MAX_TTL_MS = 0xFF_FFFF_FFFF
 
 PROTECTED_PATHS = frozenset({"/", "/zookeeper", "/zookeeper/quota", "/zookeeper/config"})
-OPEN_ACL = [(Perm.ALL, "world", "anyone")]
 
 OP_NAMES = {
     Op.CREATE: "create", Op.DELETE: "delete", Op.EXISTS: "exists", Op.GET_DATA: "getData",

@@ -12,8 +12,6 @@ import hashlib
 import ipaddress
 from collections.abc import Sequence, Set
 
-from fastzk.proto import Perm
-
 Identity = tuple[str, str]
 ACLEntry = tuple[int, str, str]
 
@@ -70,10 +68,6 @@ def check(acl: Sequence[ACLEntry], perm: int, identities: Set[Identity]) -> bool
         elif (scheme, ident) in identities:
             return True
     return False
-
-
-def world_readable(acl: list[ACLEntry]) -> bool:
-    return not acl or any(p & Perm.READ and s == "world" and i == "anyone" for p, s, i in acl)
 
 
 def fix_acl(acl: list[ACLEntry] | None, identities: set[Identity]) -> list[ACLEntry] | None:

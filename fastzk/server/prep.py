@@ -17,6 +17,7 @@ from typing import Any
 from fastzk._core import DataTree
 from fastzk.proto import (
     CONTAINER_OWNER,
+    CREATE_OPS,
     MAX_TTL_MS,
     PROTECTED_PATHS,
     TTL_OWNER_MASK,
@@ -97,7 +98,7 @@ def _multi_creates_by_flags(ops: list[tuple[int, Any]]) -> list[tuple[int, Any]]
     other flags make a plain create (a path-only result), createTTL's ttl being ignored."""
     result = []
     for op, body in ops:
-        if op in (Op.CREATE, Op.CREATE2, Op.CREATE_CONTAINER, Op.CREATE_TTL):
+        if op in CREATE_OPS:
             flags = body[3]
             if flags in CreateMode.TTL_MODES:
                 if op != Op.CREATE_TTL:
@@ -249,7 +250,7 @@ class Prep:
              scratch: dict[str, _View | None]) -> tuple:
         if op == Op.SET_DATA:  # the most frequent write first
             return self._set_data(body, identities, scratch)
-        if op in (Op.CREATE, Op.CREATE2, Op.CREATE_CONTAINER, Op.CREATE_TTL):
+        if op in CREATE_OPS:
             return self._create(session_id, op, body, identities, scratch)
         if op == Op.DELETE:
             return self._delete(body, identities, scratch)

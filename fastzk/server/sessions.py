@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -15,7 +15,6 @@ class Session:
     deadline: int
     conn: Any = None
     closing: bool = False
-    ephemerals_hint: set[str] = field(default_factory=set)
 
 
 class SessionTable:
