@@ -60,6 +60,12 @@ def session(
         sock.close()
 
 
+def open_session(sock: socket.socket) -> None:
+    """Handshake on a raw socket, for cases that send their bad bytes after it."""
+    sock.sendall(wire.connect_request())
+    wire.parse_connect_response(wire.read_frame(sock))
+
+
 @contextlib.contextmanager
 def raw_connection(server: ServerProcess, timeout: float = 5.0) -> Iterator[socket.socket]:
     """A bare TCP connection to the server with nothing sent yet."""
@@ -227,8 +233,7 @@ def test_negative_frame_length_closes_connection_without_reply(
     """A negative length can never be a frame: the server must hang up, not wait or reply."""
     with raw_connection(server) as sock:
         if phase == "after_connect":
-            sock.sendall(wire.connect_request())
-            wire.parse_connect_response(wire.read_frame(sock))
+            open_session(sock)
         wire.send_quietly(sock, wire.p_int(-5) + b"\x00" * 32)
         expect_closed_silently(sock)
     assert_still_serving(server)
@@ -241,8 +246,7 @@ def test_frame_longer_than_default_maxbuffer_is_refused_on_the_length_alone(
     """Only the 4-byte prefix is sent: the server must not wait for (or buffer) 1 MiB first."""
     with raw_connection(server) as sock:
         if phase == "after_connect":
-            sock.sendall(wire.connect_request())
-            wire.parse_connect_response(wire.read_frame(sock))
+            open_session(sock)
         wire.send_quietly(sock, wire.p_int(wire.DEFAULT_MAXBUFFER + 1))
         expect_closed_silently(sock)
     assert_still_serving(server)
@@ -317,8 +321,7 @@ def test_truncated_frame_followed_by_close_is_dropped_cleanly(
     """A peer that dies mid-frame must not leave the server stuck or crashed."""
     with raw_connection(server) as sock:
         if phase == "after_connect":
-            sock.sendall(wire.connect_request())
-            wire.parse_connect_response(wire.read_frame(sock))
+            open_session(sock)
             sock.sendall(wire.p_int(100) + b"abc")
         else:
             sock.sendall(wire.connect_request()[:20])
