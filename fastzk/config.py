@@ -19,13 +19,12 @@ ALL_4LW = frozenset(
 # Keys of Apache ZooKeeper's zoo.cfg that fastzk accepts but does not act on yet.
 KNOWN_UNUSED = frozenset(
     {
-        "initLimit", "syncLimit",
-        "autopurge.purgeInterval", "standaloneEnabled", "reconfigEnabled",
+        "autopurge.purgeInterval", "reconfigEnabled",
         "globalOutstandingLimit", "secureClientPort", "secureClientPortAddress",
-        "metricsProvider.className", "metricsProvider.httpPort", "electionAlg",
-        "peerType", "quorumListenOnAllIPs", "syncEnabled", "clientPortListenBacklog",
+        "metricsProvider.className", "metricsProvider.httpPort",
+        "quorumListenOnAllIPs", "syncEnabled", "clientPortListenBacklog",
         "forceSync", "leaderServes", "cnxTimeout", "audit.enable", "skipACL",
-        "localSessionsEnabled", "localSessionsUpgradingEnabled", "readonlymode.enabled",
+        "localSessionsEnabled", "localSessionsUpgradingEnabled",
         "dynamicConfigFile", "serverCnxnFactory", "maxResponseCacheSize",
     }
 )
@@ -33,6 +32,27 @@ KNOWN_UNUSED = frozenset(
 
 class ConfigError(ValueError):
     pass
+
+
+@dataclass(frozen=True)
+class Member:
+    """One `server.N` line: where a member listens for its peers, and its client address."""
+
+    server_id: int
+    host: str
+    quorum_port: int
+    election_port: int
+    observer: bool = False
+    client_host: str | None = None
+    client_port: int | None = None
+
+    def spec(self) -> str:
+        """The line's value as ZooKeeper writes it in /zookeeper/config."""
+        role = "observer" if self.observer else "participant"
+        text = f"{self.host}:{self.quorum_port}:{self.election_port}:{role}"
+        if self.client_port is not None:
+            text += f";{self.client_host or '0.0.0.0'}:{self.client_port}"
+        return text
 
 
 @dataclass(frozen=True)
@@ -68,8 +88,30 @@ class Config:
     # test's negative control). Never set this on a server whose data matters.
     unsafe_ack_before_sync: bool = False  # fastzk.unsafeAckBeforeSync
     unsafe_write_delay_ms: int = 500  # fastzk.unsafeWriteDelayMs
+    # ensemble (server.N lines, dataDir/myid)
+    server_id: int = 1  # myid; 1 when standalone
+    members: tuple[Member, ...] = ()  # empty: standalone
+    init_limit: int = 10  # initLimit: ticks a (re)joining server may take to sync
+    sync_limit: int = 5  # syncLimit: ticks without the leader before a new election
+    read_only_enabled: bool = False  # readonlymode.enabled (also zookeeper.readonlymode.enabled)
+    sync_window_txns: int = 20000  # fastzk.syncWindowTxns: log kept in memory to catch up peers
     source: str = "embedded default"
     warnings: tuple[str, ...] = field(default=())
+
+    @property
+    def ensemble(self) -> bool:
+        return bool(self.members)
+
+    @property
+    def voters(self) -> tuple[int, ...]:
+        return tuple(m.server_id for m in self.members if not m.observer) or (self.server_id,)
+
+    @property
+    def observers(self) -> tuple[int, ...]:
+        return tuple(m.server_id for m in self.members if m.observer)
+
+    def member(self, server_id: int) -> Member:
+        return next(m for m in self.members if m.server_id == server_id)
 
 
 def _int(key: str, value: str, minimum: int = 0) -> int:
@@ -109,6 +151,88 @@ def parse_properties(text: str) -> dict[str, str]:
     return result
 
 
+def _port(key: str, text: str) -> int:
+    port = _int(key, text, 1)
+    if port > 65535:
+        raise ConfigError(f"{key}: port {port} out of range")
+    return port
+
+
+def _member(key: str, value: str) -> Member:
+    """`server.N=host:quorumPort:electionPort[:participant|:observer][;[clientHost:]clientPort]`"""
+    try:
+        server_id = int(key.removeprefix("server."))
+    except ValueError:
+        raise ConfigError(f"{key}: the server id must be a number") from None
+    if not 0 < server_id < 256:
+        raise ConfigError(f"{key}: server ids go from 1 to 255 (they are the top byte of "
+                          "session ids)")
+    address, _, client = value.partition(";")
+    parts = address.strip().split(":")
+    if parts and parts[0].startswith("[") and "]" in address:  # [ipv6]:port:port
+        host, _, rest = address.strip()[1:].partition("]")
+        parts = [host] + rest.lstrip(":").split(":")
+    if len(parts) not in (3, 4) or not parts[0]:
+        raise ConfigError(f"{key}={value}: expected host:quorumPort:electionPort"
+                          "[:participant|:observer][;[clientHost:]clientPort]")
+    role = parts[3] if len(parts) == 4 else "participant"
+    if role not in ("participant", "observer"):
+        raise ConfigError(f"{key}={value}: role must be participant or observer, not {role!r}")
+    client_host = client_port = None
+    if client.strip():
+        host_part, sep, port_part = client.strip().rpartition(":")
+        client_host = host_part if sep else None
+        client_port = _port(key, port_part)
+    return Member(server_id, parts[0], _port(key, parts[1]), _port(key, parts[2]),
+                  role == "observer", client_host, client_port)
+
+
+def _ensemble(values: dict[str, object], members: list[Member], props: dict[str, str],
+              data_dir: Path | None, warnings: list[str]) -> None:
+    """Validates the server list and reads myid; every mistake is one clear line."""
+    seen: dict[tuple[str, int], int] = {}
+    for m in members:
+        for port in (m.quorum_port, m.election_port):
+            other = seen.setdefault((m.host, port), m.server_id)
+            if other != m.server_id or m.quorum_port == m.election_port:
+                raise ConfigError(f"server.{m.server_id}: port {port} on {m.host} is also used "
+                                  f"by server.{other}")
+    voters = [m for m in members if not m.observer]
+    if not voters:
+        raise ConfigError("server.N: no participant (every server is an observer)")
+    if len(voters) % 2 == 0:
+        warnings.append(f"{len(voters)} voting servers: an even number tolerates no more "
+                        f"failures than {len(voters) - 1}, and needs a larger majority")
+    standalone_ok = props.get("standaloneEnabled", "true").lower() != "false"
+    if len(members) == 1 and standalone_ok:
+        warnings.append("one server.N line and standaloneEnabled=true: running standalone")
+        return
+    if data_dir is None:
+        return  # reported as a missing dataDir
+    myid_path = data_dir / "myid"
+    try:
+        text = myid_path.read_text().strip()
+    except OSError as error:
+        raise ConfigError(f"{myid_path}: cannot read this server's id ({error.strerror}); "
+                          "write its number from the server.N lines into that file") from None
+    try:
+        server_id = int(text)
+    except ValueError:
+        raise ConfigError(f"{myid_path}: not a number: {text!r}") from None
+    me = next((m for m in members if m.server_id == server_id), None)
+    if me is None:
+        raise ConfigError(f"{myid_path} says {server_id}, which has no server.{server_id} line")
+    if props.get("peerType") == "observer" and not me.observer:
+        raise ConfigError(f"peerType=observer but server.{server_id} is a participant "
+                          "(add :observer to its line)")
+    values["server_id"] = server_id
+    values["members"] = tuple(members)
+    if "clientPort" not in props and me.client_port is not None:
+        values["client_port"] = me.client_port
+        if me.client_host is not None:
+            values["client_port_address"] = me.client_host
+
+
 def _whitelist(value: str) -> frozenset[str]:
     words = {word.strip() for word in value.split(",") if word.strip()}
     if "*" in words:
@@ -136,6 +260,7 @@ def from_properties(props: dict[str, str], source: str, base: Path) -> Config:
     tick = _int("tickTime", props.get("tickTime", "2000"), 1)
     values["tick_time"] = tick
     min_timeout = max_timeout = None
+    members: list[Member] = []
     for key, value in props.items():
         bare = key.removeprefix("zookeeper.")
         if key == "tickTime":
@@ -193,7 +318,26 @@ def from_properties(props: dict[str, str], source: str, base: Path) -> Config:
             values["unsafe_write_delay_ms"] = _int(key, value, 0)
         elif bare == "extendedTypesEnabled":
             values["ttl_enabled"] = _bool(key, value)
-        elif key in KNOWN_UNUSED or key.startswith("server."):
+        elif key.startswith("server."):
+            members.append(_member(key, value))
+        elif key == "initLimit":
+            values["init_limit"] = _int(key, value, 1)
+        elif key == "syncLimit":
+            values["sync_limit"] = _int(key, value, 1)
+        elif key == "electionAlg":
+            if value.strip() != "3":
+                raise ConfigError(f"electionAlg={value}: only 3 (fast leader election, the only "
+                                  "one ZooKeeper 3.4+ has) is supported")
+        elif key == "peerType":
+            if value not in ("participant", "observer"):
+                raise ConfigError(f"peerType: participant or observer, not {value!r}")
+        elif key == "standaloneEnabled":
+            _bool(key, value)
+        elif bare == "readonlymode.enabled":
+            values["read_only_enabled"] = _bool(key, value)
+        elif key == "fastzk.syncWindowTxns":
+            values["sync_window_txns"] = _int(key, value, 100)
+        elif key in KNOWN_UNUSED:
             warnings.append(f"{key}: accepted but not used by fastzk yet (ignored)")
         else:
             warnings.append(f"{key}: unknown key (ignored)")
@@ -207,5 +351,12 @@ def from_properties(props: dict[str, str], source: str, base: Path) -> Config:
         raise ConfigError("minSessionTimeout must not exceed maxSessionTimeout")
     if "dataDir" not in props:
         raise ConfigError("dataDir is not set")
+    if members:
+        members.sort(key=lambda m: m.server_id)
+        ids = [m.server_id for m in members]
+        duplicates = sorted({i for i in ids if ids.count(i) > 1})
+        if duplicates:
+            raise ConfigError(f"server.{duplicates[0]} is given twice")
+        _ensemble(values, members, props, values.get("data_dir"), warnings)  # type: ignore[arg-type]
     values["warnings"] = tuple(warnings)
     return Config(**values)  # type: ignore[arg-type]

@@ -1,15 +1,20 @@
-"""The host: glues the pipeline stages together for one server.
+"""The host: glues the pipeline stages and the replication core together for one server.
 
-It owns the tree, sessions, watches and every connection's reply FIFO, and it is driven only by
-calls from the runtime (a frame arrived, a connection went away, time passed, a log batch became
-durable). Its outputs are bytes appended to each connection's WriteBuffer plus flags the runtime
-acts on (`dirty`, `Client.closing`, `Client.state`), so a simulator can drive it exactly as the
-asyncio runtime does.
+It owns the tree, sessions, watches, every connection's reply FIFO and the `Replica`, and it is
+driven only by calls from the runtime (a frame arrived, a connection went away, a peer message
+arrived, time passed, the log made entries durable). Its outputs are bytes appended to each
+connection's WriteBuffer plus flags the runtime acts on (`dirty`, `Client.closing`,
+`Client.state`), and one `Output` per step (`take_output`): what to persist, in order, and what
+to send to peers. A simulator can drive it exactly as the asyncio runtime does.
 
-Request flow: decode -> (read: answer from the tree, unless the connection still waits for one
-of its own writes) / (write: prep -> txn appended to `log_batch`) ... the runtime makes the
-batch durable and calls `commit` -> apply -> notifications, then the reply, then every read that
-was queued behind that write.
+Request flow: decode -> read: answered from the tree, unless the connection still waits for one
+of its own writes / write: on the leader, prep -> txn proposed; elsewhere, forwarded to the
+leader ... once a quorum has the txn durably it is committed; every server applies committed
+txns in zxid order -> notifications, then the reply on the server the client is connected to
+(matched by session and xid), then every read that was queued behind that write. A failed write
+uses no zxid: the leader's verdict travels back on the same ordered link as its proposals.
+
+A standalone server is an ensemble of one voter: the same path, with commit = local durability.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from __future__ import annotations
 import random
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastzk._core import DataTree, JuteError, WriteBuffer, decode_connect, decode_request
@@ -31,15 +36,29 @@ from fastzk.proto import (
     Op,
     Xid,
 )
+from fastzk.quorum import messages as msgs
+from fastzk.quorum.replica import LEADER, OBSERVER, QuorumConfig, Replica
+from fastzk.quorum.zxid import make_zxid
 from fastzk.server import acl as acls
 from fastzk.server.apply import Applier, write_multi_failure, write_notification, write_reply
-from fastzk.server.prep import Prep, Txn
+from fastzk.server.prep import BARRIER, Prep, Txn
 from fastzk.server.reads import Reads
 from fastzk.server.sessions import Session, SessionTable
 from fastzk.server.stats import FAST_READ, RequestStats
 from fastzk.server.watches import CHILD, DATA, PERSISTENT, RECURSIVE, WatchManager
 
 NO_PASSWORD = bytes(16)
+
+
+class Pending:
+    """A write (or sync) of a connection whose outcome is not known yet. `reply` is set when
+    its answer is known but an earlier request of the connection is still pending."""
+
+    __slots__ = ("xid", "reply")
+
+    def __init__(self, xid: int) -> None:
+        self.xid = xid
+        self.reply: Callable[[], None] | None = None
 
 
 class State:
@@ -66,8 +85,9 @@ class Client:
         self.session: Session | None = None
         self.identities: set[tuple[str, str]] = {("ip", address)}
         self.watches: set[tuple[int, str]] = set()
-        # replies not yet sendable: a Txn waits for its commit; a callable writes its reply
-        self.fifo: deque[Txn | Callable[[], None]] = deque()
+        # replies not yet sendable: a Pending write or sync waits for its outcome; a callable
+        # writes its reply
+        self.fifo: deque[Pending | Callable[[], None]] = deque()
         self.closing = False  # the runtime closes the connection once `out` is flushed
         self.read_only_byte: bool | None = None
         self.established_ms = 0
@@ -109,12 +129,42 @@ class Limits:
     max_session_timeout: int
     super_digest: str | None = None  # "super:<base64 sha1>" as in ZooKeeper's superDigest
     ttl_enabled: bool = False
+    sync_window_txns: int = 20000  # applied log entries kept in memory to catch peers up
+
+
+BARRIER_OP = -100  # the no-op txn that opens every leader's epoch (never a client opcode)
+SESSION_REPORT_TICKS = 5  # quorum ticks between a follower's session liveness reports
+
+
+@dataclass
+class Output:
+    """What the runtime must do after a step, in this order: persist `hard_state` (epoch and
+    vote) before anything is sent; apply `log_ops` to the log in order, then report
+    `persisted(gen, zxid of the last appended entry)`; send `messages`; send a snapshot to each
+    of `snapshots`."""
+
+    hard_state: tuple[int, int] | None = None
+    log_ops: list[tuple[str, Any]] = field(default_factory=list)
+    gen: int = 0
+    messages: list[tuple[int, Any]] = field(default_factory=list)
+    snapshots: list[int] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.hard_state or self.log_ops or self.messages or self.snapshots)
+
+
+def standalone_quorum(server_id: int = 1) -> QuorumConfig:
+    return QuorumConfig(server_id, (server_id,))
 
 
 class Node:
     def __init__(self, limits: Limits, rng: random.Random, server_id: int = 1,
-                 start_ms: int = 0) -> None:
+                 start_ms: int = 0, quorum: QuorumConfig | None = None) -> None:
         self.limits = limits
+        self.rng = rng
+        self.server_id = server_id
+        self.quorum = quorum or standalone_quorum(server_id)
+        self.standalone = len(self.quorum.voters) == 1 and not self.quorum.observers
         self.tree = DataTree()
         self.watches = WatchManager()
         self.sessions = SessionTable(limits.tick_ms, server_id, start_ms, rng)
@@ -122,13 +172,80 @@ class Node:
         self.applier = Applier(self.tree, self.watches, self.sessions)
         self.reads = Reads(self.tree, self.watches)
         self.applied_zxid = 0
-        self.log_batch: list[Txn] = []
-        self.waiting: dict[int, Client] = {}  # zxid -> connection that awaits its reply
+        self.replica = self._new_replica(0, 0, 0, [])
+        self.proposals: list[tuple[int, Txn]] = []
+        self.outbox: list[tuple[int, Any]] = []
+        self.waiting: dict[tuple[int, int], Client] = {}  # (session, xid) -> its connection
+        self.pending_sessions: dict[int, Client] = {}  # session id -> connection awaiting it
+        self.syncs: dict[int, tuple[Client, Pending, str]] = {}
+        self.sync_waits: list[tuple[int, int]] = []  # (zxid to apply first, sync ctx)
+        self.next_sync = 0
+        self.touched: dict[int, None] = {}  # sessions active since the last report (ordered)
+        self.quorum_ticks = 0
+        self.serving = False
+        self.log_failed = False
         self.dirty: set[Client] = set()
         self.clients: set[Client] = set()
         self.now_ms = start_ms  # wall clock: txn times (ctime/mtime)
         self.mono_ms = 0  # monotonic clock: session deadlines
         self.stats = RequestStats()
+        self.snapshot_parts: dict[int, list[bytes]] = {}  # leader id -> chunks received
+
+    def _new_replica(self, epoch: int, voted_for: int, base: int,
+                     entries: list[tuple[int, Txn]]) -> Replica:
+        return Replica(self.quorum, self.rng, epoch=epoch, voted_for=voted_for, base_zxid=base,
+                       entries=entries, barrier=self._barrier, size_of=_txn_size)
+
+    def _barrier(self, zxid: int) -> Txn:
+        return Txn(zxid, self.now_ms, 0, 0, BARRIER_OP, [(BARRIER, self.replica.log.last)])
+
+    # --- role ----------------------------------------------------------------------------------
+    @property
+    def role(self) -> str:
+        """ZooKeeper's names: standalone, leader, follower, observer, or looking."""
+        replica = self.replica
+        if self.standalone:
+            return "standalone"
+        if replica.role == LEADER:
+            return "leader"
+        if replica.leader_id is None:
+            return "looking"
+        return "observer" if replica.role == OBSERVER else "follower"
+
+    def _ready_to_serve(self) -> bool:
+        replica = self.replica
+        if replica.role == LEADER:
+            return replica.leader_ready and self.applied_zxid >= replica.barrier_zxid
+        target = replica.sync_target
+        return (replica.leader_id is not None and target is not None
+                and self.applied_zxid >= max(target, make_zxid(replica.epoch, 1)))
+
+    def _check_serving(self) -> None:
+        ready = self._ready_to_serve() and not (self.log_failed and not self.standalone)
+        if ready != self.serving:
+            self._set_serving(ready)
+
+    def _set_serving(self, ready: bool) -> None:
+        self.serving = ready
+        if ready:
+            if self.replica.role == LEADER:
+                # a new leader prepares from its applied tree (nothing is pending) and gives
+                # every session a full timeout to find it, as ZooKeeper's leader does
+                self.prep = Prep(self.tree, self.replica.log.last, self.limits.ttl_enabled)
+                for session in self.sessions.sessions.values():
+                    session.closing = False
+                    self.sessions.touch(session, self.mono_ms)
+            return
+        # lost the leader or the quorum: clients go elsewhere (ZooKeeper closes them too)
+        for client in sorted(self.clients, key=lambda c: c.session_id):
+            client.fifo.clear()
+            self._close(client)
+        self.waiting.clear()
+        self.pending_sessions.clear()
+        self.syncs.clear()
+        self.sync_waits.clear()
+        self.proposals.clear()
+        self.prep = Prep(self.tree, self.replica.log.last, self.limits.ttl_enabled)
 
     # --- time --------------------------------------------------------------------------------
     def set_time(self, now_ms: int, mono_ms: int) -> None:
@@ -136,19 +253,34 @@ class Node:
         self.mono_ms = mono_ms
 
     def tick(self) -> None:
-        """Expires the sessions whose deadline has passed (one closeSession txn each)."""
+        """Session time (every tickTime): the leader expires the sessions whose deadline has
+        passed (one closeSession txn each)."""
+        if not (self.serving and self.replica.role == LEADER):
+            return
         for session in self.sessions.due(self.mono_ms):
-            self._log(self.prep.close_session(session.session_id, 0, self.now_ms), None)
+            self._propose(self.prep.close_session(session.session_id, 0, self.now_ms))
+
+    def quorum_tick(self) -> None:
+        """Replication time (a tenth of tickTime): heartbeats, elections, liveness reports."""
+        self.replica.tick()
+        self.quorum_ticks += 1
+        leader = self.replica.leader_id
+        if (self.quorum_ticks % SESSION_REPORT_TICKS == 0 and self.touched
+                and leader is not None and leader != self.server_id):
+            self.outbox.append((leader, msgs.SessionPing(tuple(self.touched))))
+            self.touched.clear()
 
     def reap(self, limit: int) -> int:
         """Deletes up to `limit` expired containers and TTL nodes; returns how many."""
+        if not (self.serving and self.replica.role == LEADER):
+            return 0
         reaped = 0
         for path in sorted(self.tree.containers_and_ttls()):
             if reaped >= limit:
                 break
             txn = self.prep.reap(path, self.now_ms)
             if txn is not None:
-                self._log(txn, None)
+                self._propose(txn)
                 reaped += 1
         return reaped
 
@@ -178,16 +310,24 @@ class Node:
             return
         self.stats.packets_received += 1
         client.read_only_byte = read_only
-        if last_zxid_seen > self.applied_zxid:
-            # the client has seen a newer state than ours: it must try another server
+        if not self.serving or last_zxid_seen > self.applied_zxid:
+            # not in a quorum, or the client has seen a newer state than ours: it must try
+            # another server
             self._close(client)
             return
         limits = self.limits
         timeout = min(max(timeout, limits.min_session_timeout), limits.max_session_timeout)
         if session_id == 0:
+            if self.log_failed:
+                self._close(client)
+                return
             session_id, passwd = self.sessions.allocate()
             client.state = State.CONNECTING
-            self._log(self.prep.create_session(session_id, timeout, passwd, self.now_ms), client)
+            self.pending_sessions[session_id] = client
+            if self.replica.role == LEADER:
+                self._propose(self.prep.create_session(session_id, timeout, passwd, self.now_ms))
+            else:
+                self._to_leader(msgs.CreateSession(session_id, timeout, passwd))
             return
         session = self.sessions.get(session_id)
         if session is None or session.closing or session.passwd != passwd:
@@ -200,8 +340,13 @@ class Node:
             previous.out.take()
             self.dirty.add(previous)
         session.timeout = timeout
-        self.sessions.touch(session, self.mono_ms)
+        self._touch_session(session)
         self._bind(client, session)
+
+    def _touch_session(self, session: Session) -> None:
+        self.sessions.touch(session, self.mono_ms)
+        if not self.standalone:
+            self.touched[session.session_id] = None
 
     def _bind(self, client: Client, session: Session) -> None:
         session.conn = client
@@ -232,14 +377,14 @@ class Node:
         stats.record(FAST_READ, 0, requests)
         session = client.session
         if session is not None:
-            self.sessions.touch(session, self.mono_ms)
+            self._touch_session(session)
 
     def handle_request(self, client: Client, payload: bytes) -> None:
         client.received += 1
         self.stats.packets_received += 1
         session = client.session
         if session is not None:
-            self.sessions.touch(session, self.mono_ms)
+            self._touch_session(session)
         try:
             xid, op, body = decode_request(payload)
         except JuteError as error:
@@ -255,7 +400,9 @@ class Node:
             client.out.reply_header(Xid.PING, self.applied_zxid, Err.OK)
             self._sent(client)
         elif op in WRITE_OPS:
-            self._write(client, xid, op, body)
+            self._write(client, xid, op, body, payload)
+        elif op == Op.SYNC:
+            self._sync(client, xid, body)
         elif op in READ_OPS:
             if client.fifo:
                 client.fifo.append(lambda: self._read(client, xid, op, body))
@@ -281,32 +428,110 @@ class Node:
         else:
             reply()
 
-    def _write(self, client: Client, xid: int, op: int, body: Any) -> None:
+    def _write(self, client: Client, xid: int, op: int, body: Any, frame: bytes) -> None:
         session = client.session
         assert session is not None
-        if session.closing:
-            # its closeSession txn is decided: a write now (an ephemeral above all) would
-            # outlive the session
-            self._in_order(client, lambda: self._error(client, xid, Err.SESSION_EXPIRED))
-            return
-        if op == Op.CLOSE_SESSION:
-            session.closing = True
-            self._log(self.prep.close_session(session.session_id, xid, self.now_ms), client)
-            return
         if op == Op.RECONFIG:
             self._in_order(client, lambda: self._error(client, xid, Err.RECONFIG_DISABLED))
             return
         if op == Op.DELETE_CONTAINER:
             self._unimplemented(client, xid)
             return
-        outcome = self.prep.write(session.session_id, xid, op, body, client.identities,
-                                  self.now_ms)
-        if isinstance(outcome, Txn):
-            self._log(outcome, client)
-        elif isinstance(outcome, list):
-            self._in_order(client, lambda: self._multi_failed(client, xid, outcome))
+        key = (session.session_id, xid)
+        if self.log_failed or key in self.waiting:
+            # the log cannot make writes durable (see abandon), or the client reused an xid
+            # that is still in flight: its replies could not be told apart
+            client.fifo.clear()
+            self._close(client)
+            return
+        client.fifo.append(Pending(xid))
+        self.waiting[key] = client
+        if self.replica.role == LEADER:
+            self._decide(session.session_id, xid, op, body, client.identities, None)
         else:
-            self._in_order(client, lambda: self._error(client, xid, outcome))
+            self._to_leader(msgs.Forward(session.session_id, frame,
+                                         tuple(sorted(client.identities))))
+
+    def _decide(self, session_id: int, xid: int, op: int, body: Any, identities: set,
+                origin: int | None) -> None:
+        """The leader turns a write into a txn, or into a verdict for the connection's server
+        (`origin`, None for this one)."""
+        session = self.sessions.get(session_id)
+        if session is None or session.closing:
+            # its closeSession txn is decided: a write now (an ephemeral above all) would
+            # outlive the session
+            self._verdict(origin, session_id, xid, Err.SESSION_EXPIRED, None)
+            return
+        if op == Op.CLOSE_SESSION:
+            session.closing = True
+            self._propose(self.prep.close_session(session_id, xid, self.now_ms))
+            return
+        outcome = self.prep.write(session_id, xid, op, body, identities, self.now_ms)
+        if isinstance(outcome, Txn):
+            self._propose(outcome)
+        elif isinstance(outcome, list):
+            self._verdict(origin, session_id, xid, Err.OK, tuple(outcome))
+        else:
+            self._verdict(origin, session_id, xid, outcome, None)
+
+    def _verdict(self, origin: int | None, session_id: int, xid: int, err: int,
+                 multi_errors: tuple[int, ...] | None) -> None:
+        if origin is None:
+            self._on_verdict(msgs.Verdict(session_id, xid, err, multi_errors))
+        else:
+            self.outbox.append((origin, msgs.Verdict(session_id, xid, err, multi_errors)))
+
+    def _on_verdict(self, verdict: msgs.Verdict) -> None:
+        client = self.waiting.pop((verdict.session_id, verdict.xid), None)
+        if client is None or client.state != State.READY:
+            return
+        xid, errors = verdict.xid, verdict.multi_errors
+        if errors is not None:
+            def reply() -> None:
+                write_multi_failure(client.out, xid, self.applied_zxid, list(errors))
+                self._sent(client)
+        else:
+            def reply() -> None:
+                self._error(client, xid, verdict.err)
+        for entry in client.fifo:
+            if isinstance(entry, Pending) and entry.xid == xid and entry.reply is None:
+                entry.reply = reply
+                break
+        self._drain(client)
+
+    def _sync(self, client: Client, xid: int, path: str) -> None:
+        """sync: answered once this server has applied everything the leader had committed
+        when it confirmed, with a quorum, that it still leads (linearizable sync-then-read,
+        even against a deposed leader that does not know it yet)."""
+        pending = Pending(xid)
+        client.fifo.append(pending)
+        self.next_sync += 1
+        ctx = self.next_sync
+        self.syncs[ctx] = (client, pending, path)
+        if self.replica.role == LEADER:
+            self.replica.read_index((None, ctx))
+        else:
+            self._to_leader(msgs.SyncRequest(ctx))
+
+    def _sync_confirmed(self, ctx: int, zxid: int) -> None:
+        if ctx not in self.syncs:
+            return
+        if zxid <= self.applied_zxid:
+            self._sync_done(ctx)
+        else:
+            self.sync_waits.append((zxid, ctx))
+
+    def _sync_done(self, ctx: int) -> None:
+        client, pending, path = self.syncs.pop(ctx)
+        if client.state != State.READY:
+            return
+
+        def reply() -> None:
+            self.reads.answer(client, pending.xid, Op.SYNC, path, self.applied_zxid)
+            self._sent(client)
+            self.stats.record(OP_NAMES[Op.SYNC], 0)
+        pending.reply = reply
+        self._drain(client)
 
     def _multi_failed(self, client: Client, xid: int, errors: list[int]) -> None:
         write_multi_failure(client.out, xid, self.applied_zxid, errors)
@@ -317,7 +542,6 @@ class Node:
             self._error(client, xid, Err.UNIMPLEMENTED, zxid=-1)
             self._close(client)
         self._in_order(client, reply)
-
     def _special(self, client: Client, xid: int, op: int, body: Any) -> None:
         """Connection-level requests: auth, sasl, watch management."""
         if op == Op.AUTH:
@@ -411,28 +635,110 @@ class Node:
             err = Err.OK if found else Err.NO_WATCHER
         self._error(client, xid, err)
 
-    # --- log and commit ----------------------------------------------------------------------
-    def _log(self, txn: Txn, client: Client | None) -> None:
-        self.log_batch.append(txn)
-        if client is not None:
-            self.waiting[txn.zxid] = client
-            if client.state == State.READY:
-                client.fifo.append(txn)
+    # --- peers ---------------------------------------------------------------------------------
+    def _to_leader(self, message: Any) -> None:
+        leader = self.replica.leader_id
+        if leader is not None and leader != self.server_id:
+            self.outbox.append((leader, message))
 
-    def take_log_batch(self) -> list[Txn]:
-        batch, self.log_batch = self.log_batch, []
-        return batch
+    def peer_message(self, sender: int, message: Any) -> None:
+        """A message from another member (its id already authenticated by the runtime)."""
+        kind = type(message)
+        if kind in QUORUM_KINDS:
+            self.replica.step(sender, message)
+        elif kind is msgs.Forward:
+            self._on_forward(sender, message)
+        elif kind is msgs.CreateSession:
+            if self.serving and self.replica.role == LEADER:
+                self._propose(self.prep.create_session(message.session_id, message.timeout_ms,
+                                                       message.passwd, self.now_ms))
+        elif kind is msgs.Verdict:
+            if sender == self.replica.leader_id:
+                self._on_verdict(message)
+        elif kind is msgs.SessionPing:
+            if self.replica.role == LEADER:
+                for session_id in message.session_ids:
+                    session = self.sessions.get(session_id)
+                    if session is not None:
+                        self.sessions.touch(session, self.mono_ms)
+        elif kind is msgs.SyncRequest:
+            if self.serving and self.replica.role == LEADER:
+                self.replica.read_index((sender, message.ctx))
+        elif kind is msgs.SyncReply:
+            if sender == self.replica.leader_id:
+                self._sync_confirmed(message.ctx, message.zxid)
 
-    def commit(self, txns: list[Txn]) -> None:
-        """Applies durable txns in zxid order and writes their notifications and replies."""
-        if not txns:
+    def _on_forward(self, sender: int, message: msgs.Forward) -> None:
+        if not (self.serving and self.replica.role == LEADER):
+            return  # the sender's clients are closed when it learns of the new leader
+        try:
+            xid, op, body = decode_request(message.frame)
+        except JuteError:
+            return  # the sender decoded it already: not from a member running this code
+        if op not in WRITE_OPS:
             return
+        self._decide(message.session_id, xid, op, body, set(message.identities), sender)
+
+    def peer_down(self, peer: int) -> None:
+        self.replica.peer_down(peer)
+
+    def peer_up(self, peer: int) -> None:
+        self.replica.peer_up(peer)
+
+    # --- log and commit ----------------------------------------------------------------------
+    def _propose(self, txn: Txn) -> None:
+        self.proposals.append((txn.zxid, txn))
+
+    def start(self) -> None:
+        """After recovery: a lone voter becomes leader of a new epoch at once."""
+        self.replica.start()
+
+    def take_output(self) -> Output:
+        """Runs the replica until it has nothing more to say: commits are applied here (with
+        their notifications and replies), the rest is returned for the runtime to execute."""
+        replica = self.replica
+        out = Output()
+        if self.proposals:
+            if replica.role == LEADER:
+                replica.propose(self.proposals)
+            self.proposals = []
+        while replica.has_ready():
+            ready = replica.take_ready()
+            if ready.hard_state is not None:
+                out.hard_state = ready.hard_state
+            out.log_ops.extend(ready.log_ops)
+            out.gen = ready.gen
+            out.messages.extend(ready.messages)
+            out.snapshots.extend(ready.snapshots)
+            if ready.committed:
+                self._apply(ready.committed)
+            for (origin, ctx), zxid in ready.reads:
+                if origin is None:
+                    self._sync_confirmed(ctx, zxid)
+                else:
+                    self.outbox.append((origin, msgs.SyncReply(ctx, zxid)))
+            self._check_serving()
+            if self.proposals and replica.role == LEADER:
+                replica.propose(self.proposals)
+                self.proposals = []
+        self.proposals.clear()
+        replica.compact(self.limits.sync_window_txns)
+        if self.outbox:
+            out.messages.extend(self.outbox)
+            self.outbox = []
+        return out
+
+    def persisted(self, gen: int, zxid: int) -> None:
+        self.replica.persisted(gen, zxid)
+
+    def _apply(self, entries: list[tuple[int, Txn]]) -> None:
+        """Applies committed txns in zxid order and writes their notifications and replies."""
         apply = self.applier.apply
         waiting = self.waiting
         dirty = self.dirty
         record = self.stats.record
         now_ms = self.now_ms
-        for txn in txns:
+        for _, txn in entries:
             op = txn.op
             expiring = None
             if op == Op.CLOSE_SESSION:
@@ -444,15 +750,17 @@ class Node:
                 if conn.state != State.CLOSED:
                     write_notification(conn.out, event, path)
                     dirty.add(conn)
-            client = waiting.pop(txn.zxid, None)
             if op == Op.CREATE_SESSION:
                 session = self.sessions.get(txn.session_id)
                 assert session is not None
                 # the txn carries wall-clock time; deadlines run on the monotonic clock
                 self.sessions.touch(session, self.mono_ms)
+                self.sessions.reserve(txn.session_id)
+                client = self.pending_sessions.pop(txn.session_id, None)
                 if client is not None and client.state == State.CONNECTING:
                     self._bind(client, session)
                 continue
+            client = waiting.pop((txn.session_id, txn.xid), None) if txn.session_id else None
             if client is None:
                 if expiring is not None:  # expired: its connection is closed with no message
                     self._close(expiring)
@@ -461,7 +769,8 @@ class Node:
                 continue
             fifo = client.fifo
             head = fifo.popleft()
-            assert head is txn, "replies must leave in request order"
+            assert isinstance(head, Pending) and head.xid == txn.xid, \
+                "replies must leave in request order"
             write_reply(client.out, txn, result)
             client.sent += 1
             self.stats.packets_sent += 1
@@ -471,56 +780,132 @@ class Node:
             client.record_reply(txn.zxid, now_ms, latency)
             if op == Op.CLOSE_SESSION:
                 self._close(client)
-            if fifo and not isinstance(fifo[0], Txn):
+            if fifo:
                 self._drain(client)
         # prep's overlay only serves later preps, so one cleanup per batch suffices
         self.prep.applied(self.applied_zxid)
+        if self.sync_waits:
+            done = [ctx for zxid, ctx in self.sync_waits if zxid <= self.applied_zxid]
+            self.sync_waits = [(z, c) for z, c in self.sync_waits if z > self.applied_zxid]
+            for ctx in done:
+                self._sync_done(ctx)
 
     def _drain(self, client: Client) -> None:
         fifo = client.fifo
-        while fifo and not isinstance(fifo[0], Txn):
-            fifo.popleft()()
+        while fifo:
+            head = fifo[0]
+            if isinstance(head, Pending):
+                if head.reply is None:
+                    return
+                fifo.popleft()
+                head.reply()
+            else:
+                fifo.popleft()
+                head()
 
-    # --- durability: start-up and log failure (runtime/storage.py) -------------------------
+    # --- durability: start-up, snapshots from the leader, log failure ---------------------
     def recover(self, zxid: int, sessions: Iterable[tuple[int, int, bytes]],
-                txns: Iterable[Txn], fuzzy_until: int = 0) -> int:
+                txns: Iterable[Txn], fuzzy_until: int = 0, epoch: int = 0,
+                voted_for: int = 0) -> int:
         """Brings a fresh node to its durable state before it serves anyone. The runtime has
         loaded the snapshot's nodes into `self.tree`; `zxid` is the snapshot's start zxid (0
-        without one) and `sessions` the (id, timeout, passwd) it recorded. Then every logged
-        txn after `zxid` is applied in order: over a fuzzy snapshot (walked until zxid
-        `fuzzy_until`) some are already partly there, which is fine because txns carry
-        absolute values (server/prep.py; Applier.replay). Raises ValueError when a txn after
-        `fuzzy_until` does not apply (the log does not belong to the snapshot). Restored
-        sessions get a fresh deadline (now + timeout): a client that resumes its session keeps
-        its ephemerals, one that does not come back expires. Returns the txns replayed."""
-        assert self.applied_zxid == 0 and not self.clients and not self.log_batch
+        without one) and `sessions` the (id, timeout, passwd) it recorded. The logged txns up
+        to `fuzzy_until` (where the snapshot's walk ended: they were applied when it was taken,
+        so they are committed) are replayed over it; txns carry absolute values, so replay over
+        the fuzzy snapshot is exact (server/prep.py; Applier.replay). Raises ValueError when one
+        does not apply (the log does not belong to the snapshot). Later txns are durable but
+        not known to be committed: they go to the replica's log, and are applied when a leader
+        (this server alone, when standalone) commits them. Restored sessions get a fresh
+        deadline (now + timeout). Returns the txns replayed."""
+        assert self.applied_zxid == 0 and not self.clients
         for session_id, timeout, passwd in sessions:
             self.sessions.add(session_id, timeout, passwd, self.mono_ms)
         self.applied_zxid = zxid
         replay = self.applier.replay
         replayed = 0
+        rest: list[tuple[int, Txn]] = []
         for txn in txns:
+            if txn.zxid > fuzzy_until:
+                if rest and txn.zxid <= rest[-1][0]:
+                    raise ValueError(f"txn {txn.zxid:#x} out of order")
+                rest.append((txn.zxid, txn))
+                continue
             try:
-                replay(txn, txn.zxid <= fuzzy_until)
+                replay(txn, True)
             except (KeyError, ValueError) as error:
                 raise ValueError(f"txn {txn.zxid:#x} does not apply: {error}") from None
             self.applied_zxid = txn.zxid
             replayed += 1
-        self.prep.last_zxid = self.applied_zxid
+        self.replica = self._new_replica(epoch, voted_for, self.applied_zxid, rest)
+        self.prep.last_zxid = self.replica.log.last
         for session in list(self.sessions.sessions.values()):
             self.sessions.touch(session, self.mono_ms)
             self.sessions.reserve(session.session_id)
-        return replayed
+        return replayed + len(rest)
 
-    def abandon(self, txns: list[Txn]) -> None:
-        """Txns the log could not make durable (a disk error): they are never applied nor
-        acknowledged. Each waiting connection is closed, so its client sees a connection loss,
-        ZooKeeper's "outcome unknown" (a failed fsync may or may not have reached the disk)."""
-        for txn in txns:
-            client = self.waiting.pop(txn.zxid, None)
-            if client is not None and client.state != State.CLOSED:
+    def snapshot_chunk(self, sender: int, chunk: msgs.SnapshotChunk) -> bytes | None:
+        """Collects a snapshot from the leader; returns the whole file once complete and
+        accepted (the runtime writes it durably, then calls `install_snapshot`)."""
+        parts = self.snapshot_parts.setdefault(sender, [])
+        if chunk.offset != sum(len(p) for p in parts):
+            parts.clear()
+            if chunk.offset:
+                return None
+        parts.append(chunk.data)
+        if not chunk.last:
+            return None
+        data = b"".join(self.snapshot_parts.pop(sender))
+        if not self.replica.accept_snapshot(sender, chunk.epoch):
+            return None
+        if self.serving:  # the state is about to be replaced: clients reconnect afterwards
+            self._set_serving(False)
+        return data
+
+    def install_snapshot(self, sender: int, epoch: int, zxid: int, tree: DataTree,
+                         sessions: list[tuple[int, int, bytes]]) -> None:
+        """The leader's snapshot at `zxid` is durable here and loaded into `tree`: it replaces
+        this server's state, and the replica's log starts afresh at `zxid`."""
+        self.tree = tree
+        self.watches = WatchManager()
+        self.sessions.sessions.clear()
+        for session_id, timeout, passwd in sessions:
+            self.sessions.add(session_id, timeout, passwd, self.mono_ms)
+            self.sessions.reserve(session_id)
+        self.prep = Prep(tree, zxid, self.limits.ttl_enabled)
+        self.applier = Applier(tree, self.watches, self.sessions)
+        self.reads = Reads(tree, self.watches)
+        self.applied_zxid = zxid
+        self.replica.snapshot_installed(sender, epoch, zxid)
+
+    def abandon(self) -> None:
+        """The log cannot make txns durable (a disk error): nothing more is acknowledged.
+        Connections waiting for a write are closed, so their clients see a connection loss,
+        ZooKeeper's "outcome unknown" (a failed fsync may or may not have reached the disk);
+        later writes close their connection the same way; reads go on."""
+        self.log_failed = True
+        for client in sorted(set(self.waiting.values()) | set(self.pending_sessions.values()),
+                             key=lambda c: c.session_id):
+            if client.state != State.CLOSED:
                 client.fifo.clear()
                 self._close(client)
+        self.waiting.clear()
+        self.pending_sessions.clear()
+        self._check_serving()
+
+
+def _txn_size(txn: Txn) -> int:
+    """A cheap upper bound of a txn's encoded size, for batching peer messages."""
+    size = 64
+    for change in txn.changes:
+        for item in change if txn.op != Op.MULTI else change[1]:
+            if isinstance(item, (bytes, str)):
+                size += len(item)
+            else:
+                size += 16
+    return size
+
+
+QUORUM_KINDS = frozenset(msgs.QUORUM_MESSAGES)
 
 
 OP_CODES = {

@@ -1,8 +1,8 @@
 """Helpers for the durability tests (test_wal.py, test_snapshot.py, test_crash.py).
 
 `Harness` is a Node with its Storage on a private asyncio loop, driven synchronously: writes
-are prepared straight through the node's Prep (no sockets), submitted to the real WAL writer
-thread and committed when it reports them durable. `InProcessServer` runs the real
+are prepared straight through the node's Prep (no sockets), proposed to its replica (a lone
+voter), submitted to the real WAL writer thread and committed when it reports them durable. `InProcessServer` runs the real
 `runtime.server.Server` on a thread of this process, so that a test can reach its storage
 (the fault-injection seam) while kazoo talks to it over TCP.
 """
@@ -43,6 +43,20 @@ def make_node(seed: int = 1) -> Node:
     return node
 
 
+def settle(node: Node) -> list[Txn]:
+    """Plays the runtime with a log that is durable at once: executes the node's output until
+    there is none (a lone voter commits what is durable). Returns the txns logged."""
+    logged: list[Txn] = []
+    while True:
+        out = node.take_output()
+        if not out:
+            return logged
+        appended = [txn for op, arg in out.log_ops if op == "append" for _, txn in arg]
+        if appended:
+            logged.extend(appended)
+            node.persisted(out.gen, appended[-1].zxid)
+
+
 class Harness:
     def __init__(self, data_dir: Path, seed: int = 1, **cfg: Any) -> None:
         self.cfg = make_cfg(data_dir, **cfg)
@@ -52,9 +66,28 @@ class Harness:
         self.storage = Storage(self.cfg, self.node, self.loop, self._durable, self._failed)
         self.report: RecoveryReport = self.storage.open()
         self.clock = 0
+        self._writes: list[tuple[int, int]] = []
+        self.node.start()
+        self.step()
+        self.run_until(lambda: self.node.serving or bool(self.failures))
 
-    def _durable(self, txns: list[Txn]) -> None:
-        self.node.commit(txns)
+    def step(self) -> list[Txn]:
+        """Executes the node's output as the runtime does; returns the txns submitted."""
+        out = self.node.take_output()
+        if out.hard_state is not None:
+            self.storage.save_hard_state(*out.hard_state)
+        batch = [txn for op, arg in out.log_ops if op == "append" for _, txn in arg]
+        assert all(op == "append" for op, _ in out.log_ops), "a lone voter never truncates"
+        if batch:
+            self._writes.append((out.gen, batch[-1].zxid))
+            self.storage.submit(batch)
+        return batch
+
+    def _durable(self, groups: list[list[Txn]]) -> None:
+        for _ in groups:
+            gen, zxid = self._writes.pop(0)
+            self.node.persisted(gen, zxid)
+        self.step()
 
     def _failed(self, txns: list[Txn], error: OSError) -> None:
         self.failures.append((txns, error))
@@ -77,23 +110,23 @@ class Harness:
         self.tick_clock()
         outcome = self.node.prep.write(session_id, 1, op, body, set(), self.node.now_ms)
         if isinstance(outcome, Txn):
-            self.node.log_batch.append(outcome)
+            self.node.proposals.append((outcome.zxid, outcome))
         return outcome
 
     def open_session(self, timeout: int = 1000) -> int:
         session_id, passwd = self.node.sessions.allocate()
-        self.node.log_batch.append(
-            self.node.prep.create_session(session_id, timeout, passwd, self.node.now_ms))
+        txn = self.node.prep.create_session(session_id, timeout, passwd, self.node.now_ms)
+        self.node.proposals.append((txn.zxid, txn))
         return session_id
 
     def close_session(self, session_id: int) -> None:
-        self.node.log_batch.append(self.node.prep.close_session(session_id, 0, self.node.now_ms))
+        txn = self.node.prep.close_session(session_id, 0, self.node.now_ms)
+        self.node.proposals.append((txn.zxid, txn))
 
     def flush(self, wait: bool = True) -> int:
         """Submits the prepared txns as one loop iteration's batch; waits until applied."""
-        batch = self.node.take_log_batch()
+        batch = self.step()
         if batch:
-            self.storage.submit(batch)
             if wait:
                 target = batch[-1].zxid
                 self.run_until(lambda: self.node.applied_zxid >= target or bool(self.failures))

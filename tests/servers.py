@@ -54,6 +54,9 @@ ZK_CLASSPATH = os.environ.get(
     ),
 )
 ZK_MAIN = "org.apache.zookeeper.server.ZooKeeperServerMain"
+#: Main class of an ensemble member (a zoo.cfg with ``server.N`` lines); ZooKeeperServerMain
+#: would ignore those lines and run standalone.
+ZK_QUORUM_MAIN = "org.apache.zookeeper.server.quorum.QuorumPeerMain"
 
 #: JVM flags the test suite starts ZooKeeper with: tuned for a fast start on a small machine
 #: (C1 only, SerialGC, small heap), not for throughput.  ``start_server(base_jvm_flags=...)``
@@ -228,17 +231,20 @@ class ServerProcess:
             f"log:\n{self.log_text()[-8000:]}"
         )
 
-    def restart(self) -> None:
+    def restart(self, wait: bool = True) -> None:
         """Stop (if running) and start again on the same port, config and dataDir.
 
         Used to recover a shared server that crashed during a test, and by
         persistence tests.  The PID changes; the object stays the same.
+        ``wait=False`` returns right after the spawn: an ensemble member only
+        serves once it has a quorum, which the caller (tests/cluster.py) waits for.
         """
         self.stop()
         with _LIVE_LOCK:
             _LIVE.add(self)
         self._spawn()
-        self._wait_ready()
+        if wait:
+            self._wait_ready()
 
     def __repr__(self) -> str:
         state = "stopped" if self._stopped else "running"
@@ -366,8 +372,9 @@ def _command(
     cfg_path: Path,
     jvm_flags: Sequence[str] = (),
     base_jvm_flags: Sequence[str] | None = None,
+    main_class: str = ZK_MAIN,
 ) -> list[str]:
-    """The command line of a server of *kind*; JVM flags only apply to ZooKeeper."""
+    """The command line of a server of *kind*; JVM flags and main class only apply to ZooKeeper."""
     if kind == "zookeeper":
         base = DEFAULT_ZK_JVM_FLAGS if base_jvm_flags is None else base_jvm_flags
         return [
@@ -379,7 +386,7 @@ def _command(
             "-Dzookeeper.root.logger=WARN,CONSOLE",
             "-Dzookeeper.jmx.log4j.disable=true",
             *jvm_flags,
-            ZK_MAIN,
+            main_class,
             str(cfg_path),
         ]
     if kind == "fastzk":
@@ -399,6 +406,7 @@ def start_server(
     *,
     jvm_flags: Sequence[str] = (),
     base_jvm_flags: Sequence[str] | None = None,
+    wait: bool = True,
     **cfg: Any,
 ) -> ServerProcess:
     """Write a zoo.cfg under *workdir*, start a server of *kind*, wait until it serves.
@@ -417,6 +425,11 @@ def start_server(
     ``["-Dzookeeper.foo=bar"]``) placed after them; *base_jvm_flags* replaces
     :data:`DEFAULT_ZK_JVM_FLAGS` (heap, GC, JIT).  Both are ignored for fastzk,
     so one call signature serves both kinds of a differential pair.
+
+    Ensemble members (tests/cluster.py): a *cfg* with ``server.N`` keys starts
+    ZooKeeper's QuorumPeerMain (the caller writes ``dataDir/myid`` first), and
+    ``wait=False`` returns right after the spawn, because a member only serves
+    once a quorum of its peers is up.
     """
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -454,12 +467,14 @@ def start_server(
             if merged.get(key) is not None
         ]
         flags += list(jvm_flags)
-    command = _command(kind, run_dir, cfg_path, flags, base_jvm_flags)
+    main_class = ZK_QUORUM_MAIN if any(key.startswith("server.") for key in merged) else ZK_MAIN
+    command = _command(kind, run_dir, cfg_path, flags, base_jvm_flags, main_class)
     proc = ServerProcess(kind, host, port, data_dir, run_dir, cfg_path, merged, command)
     proc._spawn()
     with _LIVE_LOCK:
         _LIVE.add(proc)
-    proc._wait_ready()
+    if wait:
+        proc._wait_ready()
     return proc
 
 

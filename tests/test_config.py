@@ -40,9 +40,10 @@ def test_zoo_cfg_keys_are_read_and_session_bounds_default_to_ticks(tmp_path: Pat
 
 
 def test_unknown_and_unsupported_keys_are_warned_not_dropped(tmp_path: Path) -> None:
-    cfg = load(write_cfg(tmp_path, "dataDir=/tmp/x\ninitLimit=5\nserver.1=a:1:2\nbogus=1\n"))
-    assert any(w.startswith("initLimit:") and "not used" in w for w in cfg.warnings)
-    assert any(w.startswith("server.1:") for w in cfg.warnings)
+    cfg = load(write_cfg(tmp_path, "dataDir=/tmp/x\nforceSync=no\nserver.1=a:1:2\nbogus=1\n"))
+    assert any(w.startswith("forceSync:") and "not used" in w for w in cfg.warnings)
+    assert any("one server.N line" in w and "standalone" in w for w in cfg.warnings)
+    assert not cfg.ensemble
     assert any(w.startswith("bogus:") and "unknown" in w for w in cfg.warnings)
 
 
@@ -105,3 +106,70 @@ def test_serve_runs_in_the_foreground_and_stops_cleanly_on_sigterm(tmp_path: Pat
         if proc.poll() is None:
             proc.kill()
             proc.wait(timeout=10)
+
+
+ENSEMBLE = (
+    "tickTime=200\ninitLimit=7\nsyncLimit=3\ndataDir=data\n"
+    "server.1=127.0.0.1:2888:3888\n"
+    "server.2=127.0.0.1:2889:3889:participant;127.0.0.1:2182\n"
+    "server.3=127.0.0.1:2890:3890\n"
+    "server.4=127.0.0.1:2891:3891:observer;2184\n"
+)
+
+
+def _ensemble(tmp_path: Path, extra: str = "", myid: str | None = "2") -> Path:
+    (tmp_path / "data").mkdir(exist_ok=True)
+    if myid is not None:
+        (tmp_path / "data" / "myid").write_text(myid + "\n")
+    return write_cfg(tmp_path, ENSEMBLE + extra)
+
+
+def test_a_zookeeper_ensemble_config_is_read_as_is(tmp_path: Path) -> None:
+    cfg = load(_ensemble(tmp_path))
+    assert cfg.ensemble and cfg.server_id == 2
+    assert cfg.voters == (1, 2, 3) and cfg.observers == (4,)
+    assert (cfg.init_limit, cfg.sync_limit) == (7, 3)
+    assert (cfg.client_port_address, cfg.client_port) == ("127.0.0.1", 2182)  # from server.2
+    assert cfg.member(4).spec() == "127.0.0.1:2891:3891:observer;0.0.0.0:2184"
+    assert not cfg.warnings
+
+
+@pytest.mark.parametrize(
+    ("extra", "myid", "message"),
+    [
+        ("", None, "cannot read this server's id"),
+        ("", "two", "not a number"),
+        ("", "9", "has no server.9 line"),
+        ("server.5=127.0.0.1:2888:3999\n", "2", "also used by server.1"),
+        ("server.5=127.0.0.1:2999:3999:witness\n", "2", "participant or observer"),
+        ("server.5=127.0.0.1\n", "2", "expected host:quorumPort:electionPort"),
+        ("server.x=127.0.0.1:1:2\n", "2", "must be a number"),
+        ("server.300=127.0.0.1:2999:3999\n", "2", "from 1 to 255"),
+        ("electionAlg=1\n", "2", "only 3"),
+        ("peerType=observer\n", "2", "add :observer"),
+    ],
+)
+def test_ensemble_mistakes_are_one_clear_line(tmp_path: Path, extra: str, myid: str | None,
+                                              message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load(_ensemble(tmp_path, extra, myid))
+
+
+def test_an_even_number_of_voters_is_warned(tmp_path: Path) -> None:
+    cfg = load(_ensemble(tmp_path, "server.5=127.0.0.1:2999:3999\n"))
+    assert any("even number" in w for w in cfg.warnings)
+
+
+def test_serve_on_a_busy_port_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        cfg = write_cfg(tmp_path, f"dataDir={tmp_path / 'data'}\nclientPort={port}\n"
+                                  "admin.enableServer=false\n")
+        result = subprocess.run([sys.executable, "-m", "fastzk", "serve", str(cfg)],
+                                capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    assert "cannot start" in result.stderr and "Traceback" not in result.stderr

@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 
 import pytest
+from durable import settle
 from wire import (
     OP_CREATE,
     close_session_request,
@@ -37,7 +38,16 @@ def payload(framed: bytes) -> bytes:
 @pytest.fixture
 def node() -> Node:
     limits = Limits(tick_ms=TICK, min_session_timeout=2 * TICK, max_session_timeout=20 * TICK)
-    return Node(limits, random.Random(7), start_ms=1_000_000)
+    node = Node(limits, random.Random(7), start_ms=1_000_000)
+    node.start()
+    settle(node)
+    assert node.serving
+    return node
+
+
+def proposed(node: Node) -> list:
+    """The txns proposed since the last step, not yet logged."""
+    return [txn for _, txn in node.proposals]
 
 
 def connected(node: Node, timeout_ms: int = 1000) -> Client:
@@ -45,7 +55,7 @@ def connected(node: Node, timeout_ms: int = 1000) -> Client:
     node.connection_made(client)
     node.handle_connect(client, payload(connect_request(timeout_ms=timeout_ms)))
     assert client.state == State.CONNECTING
-    node.commit(node.take_log_batch())
+    settle(node)
     assert client.state == State.READY
     response = parse_connect_response(split_frames(client.out.take())[0])
     assert response.session_id != 0 and response.timeout_ms == timeout_ms
@@ -65,7 +75,7 @@ def test_read_waits_behind_its_own_pending_write(node: Node) -> None:
     node.handle_request(client, payload(create_request(1, "/a", b"v")))
     node.handle_request(client, payload(get_data_request(2, "/a")))
     assert replies(client) == []  # the read must not overtake the uncommitted create
-    node.commit(node.take_log_batch())
+    settle(node)
     assert replies(client) == [(1, 0), (2, 0)]
 
 
@@ -75,9 +85,9 @@ def test_pipelined_writes_see_each_other_before_commit(node: Node) -> None:
     node.handle_request(client, payload(create_request(2, "/p/c")))
     node.handle_request(client, payload(create_request(3, "/p")))
     node.handle_request(client, payload(delete_request(4, "/p")))
-    batch = node.take_log_batch()
+    batch = proposed(node)
     assert len(batch) == 2  # the failing create and delete are decided without a txn
-    node.commit(batch)
+    settle(node)
     assert replies(client) == [(1, 0), (2, 0), (3, -110), (4, -111)]
     assert node.tree.get_children("/p") == ["c"]
 
@@ -86,14 +96,14 @@ def test_notification_precedes_the_reply_of_the_write_that_fired_it(node: Node) 
     writer = connected(node)
     watcher = connected(node)
     node.handle_request(writer, payload(create_request(1, "/w", b"0")))
-    node.commit(node.take_log_batch())
+    settle(node)
     replies(writer)
     node.handle_request(writer, payload(get_data_request(2, "/w", watch=True)))
     node.handle_request(watcher, payload(get_data_request(1, "/w", watch=True)))
     assert replies(writer) == [(2, 0)]
     assert replies(watcher) == [(1, 0)]
     node.handle_request(writer, payload(set_data_request(3, "/w", b"1")))
-    node.commit(node.take_log_batch())
+    settle(node)
     assert replies(writer) == [(-1, 0), (3, 0)]
     assert replies(watcher) == [(-1, 0)]
 
@@ -103,7 +113,7 @@ def test_failed_write_reply_keeps_request_order(node: Node) -> None:
     node.handle_request(client, payload(create_request(1, "/x")))
     node.handle_request(client, payload(set_data_request(2, "/missing", b"")))
     assert replies(client) == []
-    node.commit(node.take_log_batch())
+    settle(node)
     assert replies(client) == [(1, 0), (2, -101)]
 
 
@@ -113,17 +123,17 @@ def test_session_expires_on_ticks_and_its_ephemerals_go(node: Node) -> None:
     node.handle_request(
         owner, payload(create_request(1, "/e", flags=1, op=OP_CREATE))
     )
-    node.commit(node.take_log_batch())
+    settle(node)
     node.handle_request(watcher, payload(get_data_request(1, "/e", watch=True)))
     replies(watcher)
     node.set_time(node.now_ms + 2 * TICK, 2 * TICK)
     node.tick()
-    assert node.take_log_batch() == []  # not yet: deadlines are rounded up to a tick
+    assert proposed(node) == []  # not yet: deadlines are rounded up to a tick
     node.set_time(node.now_ms + TICK, 3 * TICK)
     node.tick()
-    batch = node.take_log_batch()
+    batch = proposed(node)
     assert [txn.session_id for txn in batch] == [owner.session_id]
-    node.commit(batch)
+    settle(node)
     assert not node.tree.exists("/e")
     assert owner.closing and owner.session_id not in node.sessions
     assert replies(watcher) == [(-1, 0)]
@@ -134,7 +144,7 @@ def test_close_session_deletes_ephemerals_then_replies_and_closes(node: Node) ->
     node.handle_request(client, payload(create_request(1, "/eph", flags=1)))
     node.handle_request(client, payload(get_data_request(2, "/eph", watch=True)))
     node.handle_request(client, payload(close_session_request(3)))
-    node.commit(node.take_log_batch())
+    settle(node)
     # own watch fires before the close reply
     assert replies(client) == [(1, 0), (2, 0), (-1, 0), (3, 0)]
     assert client.closing and not node.tree.exists("/eph")
@@ -172,7 +182,7 @@ def test_resume_takes_the_session_over_from_the_old_connection(node: Node) -> No
 def test_client_ahead_of_the_server_is_refused_without_reply(node: Node) -> None:
     client = Client("127.0.0.1")
     node.connection_made(client)
-    node.handle_connect(client, payload(connect_request(last_zxid_seen=10**6)))
+    node.handle_connect(client, payload(connect_request(last_zxid_seen=node.applied_zxid + 1)))
     assert client.closing and len(client.out) == 0
 
 
@@ -181,12 +191,12 @@ def test_empty_container_is_reaped_only_after_it_had_a_child(node: Node) -> None
     node.handle_request(client, payload(create_request(1, "/c", op=19, flags=4)))
     node.handle_request(client, payload(create_request(2, "/never", op=19, flags=4)))
     node.handle_request(client, payload(create_request(3, "/c/child")))
-    node.commit(node.take_log_batch())
+    settle(node)
     assert node.reap(limit=10) == 0  # /c has a child, /never never had one
     node.handle_request(client, payload(delete_request(4, "/c/child")))
-    node.commit(node.take_log_batch())
+    settle(node)
     assert node.reap(limit=10) == 1
-    node.commit(node.take_log_batch())
+    settle(node)
     assert not node.tree.exists("/c") and node.tree.exists("/never")
     assert node.tree.stat("/never")[7] == 0  # containers show ephemeralOwner 0
 
@@ -197,7 +207,7 @@ def test_a_silent_new_session_expires_on_the_monotonic_clock(node: Node) -> None
     client = connected(node, timeout_ms=2 * TICK)
     node.set_time(node.now_ms + 5 * TICK, node.mono_ms + 5 * TICK)
     node.tick()
-    assert [txn.session_id for txn in node.take_log_batch()] == [client.session_id]
+    assert [txn.session_id for txn in proposed(node)] == [client.session_id]
 
 
 def test_writes_of_an_expiring_session_get_session_expired(node: Node) -> None:
@@ -208,7 +218,7 @@ def test_writes_of_an_expiring_session_get_session_expired(node: Node) -> None:
     node.tick()
     node.handle_request(client, payload(create_request(1, "/late", flags=1)))
     assert replies(client) == [(1, -112)]
-    batch = node.take_log_batch()
+    batch = proposed(node)
     assert [txn.op for txn in batch] == [-11]  # only the expiry's closeSession
-    node.commit(batch)
+    settle(node)
     assert not node.tree.exists("/late")

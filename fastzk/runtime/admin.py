@@ -20,6 +20,7 @@ from fastzk import __version__
 from fastzk.server.watches import CHILD, DATA, PERSISTENT, RECURSIVE
 
 if TYPE_CHECKING:
+    from fastzk.config import Config
     from fastzk.node import Client
     from fastzk.runtime.server import Server
 
@@ -58,7 +59,7 @@ def server_stats(server: Server) -> dict[str, Any]:
             "avg_latency": round(stats.avg_ms, 4),
             "num_alive_client_connections": len(server.protocols),
             "outstanding_requests": _outstanding(server),
-            "server_state": "standalone",
+            "server_state": node.role,
             "last_processed_zxid": node.applied_zxid,
             "data_dir_size": _dir_size(server.cfg.data_dir),
             "uptime": int(time.time() * 1000) - server.started_ms,
@@ -124,8 +125,27 @@ def configuration(server: Server) -> dict[str, Any]:
         "min_session_timeout": cfg.min_session_timeout,
         "max_session_timeout": cfg.max_session_timeout,
         "client_port_listen_backlog": 1024,
-        "server_id": 0,
+        "server_id": cfg.server_id if cfg.ensemble else 0,
+        **(_ensemble_configuration(cfg) if cfg.ensemble else {}),
     }
+
+
+def _ensemble_configuration(cfg: Config) -> dict[str, Any]:
+    me = cfg.member(cfg.server_id)
+    return {
+        "init_limit": cfg.init_limit,
+        "sync_limit": cfg.sync_limit,
+        "election_alg": 3,
+        "election_port": me.election_port,
+        "quorum_port": me.quorum_port,
+        "peer_type": 1 if me.observer else 0,
+        "membership": membership(cfg),
+    }
+
+
+def membership(cfg: Config) -> str:
+    """The ensemble as ZooKeeper shows it in `conf` and in /zookeeper/config."""
+    return "".join(f"server.{m.server_id}={m.spec()}\n" for m in cfg.members) + "version=0"
 
 
 def _user_name() -> str:
@@ -203,7 +223,7 @@ def monitor(server: Server) -> dict[str, Any]:
     ephemerals = sum(len(p) for p in tree.sessions_with_ephemerals().values())
     return {
         "version": VERSION,
-        "server_state": "standalone",
+        "server_state": node.role,
         "avg_latency": round(stats.avg_ms, 4),
         "max_latency": stats.max_ms,
         "min_latency": stats.min_ms,
@@ -223,7 +243,40 @@ def monitor(server: Server) -> dict[str, Any]:
         "last_processed_zxid": node.applied_zxid,
         "uptime": int(time.time() * 1000) - server.started_ms,
         **_wal_summaries(server),
+        **(_quorum_summaries(server) if server.cfg.ensemble else {}),
     }
+
+
+PEER_STATES = {"leader": "leading - broadcast", "follower": "following - broadcast",
+               "observer": "observing - broadcast", "looking": "looking"}
+
+
+def _quorum_summaries(server: Server) -> dict[str, Any]:
+    """ZooKeeper's ensemble keys of mntr, plus fastzk's epoch and election count."""
+    node = server.node
+    replica = node.replica
+    body: dict[str, Any] = {
+        "peer_state": PEER_STATES[node.role],
+        "epoch": replica.epoch,
+        "leader_id": replica.leader_id if replica.leader_id is not None else -1,
+        "elections_won": replica.elections,
+        "commit_zxid": replica.commit,
+        "log_zxid": replica.log.last,
+    }
+    if replica.is_leader:
+        voters = [p for p in replica.progress if p in node.quorum.voters]
+        body.update(
+            learners=len(replica.progress),
+            followers=len(voters),
+            synced_followers=len(replica.synced_followers()),
+            synced_non_voting_followers=sum(
+                1 for p, pr in replica.progress.items()
+                if p in node.quorum.observers and pr.match >= replica.commit),
+            pending_syncs=len(replica.reads) + len(replica.reads_before_barrier),
+            follower_lag_txns=max((replica.log.count_between(pr.match, replica.log.last)
+                                   for pr in replica.progress.values()), default=0),
+        )
+    return body
 
 
 def _wal_summaries(server: Server) -> dict[str, Any]:
@@ -355,7 +408,7 @@ def _srvr_text(server: Server, with_clients: bool) -> str:
         f"Connections: {inner['num_alive_client_connections']}",
         f"Outstanding: {inner['outstanding_requests']}",
         f"Zxid: 0x{inner['last_processed_zxid']:x}",
-        "Mode: standalone",
+        f"Mode: {inner['server_state']}",
         f"Node count: {body['node_count']}",
     ]
     return "\n".join(lines) + "\n"
@@ -423,12 +476,19 @@ def _grouped(mapping: dict[str, list[str]]) -> str:
     ) + "\n"
 
 
+NEEDS_SERVING = frozenset({"srvr", "stat", "cons", "crst", "srst", "dump", "wchs", "wchc",
+                           "wchp", "mntr", "dirs", "hash"})
+NOT_SERVING = "This ZooKeeper instance is not currently serving requests\n"
+
+
 def four_letter_word(word: str, server: Server, argument: bytes = b"") -> str:
     """ZooKeeper's text output for `word` (already checked against the whitelist)."""
     if word == "ruok":
         return "imok"
     if word == "isro":
-        return "rw"
+        return "rw" if server.node.serving else "null"
+    if word in NEEDS_SERVING and not server.node.serving:
+        return NOT_SERVING
     if word == "srvr":
         return _srvr_text(server, False)
     if word == "stat":
@@ -444,8 +504,14 @@ def four_letter_word(word: str, server: Server, argument: bytes = b"") -> str:
             "max_client_cnxns": "maxClientCnxns", "min_session_timeout": "minSessionTimeout",
             "max_session_timeout": "maxSessionTimeout",
             "client_port_listen_backlog": "clientPortListenBacklog", "server_id": "serverId",
+            "init_limit": "initLimit", "sync_limit": "syncLimit", "election_alg": "electionAlg",
+            "election_port": "electionPort", "quorum_port": "quorumPort", "peer_type": "peerType",
         }
-        return "".join(f"{names[key]}={value}\n" for key, value in cfg.items())
+        text = "".join(f"{names[key]}={value}\n" for key, value in cfg.items()
+                       if key != "membership")
+        if "membership" in cfg:
+            text += "membership: \n" + cfg["membership"] + "\n"
+        return text
     if word == "envi":
         return "Environment:\n" + "".join(f"{k}={v}\n" for k, v in environment(server).items())
     if word == "dirs":

@@ -8,7 +8,7 @@ and this collector turns them into metric families when /metrics is read.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client.core import (
     CollectorRegistry,
@@ -92,9 +92,38 @@ class ServerCollector:
                                       "fdatasync each)", value=writer.writes)
             yield CounterMetricFamily("fastzk_wal_synced_bytes", "Bytes made durable",
                                       value=writer.synced_bytes)
+        yield from _quorum_metrics(server)
         ready, _ = server.ready()
         yield GaugeMetricFamily("fastzk_ready", "1 when the server can serve writes now",
                                 value=int(ready))
+
+
+ROLES = ("standalone", "leader", "follower", "observer", "looking")
+
+
+def _quorum_metrics(server: Server) -> Iterator[Any]:
+    """Role, epoch, elections and replication progress (follower lag in txns, on a leader)."""
+    node = server.node
+    replica = node.replica
+    role = GaugeMetricFamily("fastzk_role", "1 for this server's current role", labels=["role"])
+    for name in ROLES:
+        role.add_metric([name], int(node.role == name))
+    yield role
+    yield GaugeMetricFamily("fastzk_epoch", "Current epoch (ZooKeeper's term)",
+                            value=replica.epoch)
+    yield CounterMetricFamily("fastzk_elections_won", "Times this server became leader",
+                              value=replica.elections)
+    yield CounterMetricFamily("fastzk_role_changes", "Times this server's role changed",
+                              value=server.role_changes)
+    yield GaugeMetricFamily("fastzk_commit_zxid", "Highest zxid known committed",
+                            value=replica.commit)
+    lag = GaugeMetricFamily("fastzk_follower_lag_txns",
+                            "Committed txns a peer does not have durably (leader only)",
+                            labels=["peer"])
+    if replica.is_leader:
+        for peer, progress in sorted(replica.progress.items()):
+            lag.add_metric([str(peer)], replica.log.count_between(progress.match, replica.commit))
+    yield lag
 
 
 def registry_for(server: Server) -> CollectorRegistry:

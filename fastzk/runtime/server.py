@@ -1,10 +1,12 @@
-"""The asyncio (uvloop) shell around Node: sockets, clocks, the log stage, signals.
+"""The asyncio (uvloop) shell around Node: sockets, peer links, clocks, the log stage, signals.
 
 Per loop iteration: each connection decodes and answers every complete frame it has (reads in
-bulk through `_core.serve_reads`), writes go to the node's log batch, and one scheduled callback
-per iteration makes the batch durable and commits it, so every write that arrived in the same
-iteration shares one log flush (group commit, once the WAL exists). Each connection's replies
-leave in one `transport.write` per iteration.
+bulk through `_core.serve_reads`), writes are proposed (leader) or forwarded (elsewhere), peer
+messages are stepped into the node, and one scheduled callback per iteration (`_step`) executes
+the node's `Output`: the epoch file first, then the log writes (group commit: everything
+proposed or received in the iteration shares one write and one fdatasync), then the peer
+messages. Durable log writes come back as `Node.persisted`; commits are applied inside the
+node. Each connection's replies leave in one `transport.write` per iteration.
 """
 
 from __future__ import annotations
@@ -14,13 +16,18 @@ import logging
 import random
 import signal
 import time
-from collections import Counter
+from collections import Counter, deque
+from pathlib import Path
 
 from fastzk._core import FrameError, ReadBuffer, serve_reads
 from fastzk.config import ALL_4LW, Config
 from fastzk.node import Client, Limits, Node, State
+from fastzk.quorum import messages as msgs
+from fastzk.quorum.replica import QuorumConfig
 from fastzk.runtime import admin
+from fastzk.runtime import snapshot as snapshots
 from fastzk.runtime.http import start_admin
+from fastzk.runtime.peers import PeerNetwork
 from fastzk.runtime.storage import Storage
 from fastzk.runtime.wal import RecoveryError
 from fastzk.server.prep import Txn
@@ -28,6 +35,8 @@ from fastzk.server.prep import Txn
 log = logging.getLogger("fastzk")
 
 FAST_PATH_BATCH = 256  # frames per serve_reads call: bounds the work done between pause checks
+QUORUM_TICKS_PER_TICK = 10  # replication runs on tenths of tickTime
+SNAPSHOT_CHUNK_BYTES = 1 << 20  # snapshot bytes per peer message
 FOUR_LETTER_WORDS = frozenset(word.encode("ascii") for word in ALL_4LW)
 
 
@@ -154,7 +163,7 @@ class ClientProtocol(asyncio.BufferedProtocol):
                 node.handle_connect(client, frame)
             out = client.out
             while client.state == State.READY and not self._blocked():
-                if not client.fifo:
+                if not client.fifo and node.serving:
                     served = serve_reads(buf, node.tree, out, node.applied_zxid, FAST_PATH_BATCH)
                     if served:
                         node.touch(client, served)
@@ -199,6 +208,21 @@ class ClientProtocol(asyncio.BufferedProtocol):
         self.transport.close()
 
 
+def quorum_config(cfg: Config) -> QuorumConfig:
+    """Replication timing from ZooKeeper's keys: a follower that hears nothing from its leader
+    for syncLimit ticks (randomised up to twice that) starts an election, a leader that hears
+    no majority for syncLimit ticks steps down, a snapshot transfer may take initLimit ticks."""
+    per_tick = QUORUM_TICKS_PER_TICK
+    return QuorumConfig(
+        server_id=cfg.server_id,
+        voters=cfg.voters,
+        observers=cfg.observers,
+        election_ticks=cfg.sync_limit * per_tick,
+        check_quorum_ticks=cfg.sync_limit * per_tick,
+        snapshot_ticks=cfg.init_limit * per_tick,
+    )
+
+
 class Server:
     def __init__(self, cfg: Config, loop: asyncio.AbstractEventLoop) -> None:
         self.cfg = cfg
@@ -210,49 +234,144 @@ class Server:
             max_session_timeout=cfg.max_session_timeout,
             super_digest=cfg.super_digest,
             ttl_enabled=cfg.ttl_enabled,
+            sync_window_txns=cfg.sync_window_txns,
         )
-        self.node = Node(limits, random.SystemRandom(), server_id=1, start_ms=self.started_ms)
+        self.node = Node(limits, random.SystemRandom(), server_id=cfg.server_id,
+                         start_ms=self.started_ms, quorum=quorum_config(cfg))
         _now(self.node)
         self.protocols: dict[Client, ClientProtocol] = {}
         self.per_ip: Counter[str] = Counter()
-        self._commit_scheduled = False
+        self._step_scheduled = False
         self._tcp: asyncio.base_events.Server | None = None
         self._admin: asyncio.base_events.Server | None = None
         self.trace_mask = admin.TRACE_MASK
         self.serving = False
         self.log_failure: str | None = None  # set when the log stage cannot make writes durable
         self.storage = Storage(cfg, self.node, loop, self._durable, self._log_failed)
+        self.peers: PeerNetwork | None = None
+        if cfg.ensemble:
+            self.peers = PeerNetwork(cfg, loop, self._peer_message, self.node.peer_up,
+                                     self.node.peer_down, self.after_input)
+        self._writes: deque[tuple[int, int]] = deque()  # (gen, last zxid) per log submit
         self._log_waiting_since: int | None = None  # mono ms of the oldest uncommitted txn
+        self.exit_status: asyncio.Future[int] = loop.create_future()
+        self.role = self.node.role
+        self.role_changes = 0
+        self.role_since = time.monotonic()
 
     def after_input(self) -> None:
         """Called after every event that may have produced output or log entries."""
-        if self.node.log_batch and not self._commit_scheduled:
-            self._commit_scheduled = True
-            self.loop.call_soon(self._commit)
+        if not self._step_scheduled:
+            self._step_scheduled = True
+            self.loop.call_soon(self._step)
         self.flush_dirty()
 
-    def _commit(self) -> None:
-        """The group-commit point: this iteration's txns go to the WAL writer thread. Their
-        replies (and watch events) leave only once it reports them durable (`_durable`);
-        meanwhile the loop keeps reading and preparing, and those txns form the next write."""
-        self._commit_scheduled = False
-        batch = self.node.take_log_batch()
+    def _step(self) -> None:
+        """Executes the node's output (see the module docstring). Its log writes are this
+        iteration's group commit: replies and watch events follow once a quorum has them."""
+        self._step_scheduled = False
+        node = self.node
+        out = node.take_output()
+        if out.hard_state is not None:
+            self.storage.save_hard_state(*out.hard_state)
+        batch: list[Txn] = []
+        for op, argument in out.log_ops:
+            if op == "append":
+                batch.extend(payload for _, payload in argument)
+                continue
+            if batch:
+                self._submit(batch, out.gen)
+                batch = []
+            self.storage.truncate_after(argument)
         if batch:
-            self.storage.submit(batch)
+            self._submit(batch, out.gen)
+        if node.role != self.role:
+            self._role_changed()
+        peers = self.peers
+        if peers is not None:
+            for peer, message in out.messages:
+                peers.send(peer, message)
+            for peer in out.snapshots:
+                self._send_snapshot(peer)
+        self.flush_dirty()
 
-    def _durable(self, txns: list[Txn]) -> None:
+    def _role_changed(self) -> None:
+        node = self.node
+        now = time.monotonic()
+        log.info("server.%d: %s -> %s (epoch %d, leader %s, zxid %#x) after %.3fs",
+                 node.server_id, self.role, node.role, node.replica.epoch,
+                 node.replica.leader_id, node.applied_zxid, now - self.role_since)
+        self.role = node.role
+        self.role_since = now
+        self.role_changes += 1
+
+    def _submit(self, txns: list[Txn], gen: int) -> None:
+        self._writes.append((gen, txns[-1].zxid))
+        self.storage.submit(txns)
+
+    def _durable(self, groups: list[list[Txn]]) -> None:
         """On the loop, from the writer thread: txns are on disk (fdatasync returned)."""
         _now(self.node)
-        self.node.commit(txns)
-        self.flush_dirty()
+        for _ in groups:
+            gen, zxid = self._writes.popleft()
+            self.node.persisted(gen, zxid)
+        self.after_input()
 
     def _log_failed(self, txns: list[Txn], error: OSError) -> None:
         """The WAL cannot make txns durable (EIO, ENOSPC...): they are never acknowledged, their
         connections are closed (the client sees a connection loss), and from now on every
-        write fails the same way while reads go on; `ready` reports the failure."""
+        write fails the same way while reads go on; `ready` reports the failure. A member of
+        an ensemble stops instead (exit status 4): a server that cannot keep its log must
+        neither acknowledge nor vote; the others go on without it."""
         self.log_failure = f"{error}"
-        self.node.abandon(txns)
+        self.node.abandon()
         self.flush_dirty()
+        if self.cfg.ensemble and not self.exit_status.done():
+            log.error("stopping: this server's log failed (%s); restart it once the disk is "
+                      "fixed and it will catch up from the leader", error)
+            self.exit_status.set_result(4)
+
+    # --- peers -----------------------------------------------------------------------------------
+    def _peer_message(self, sender: int, message: object) -> None:
+        _now(self.node)
+        if type(message) is msgs.SnapshotChunk:
+            self._snapshot_chunk(sender, message)
+        else:
+            self.node.peer_message(sender, message)
+
+    def _send_snapshot(self, peer: int) -> None:
+        """The leader's applied state for a follower its log cannot catch up, serialized at
+        once (blocking the loop for as long as that takes) and sent in chunks."""
+        assert self.peers is not None
+        node = self.node
+        zxid = node.applied_zxid
+        data = snapshots.serialize(node, self.cfg.snapshot_chunk_nodes)
+        log.info("sending server.%d a snapshot at zxid %#x (%d bytes)", peer, zxid, len(data))
+        epoch = node.replica.epoch
+        for offset in range(0, len(data), SNAPSHOT_CHUNK_BYTES):
+            part = data[offset:offset + SNAPSHOT_CHUNK_BYTES]
+            self.peers.send(peer, msgs.SnapshotChunk(epoch, zxid, offset, part,
+                                                     offset + len(part) >= len(data)))
+        node.replica.snapshot_sent(peer, zxid)
+
+    def _snapshot_chunk(self, sender: int, chunk: msgs.SnapshotChunk) -> None:
+        data = self.node.snapshot_chunk(sender, chunk)
+        if data is None:
+            return
+        log.info("installing a snapshot at zxid %#x from server.%d (%d bytes)", chunk.zxid,
+                 sender, len(data))
+
+        def installed(path: object, error: BaseException | None) -> None:
+            if error is not None:
+                log.error("snapshot from server.%d not installed: %s", sender, error)
+                return
+            assert isinstance(path, Path)
+            info, tree = snapshots.summary(path)
+            _now(self.node)
+            self.node.install_snapshot(sender, chunk.epoch, info.zxid, tree, info.sessions)
+            self.after_input()
+
+        self.storage.install_snapshot(chunk.zxid, data, installed)
 
     def flush_dirty(self) -> None:
         node = self.node
@@ -270,15 +389,23 @@ class Server:
                     protocol.process()
                 else:
                     protocol._update_reading()
-        if node.log_batch and not self._commit_scheduled:
-            self._commit_scheduled = True
-            self.loop.call_soon(self._commit)
+        if (node.proposals or node.outbox or node.replica.has_ready()) \
+                and not self._step_scheduled:
+            self._step_scheduled = True
+            self.loop.call_soon(self._step)
 
     def _tick(self) -> None:
         _now(self.node)
         self.node.tick()
         self.after_input()
         self.loop.call_later(self.cfg.tick_time / 1000, self._tick)
+
+    def _quorum_tick(self) -> None:
+        _now(self.node)
+        self.node.quorum_tick()
+        self.after_input()
+        self.loop.call_later(self.cfg.tick_time / 1000 / QUORUM_TICKS_PER_TICK,
+                             self._quorum_tick)
 
     def _reap(self) -> None:
         """ZooKeeper's container manager: a bounded number of deletes per check interval."""
@@ -290,16 +417,27 @@ class Server:
 
     async def start(self) -> None:
         """Recovers the durable state (raises RecoveryError when it cannot be trusted), then
-        listens."""
+        listens (raises OSError when a port is taken)."""
         _now(self.node)
         report = self.storage.open()
         log.info(
-            "recovered zxid %#x in %.3fs: snapshot %s (zxid %#x), %d txns replayed, %d znodes, "
+            "recovered zxid %#x in %.3fs: snapshot %s (zxid %#x), %d txns read, %d znodes, "
             "%d sessions, digest %d",
             report.last_zxid, report.seconds,
             report.snapshot.name if report.snapshot else "none", report.snapshot_zxid,
             report.replayed, report.nodes, report.sessions, self.node.tree.digest(),
         )
+        if self.peers is not None:
+            await self.peers.start()
+        self.node.start()
+        self._step()
+        if not self.cfg.ensemble:
+            # alone, this server leads at once: listen once its epoch's barrier is durable
+            deadline = time.monotonic() + 60
+            while not self.node.serving and self.log_failure is None:
+                if time.monotonic() > deadline:
+                    raise RecoveryError("the first write after start-up never became durable")
+                await asyncio.sleep(0.001)
         self._tcp = await self.loop.create_server(
             lambda: ClientProtocol(self),
             host=self.cfg.client_port_address or None,
@@ -308,20 +446,25 @@ class Server:
             backlog=1024,
         )
         self.loop.call_later(self.cfg.tick_time / 1000, self._tick)
+        self.loop.call_later(self.cfg.tick_time / 1000 / QUORUM_TICKS_PER_TICK,
+                             self._quorum_tick)
         self.loop.call_later(self.cfg.container_check_interval_ms / 1000, self._reap)
         if self.cfg.admin_enabled:
             self._admin = await start_admin(self)
         self.serving = True
 
     def ready(self) -> tuple[bool, str]:
-        """Whether a write sent now would be served: listening, the log stage healthy and not
-        stalled (no txn has waited for durability longer than two ticks)."""
+        """Whether a write sent now would be served: listening, in a quorum and synced, the
+        log stage healthy and not stalled (no txn has waited for its commit longer than two
+        ticks)."""
         if not self.serving:
             return False, "not serving client requests"
         if self.log_failure is not None:
             return False, f"log stage failed: {self.log_failure}"
         node = self.node
-        if node.log_batch or node.waiting:
+        if not node.serving:
+            return False, f"not in a quorum (state: {node.role})"
+        if node.proposals or node.waiting:
             if self._log_waiting_since is None:
                 self._log_waiting_since = int(time.monotonic() * 1000)
             elif int(time.monotonic() * 1000) - self._log_waiting_since > 2 * self.cfg.tick_time:
@@ -341,6 +484,8 @@ class Server:
                 protocol.transport.abort()
         if self._tcp is not None:
             await self._tcp.wait_closed()
+        if self.peers is not None:
+            await self.peers.close()
         await self.storage.close()
 
 
@@ -352,17 +497,25 @@ async def _serve(cfg: Config) -> int:
     except RecoveryError as error:
         log.error("cannot start: %s", error)
         return 3
+    except OSError as error:
+        log.error("cannot start: %s (is another server using the port?)", error)
+        await server.stop()
+        return 2
     log.info(
         "fastzk serving on %s:%d (config: %s, dataDir: %s)",
         cfg.client_port_address or "0.0.0.0", cfg.client_port, cfg.source, cfg.data_dir,
     )
-    stopping = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stopping.set)
-    await stopping.wait()
+        loop.add_signal_handler(signum, _stop_with, server.exit_status, 0)
+    status = await server.exit_status
     log.info("fastzk shutting down")
     await server.stop()
-    return 0
+    return status
+
+
+def _stop_with(status: asyncio.Future[int], code: int) -> None:
+    if not status.done():
+        status.set_result(code)
 
 
 def run(cfg: Config, log_level: str = "INFO") -> int:

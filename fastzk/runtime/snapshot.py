@@ -195,9 +195,7 @@ class SnapshotTask:
         self.aborted = False
         self.finished = False
         self._synced_to = 0
-        sessions = [(s.session_id, s.timeout, s.passwd) for s in node.sessions.sessions.values()]
-        self._header = SNAP_MAGIC + block(
-            b"H" + encode_value((FORMAT, self.zxid, node.now_ms, sessions)))
+        self._header = _header(node)
 
     def start(self) -> None:
         self.writer.run_job(partial(self._open, self._header), self._step)
@@ -266,6 +264,29 @@ class SnapshotTask:
             os.close(self.fd)
             self.fd = None
         self.tmp.unlink(missing_ok=True)
+
+
+def _header(node: Node) -> bytes:
+    """The magic and header block: the applied zxid and the whole session table, now."""
+    sessions = [(s.session_id, s.timeout, s.passwd) for s in node.sessions.sessions.values()]
+    return SNAP_MAGIC + block(
+        b"H" + encode_value((FORMAT, node.applied_zxid, node.now_ms, sessions)))
+
+
+def serialize(node: Node, chunk_nodes: int) -> bytes:
+    """The node's applied state as one snapshot file, all at once (not fuzzy: start and end
+    zxid are equal), for a follower too far behind the leader's log."""
+    parts = [_header(node)]
+    cursor = node.tree.snapshot_cursor()
+    chunks = 0
+    while True:
+        chunk = cursor.next_chunk(chunk_nodes)
+        if not chunk:
+            break
+        parts.append(block(b"C" + chunk))
+        chunks += 1
+    parts.append(block(b"E" + encode_value((cursor.nodes, chunks, node.applied_zxid))))
+    return b"".join(parts)
 
 
 def _ignore(result: Any, error: BaseException | None) -> None:

@@ -13,8 +13,11 @@ Start-up (`Storage.open`):
 5. start the writer thread; new writes go to a new segment.
 
 Afterwards `submit(txns)` queues each loop iteration's txns for the writer thread, which calls
-back on the loop once they are durable (`on_durable`, which commits them: apply, notify,
-reply) or failed (`on_failure`). With `fastzk.unsafeAckBeforeSync` (testing only) txns are
+back on the loop once they are durable (`on_durable(groups)`, one txn list per submit, in
+order: the host reports them to the replica, which commits once a quorum has them) or failed
+(`on_failure`). `truncate_after` and `install_snapshot` change the log files in the same order
+as the writes around them. `save_hard_state` writes the epoch file (epoch and vote), which must
+be durable before a vote or a new epoch is acted on. With `fastzk.unsafeAckBeforeSync` (testing only) txns are
 committed at once and written `fastzk.unsafeWriteDelayMs` later: a crash loses acknowledged
 writes, which is what the crash test's negative control must detect.
 """
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import time
 from collections.abc import Callable
@@ -32,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from fastzk.runtime import snapshot as snapshots
 from fastzk.runtime import wal
-from fastzk.server.prep import Txn
+from fastzk.server.prep import BARRIER, Txn
 
 if TYPE_CHECKING:
     from fastzk.config import Config
@@ -52,6 +56,36 @@ class RecoveryReport:
     torn: str | None
     seconds: float
     skipped_snapshots: list[str]
+
+
+EPOCH_FILE = "epoch"
+
+
+def load_hard_state(directory: Path) -> tuple[int, int]:
+    """(epoch, voted_for) from the epoch file; (0, 0) when there is none yet."""
+    path = directory / EPOCH_FILE
+    try:
+        data = json.loads(path.read_text())
+        return int(data["epoch"]), int(data["voted_for"])
+    except FileNotFoundError:
+        return 0, 0
+    except (ValueError, KeyError, TypeError, OSError) as error:
+        raise wal.RecoveryError(f"{path}: unreadable epoch file ({error}); it holds this "
+                                "server's promises to its peers, so it cannot be guessed") from None
+
+
+def save_hard_state(directory: Path, epoch: int, voted_for: int) -> None:
+    """temp + fsync + rename + directory fsync: a crash leaves the old or the new file."""
+    path = directory / EPOCH_FILE
+    tmp = directory / (EPOCH_FILE + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        os.write(fd, json.dumps({"epoch": epoch, "voted_for": voted_for}).encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.rename(tmp, path)
+    wal.fsync_dir(directory)
 
 
 def recover(node: Node, snap_dir: Path, log_dir: Path) -> RecoveryReport:
@@ -89,7 +123,7 @@ def recover(node: Node, snap_dir: Path, log_dir: Path) -> RecoveryReport:
     if chosen is None:
         state = wal.verify_log(log_dir, 0)
         first = state.first_zxid
-        if first > 1 and (first >> 32) == 0:
+        if first > 1 and not _starts_history(state):
             raise wal.RecoveryError(
                 f"no usable snapshot in {snap_dir} and the log in {log_dir} starts at zxid "
                 f"{first:#x}: the txns before it are gone"
@@ -106,9 +140,11 @@ def recover(node: Node, snap_dir: Path, log_dir: Path) -> RecoveryReport:
         snapshots.load(chosen.path, node.tree)
         base_zxid = chosen.zxid
         sessions = chosen.sessions
+    epoch, voted_for = load_hard_state(snap_dir)
     try:
         replayed = node.recover(base_zxid, sessions, wal.read_log(state, base_zxid),
-                                fuzzy_until=chosen.end_zxid if chosen is not None else 0)
+                                fuzzy_until=chosen.end_zxid if chosen is not None else 0,
+                                epoch=epoch, voted_for=voted_for)
     except ValueError as error:
         raise wal.RecoveryError(
             f"the log in {log_dir} does not replay over "
@@ -117,13 +153,21 @@ def recover(node: Node, snap_dir: Path, log_dir: Path) -> RecoveryReport:
         snapshot=chosen.path if chosen is not None else None,
         snapshot_zxid=base_zxid,
         replayed=replayed,
-        last_zxid=node.applied_zxid,
+        last_zxid=node.replica.log.last,
         sessions=len(node.sessions),
         nodes=len(node.tree),
         torn=state.torn,
         seconds=time.monotonic() - started,
         skipped_snapshots=skipped,
     )
+
+
+def _starts_history(state: wal.LogState) -> bool:
+    """Whether a log's first txn is the first of the whole history: the barrier of the first
+    epoch ever led, which records no predecessor."""
+    for txn in wal.read_log(state, 0):
+        return txn.changes[:1] == [(BARRIER, 0)]
+    return True
 
 
 def ensure_dir(directory: Path) -> None:
@@ -148,7 +192,7 @@ class Storage:
         cfg: Config,
         node: Node,
         loop: Any,
-        on_durable: Callable[[list[Txn]], None],
+        on_durable: Callable[[list[list[Txn]]], None],
         on_failure: Callable[[list[Txn], OSError], None],
         faults: wal.WalFaults | None = None,
     ) -> None:
@@ -217,7 +261,7 @@ class Storage:
         self._since_bytes += self.writer.submit(txns)
         self._since_txns += len(txns)
         if self.unsafe:
-            self.on_durable(txns)  # acknowledged before it is written: testing only
+            self.on_durable([txns])  # acknowledged before it is written: testing only
             self._maybe_snapshot()
 
     def _written(self, groups: list[list[Txn]], error: OSError | None) -> None:
@@ -231,9 +275,57 @@ class Storage:
                 self.on_failure([txn for group in groups for txn in group], error)
             return
         if not self.unsafe:
-            self.on_durable(groups[0] if len(groups) == 1 else
-                            [txn for group in groups for txn in group])
+            self.on_durable(groups)
             self._maybe_snapshot()
+
+    def save_hard_state(self, epoch: int, voted_for: int) -> None:
+        save_hard_state(self.snap_dir, epoch, voted_for)
+
+    def truncate_after(self, zxid: int) -> None:
+        assert self.writer is not None
+        writer = self.writer
+        self.writer.submit_op(lambda: writer.truncate_after(zxid), self._op_done)
+
+    def install_snapshot(self, zxid: int, data: bytes,
+                         done: Callable[[Path | None, BaseException | None], None]) -> None:
+        """Makes a snapshot received from the leader this server's state on disk: written and
+        synced under its final name, then every log segment and older snapshot removed (all
+        of it is covered by the leader's state or was never committed). `done(path, error)`."""
+        assert self.writer is not None
+        writer = self.writer
+        if self.snapshot is not None:
+            self.snapshot.abort()
+        snap_dir = self.snap_dir
+
+        def install() -> Path:
+            path = snap_dir / snapshots.snapshot_name(zxid)
+            tmp = snap_dir / (path.name + ".tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            snapshots.verify(tmp)
+            os.rename(tmp, path)
+            wal.fsync_dir(snap_dir)
+            writer.drop_all()
+            for _, old in snapshots.list_snapshots(snap_dir):
+                if old != path:
+                    old.unlink()
+            wal.fsync_dir(snap_dir)
+            return path
+
+        self.last_snapshot = None
+        writer.submit_op(install, done)
+
+    def _op_done(self, result: Any, error: BaseException | None) -> None:
+        if error is not None and self.failed is None and isinstance(error, OSError):
+            self.failed = error
+            log.error("write-ahead log failed: %s", error)
+            self.on_failure([], error)
 
     # --- snapshots ---------------------------------------------------------------------------
     def _roll_thresholds(self) -> None:

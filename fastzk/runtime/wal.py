@@ -189,7 +189,8 @@ class WalWriter:
         self.batch_sizes: dict[int, int] = {}
         self.fsync_us = LatencyHistogram(FSYNC_BUCKETS_US)
         self._cond = threading.Condition()
-        self._queue: deque[tuple[bytearray, list[Txn]]] = deque()
+        # log writes (blob, txns) and log operations (None, (fn, done)), executed in order
+        self._queue: deque[tuple[bytearray | None, Any]] = deque()
         self._jobs: deque[tuple[Job, JobDone]] = deque()
         self._stopping = False
         self._closed: Any = None
@@ -206,6 +207,14 @@ class WalWriter:
             self._queue.append((blob, txns))
             self._cond.notify()
         return len(blob)
+
+    def submit_op(self, op: Job, done: JobDone) -> None:
+        """Queues a change of the log files (a truncation, a snapshot install) that must happen
+        exactly between the writes queued before and after it; `done(result, error)` runs on the
+        loop. A failure is final, as for a write."""
+        with self._cond:
+            self._queue.append((None, (op, done)))
+            self._cond.notify()
 
     def run_job(self, job: Job, done: JobDone) -> None:
         with self._cond:
@@ -243,10 +252,16 @@ class WalWriter:
             with self._cond:
                 while not self._queue and not self._jobs and not self._stopping:
                     self._cond.wait()
-                if self._queue and not (prefer_job and self._jobs):
+                op = None
+                if self._queue and self._queue[0][0] is None:
+                    items = []
+                    job = None
+                    op = self._queue.popleft()[1]
+                elif self._queue and not (prefer_job and self._jobs):
                     items = [self._queue.popleft()]
                     size = len(items[0][0])
-                    while self._queue and size + len(self._queue[0][0]) <= self.max_batch_bytes:
+                    while (self._queue and self._queue[0][0] is not None
+                           and size + len(self._queue[0][0]) <= self.max_batch_bytes):
                         item = self._queue.popleft()
                         size += len(item[0])
                         items.append(item)
@@ -256,7 +271,9 @@ class WalWriter:
                     job = self._jobs.popleft()
                 else:  # stopping with nothing left
                     break
-            if items:
+            if op is not None:
+                self._run_op(*op)
+            elif items:
                 prefer_job = True
                 self._write_items(items)
             elif job is not None:
@@ -270,6 +287,58 @@ class WalWriter:
         self._close_fd()
         if self._closed is not None:
             self._post(_resolve, self._closed)
+
+    def _run_op(self, op: Job, done: JobDone) -> None:
+        result: Any = None
+        error: BaseException | None = self.failed
+        if error is None:
+            try:
+                result = op()
+            except OSError as exc:
+                self.failed = error = exc
+                log.error("write-ahead log failed (%s); no further writes will be acknowledged",
+                          exc)
+            except Exception as exc:  # not the disk (a bad snapshot from a peer): reported
+                error = exc
+        self._post(done, result, error)
+
+    def truncate_after(self, zxid: int) -> None:
+        """Writer thread: removes every record above `zxid` (an uncommitted suffix that the
+        leader's log replaces). The active segment is closed; the next write starts a new one."""
+        if self.fd is not None:
+            os.ftruncate(self.fd, self.pos)
+            os.fsync(self.fd)
+            self._close_fd()
+        for base, path in reversed(list_segments(self.directory)):
+            if base > zxid:
+                path.unlink()
+                continue
+            cut = None
+            with _Mapped(path) as mapped:
+                scanner = WalScanner(mapped.data, SEGMENT_HEADER, base - 1 if base > 0 else 0)
+                start = scanner.pos
+                while scanner.skip_record():
+                    if scanner.last_zxid > zxid:
+                        cut = start
+                        break
+                    start = scanner.pos
+                scanner.release()
+            if cut is not None:
+                fd = os.open(path, os.O_WRONLY)
+                try:
+                    os.ftruncate(fd, cut)
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            break
+        fsync_dir(self.directory)
+
+    def drop_all(self) -> None:
+        """Writer thread: deletes every segment (a snapshot from the leader replaces them)."""
+        self._close_fd()
+        for _, path in list_segments(self.directory):
+            path.unlink()
+        fsync_dir(self.directory)
 
     def _write_items(self, items: list[tuple[bytearray, list[Txn]]]) -> None:
         groups = [txns for _, txns in items]

@@ -14,6 +14,7 @@ from fastzk.proto import SYNC_CONNECTED, Err, Event, Op, Perm
 from fastzk.server import acl as acls
 from fastzk.server.paths import parent_of
 from fastzk.server.prep import (
+    BARRIER,
     CHECK,
     CLOSE_SESSION,
     CREATE,
@@ -75,7 +76,7 @@ class Applier:
         if tag == SET_ACL:
             _, path, acl, aversion = change
             return tree.set_acl(path, acl, aversion)
-        if tag == CHECK:
+        if tag == CHECK or tag == BARRIER:
             return None
         if tag == CREATE_SESSION:
             _, session_id, timeout, passwd = change

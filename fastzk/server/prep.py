@@ -45,8 +45,11 @@ MULTI_RESULT_TYPE = {
 #   (CREATE, path, data, acl, raw_owner, parent_counter)   (DELETE, path)
 #   (SET_DATA, path, data, version)    (SET_ACL, path, acl, aversion)    (CHECK, path)
 #   (CREATE_SESSION, session_id, timeout, passwd)          (CLOSE_SESSION, session_id)
-CREATE, DELETE, SET_DATA, SET_ACL, CHECK, CREATE_SESSION, CLOSE_SESSION = (
+#   (BARRIER, prev_zxid): opens a leader's epoch; prev_zxid is the log entry before it (0: the
+#   first entry of the whole history, which recovery without a snapshot must find)
+CREATE, DELETE, SET_DATA, SET_ACL, CHECK, CREATE_SESSION, CLOSE_SESSION, BARRIER = (
     "create", "delete", "set_data", "set_acl", "check", "create_session", "close_session",
+    "barrier",
 )
 
 

@@ -1,0 +1,102 @@
+"""The replica's view of its log: entries above a base zxid, in memory.
+
+Entries are (zxid, payload) with increasing zxids. Everything at or below `base` is committed
+and applied (in a snapshot, or compacted away after being applied), so two logs agree on it.
+Because a zxid names its epoch and only one leader proposes in an epoch, two entries with the
+same zxid are the same entry: the zxid alone identifies a log position's content.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, bisect_right
+from typing import Any
+
+Entry = tuple[int, Any]
+
+
+class Log:
+    def __init__(self, base: int = 0, entries: list[Entry] | None = None) -> None:
+        self.base = base
+        self._zxids: list[int] = []
+        self._payloads: list[Any] = []
+        if entries:
+            self.append(entries)
+
+    def __len__(self) -> int:
+        return len(self._zxids)
+
+    @property
+    def last(self) -> int:
+        return self._zxids[-1] if self._zxids else self.base
+
+    def nth(self, index: int) -> int:
+        """The zxid of the index-th entry above the base."""
+        return self._zxids[index]
+
+    def has(self, zxid: int) -> bool:
+        """Whether the log holds (or has compacted) entry `zxid`."""
+        if zxid <= self.base:
+            return zxid == self.base or zxid == 0
+        index = bisect_left(self._zxids, zxid)
+        return index < len(self._zxids) and self._zxids[index] == zxid
+
+    def floor(self, zxid: int) -> int:
+        """The greatest zxid of the log at or below `zxid` (the base counts); -1 below it."""
+        if zxid < self.base:
+            return -1
+        index = bisect_right(self._zxids, zxid)
+        return self._zxids[index - 1] if index else self.base
+
+    def before(self, zxid: int) -> int:
+        """The zxid preceding `zxid` (which the log holds); -1 when that is below the base."""
+        index = bisect_left(self._zxids, zxid)
+        if index == 0:
+            return self.base if zxid > self.base else -1
+        return self._zxids[index - 1]
+
+    def after(self, zxid: int, limit: int) -> list[Entry]:
+        """Up to `limit` entries following `zxid` (which must be at or above the base)."""
+        start = bisect_right(self._zxids, zxid)
+        end = min(len(self._zxids), start + limit)
+        return list(zip(self._zxids[start:end], self._payloads[start:end], strict=True))
+
+    def between(self, low: int, high: int) -> list[Entry]:
+        """Entries with low < zxid <= high."""
+        start = bisect_right(self._zxids, low)
+        end = bisect_right(self._zxids, high)
+        return list(zip(self._zxids[start:end], self._payloads[start:end], strict=True))
+
+    def count_between(self, low: int, high: int) -> int:
+        return bisect_right(self._zxids, high) - bisect_right(self._zxids, low)
+
+    def append(self, entries: list[Entry]) -> None:
+        last = self.last
+        for zxid, payload in entries:
+            if zxid <= last:
+                raise ValueError(f"log append out of order: {zxid:#x} after {last:#x}")
+            self._zxids.append(zxid)
+            self._payloads.append(payload)
+            last = zxid
+
+    def truncate_after(self, zxid: int) -> None:
+        if zxid < self.base:
+            raise ValueError(f"cannot truncate below the committed base {self.base:#x}")
+        cut = bisect_right(self._zxids, zxid)
+        del self._zxids[cut:]
+        del self._payloads[cut:]
+
+    def compact(self, zxid: int) -> None:
+        """Forgets entries up to `zxid` (applied everywhere they matter: a follower that needs
+        them gets a snapshot instead)."""
+        if zxid <= self.base:
+            return
+        cut = bisect_right(self._zxids, zxid)
+        self.base = self._zxids[cut - 1] if cut else self.base
+        del self._zxids[:cut]
+        del self._payloads[:cut]
+
+    def reset(self, base: int) -> None:
+        """Drops everything: the state at `base` came from a snapshot."""
+        self.base = base
+        self._zxids.clear()
+        self._payloads.clear()

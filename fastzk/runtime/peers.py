@@ -1,0 +1,333 @@
+"""Links between ensemble members: TCP on each member's quorum port, one connection per
+direction (a server sends on the connection it dialed and receives on those it accepted), so
+that messages from one server to another arrive in the order they were sent.
+
+Wire format (ours; only client compatibility with ZooKeeper matters): the dialer opens with a
+20-byte hello (`FZKPEER1`, u32 version, i32 its id, i32 the id it expects to reach); then each
+message is a u32 length and a value of fastzk's tagged value encoding (the WAL's): a tuple of
+the message kind and its fields. The receiver checks everything before it acts: an unknown or
+impostor id (not in the config, ours, or from another address than the member's), a bad hello,
+an oversized frame or a message that does not decode to the shape of its kind closes that
+connection with a log line. A link whose send buffer passes its bound (the peer stopped reading)
+is closed as well; the replication core resends what was lost once the link is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import struct
+from collections.abc import Callable
+from typing import Any
+
+from fastzk._core import decode_value, encode_value
+from fastzk.config import Config, Member
+from fastzk.quorum import messages as msgs
+from fastzk.server.prep import Txn
+
+log = logging.getLogger("fastzk.peers")
+
+MAGIC = b"FZKPEER1"
+VERSION = 1
+HELLO = struct.Struct(">8sIii")
+LENGTH = struct.Struct(">I")
+RETRY_S = 0.05
+HELLO_TIMEOUT_S = 5.0
+SEND_BUFFER_LIMIT = 64 * 1024 * 1024
+
+KINDS: tuple[type, ...] = msgs.QUORUM_MESSAGES + msgs.HOST_MESSAGES
+CODES = {kind: code for code, kind in enumerate(KINDS)}
+FIELDS = {kind: kind.__slots__ for kind in KINDS}
+
+
+class PeerMessageError(ValueError):
+    """A frame that is not a well-formed message."""
+
+
+# --- codec -------------------------------------------------------------------------------------
+def encode(message: Any) -> bytes:
+    kind = type(message)
+    values = [getattr(message, name) for name in FIELDS[kind]]
+    if kind is msgs.Append:
+        values[2] = tuple((zxid, (t.time_ms, t.session_id, t.xid, t.op, t.changes))
+                          for zxid, t in values[2])
+    body = encode_value((CODES[kind], *values))
+    return LENGTH.pack(len(body)) + body
+
+
+def _int(value: Any) -> int:
+    if type(value) is not int:
+        raise PeerMessageError(f"expected an integer, got {type(value).__name__}")
+    return value
+
+
+def _ints(value: Any) -> tuple[int, ...]:
+    if type(value) is not tuple:
+        raise PeerMessageError("expected a tuple of integers")
+    return tuple(_int(v) for v in value)
+
+
+def _check(kind: type, values: list[Any]) -> list[Any]:
+    """Every field has the type its kind declares (a malformed peer must not reach the core)."""
+    hints = {name: str(hint) for name, hint in kind.__annotations__.items()}
+    for index, name in enumerate(FIELDS[kind]):
+        hint = hints[name]
+        value = values[index]
+        if hint == "int":
+            _int(value)
+        elif hint == "bool":
+            if type(value) is not bool:
+                raise PeerMessageError(f"{kind.__name__}.{name}: expected a boolean")
+        elif hint == "bytes":
+            if type(value) is not bytes:
+                raise PeerMessageError(f"{kind.__name__}.{name}: expected bytes")
+        elif name == "entries":
+            values[index] = _entries(value)
+        elif name == "identities":
+            if type(value) is not tuple or not all(
+                    type(i) is tuple and len(i) == 2 and all(type(x) is str for x in i)
+                    for i in value):
+                raise PeerMessageError("Forward.identities: expected (scheme, id) pairs")
+        elif name == "multi_errors":
+            values[index] = None if value is None else _ints(value)
+        elif name == "session_ids":
+            values[index] = _ints(value)
+        else:
+            raise PeerMessageError(f"{kind.__name__}.{name}: no check for {hint}")
+    return values
+
+
+def _entries(value: Any) -> tuple[tuple[int, Txn], ...]:
+    if type(value) is not tuple:
+        raise PeerMessageError("Append.entries: expected a tuple")
+    entries = []
+    for item in value:
+        if type(item) is not tuple or len(item) != 2 or type(item[1]) is not tuple \
+                or len(item[1]) != 5:
+            raise PeerMessageError("Append.entries: expected (zxid, txn) pairs")
+        zxid, (time_ms, session_id, xid, op, changes) = item
+        for number in (zxid, time_ms, session_id, xid, op):
+            _int(number)
+        if type(changes) is not list:
+            raise PeerMessageError("Append.entries: a txn's changes must be a list")
+        entries.append((zxid, Txn(zxid, time_ms, session_id, xid, op, changes)))
+    return tuple(entries)
+
+
+def decode(payload: bytes) -> Any:
+    try:
+        value = decode_value(payload)
+    except ValueError as error:
+        raise PeerMessageError(f"undecodable message: {error}") from None
+    if type(value) is not tuple or not value or type(value[0]) is not int \
+            or not 0 <= value[0] < len(KINDS):
+        raise PeerMessageError("not a message (unknown kind)")
+    kind = KINDS[value[0]]
+    fields = list(value[1:])
+    if len(fields) != len(FIELDS[kind]):
+        raise PeerMessageError(f"{kind.__name__}: {len(fields)} fields, expected "
+                               f"{len(FIELDS[kind])}")
+    return kind(*_check(kind, fields))
+
+
+# --- connections -----------------------------------------------------------------------------
+class _Inbound(asyncio.Protocol):
+    """A connection another member dialed: hello, then its messages to us."""
+
+    def __init__(self, network: PeerNetwork) -> None:
+        self.network = network
+        self.buf = bytearray()
+        self.peer: int | None = None
+        self.transport: asyncio.Transport | None = None
+        self.address = ""
+        self.timer: asyncio.TimerHandle
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peername = transport.get_extra_info("peername")
+        self.address = peername[0] if peername else "?"
+        self.timer = asyncio.get_running_loop().call_later(HELLO_TIMEOUT_S, self._no_hello)
+
+    def _no_hello(self) -> None:
+        if self.peer is None and self.transport is not None:
+            self._reject(f"no hello within {HELLO_TIMEOUT_S:.0f}s")
+
+    def _reject(self, reason: str) -> None:
+        log.warning("peer connection from %s rejected: %s", self.address, reason)
+        assert self.transport is not None
+        self.transport.abort()
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        network = self.network
+        if self.peer is None:
+            if not MAGIC.startswith(bytes(self.buf[:len(MAGIC)])):
+                self._reject("not a fastzk peer (bad hello)")
+                return
+            if len(self.buf) < HELLO.size:
+                return
+            magic, version, sender, receiver = HELLO.unpack_from(self.buf)
+            del self.buf[:HELLO.size]
+            reason = network.check_hello(magic, version, sender, receiver, self.address)
+            if reason is not None:
+                self._reject(reason)
+                return
+            self.peer = sender
+            self.timer.cancel()
+            network.inbound_opened(sender, self)
+        buf = self.buf
+        pos = 0
+        try:
+            while len(buf) - pos >= LENGTH.size:
+                (length,) = LENGTH.unpack_from(buf, pos)
+                if length > network.max_frame:
+                    raise PeerMessageError(f"frame of {length} bytes exceeds the limit of "
+                                           f"{network.max_frame}")
+                if len(buf) - pos - LENGTH.size < length:
+                    break
+                start = pos + LENGTH.size
+                message = decode(bytes(buf[start:start + length]))
+                pos = start + length
+                network.on_message(self.peer, message)
+                if self.transport is None or self.transport.is_closing():
+                    return
+        except PeerMessageError as error:
+            self._reject(f"server.{self.peer}: {error}")
+            return
+        finally:
+            del buf[:pos]
+        network.after_input()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        self.timer.cancel()
+        if self.peer is not None:
+            self.network.inbound_closed(self.peer, self)
+
+
+class _Outbound(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def data_received(self, data: bytes) -> None:
+        pass  # members never answer on a connection they accepted
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+
+class PeerNetwork:
+    """The member's listener and one dialing link per peer. Callbacks run on the loop:
+    `on_message(sender, message)`, `on_up(peer)` / `on_down(peer)` when the link we send on
+    opens or closes, `after_input()` after a batch of messages."""
+
+    def __init__(self, cfg: Config, loop: asyncio.AbstractEventLoop,
+                 on_message: Callable[[int, Any], None], on_up: Callable[[int], None],
+                 on_down: Callable[[int], None], after_input: Callable[[], None]) -> None:
+        self.cfg = cfg
+        self.loop = loop
+        self.me = cfg.member(cfg.server_id)
+        self.members = {m.server_id: m for m in cfg.members}
+        self.on_message = on_message
+        self.on_up = on_up
+        self.on_down = on_down
+        self.after_input = after_input
+        self.max_frame = max(16 * 1024 * 1024, 4 * cfg.jute_max_buffer)
+        self.links: dict[int, asyncio.Transport | None] = {
+            peer: None for peer in self.members if peer != cfg.server_id}
+        self.inbound: dict[int, _Inbound] = {}
+        self.sent = dict.fromkeys(self.links, 0)
+        self.dropped = dict.fromkeys(self.links, 0)
+        self._server: asyncio.base_events.Server | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._closing = False
+
+    async def start(self) -> None:
+        """Listens on this member's quorum port (raises OSError when it is taken), then dials
+        every peer in the background."""
+        self._server = await self.loop.create_server(
+            lambda: _Inbound(self), host=self.me.host, port=self.me.quorum_port,
+            reuse_address=True)
+        for peer in sorted(self.links):
+            self._tasks.append(self.loop.create_task(self._dial(self.members[peer])))
+
+    async def close(self) -> None:
+        self._closing = True
+        for task in self._tasks:
+            task.cancel()
+        for transport in list(self.links.values()):
+            if transport is not None:
+                transport.abort()
+        for protocol in list(self.inbound.values()):
+            if protocol.transport is not None:
+                protocol.transport.abort()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    async def _dial(self, member: Member) -> None:
+        peer = member.server_id
+        while not self._closing:
+            try:
+                transport, protocol = await self.loop.create_connection(
+                    _Outbound, host=member.host, port=member.quorum_port)
+            except OSError:
+                await asyncio.sleep(RETRY_S)
+                continue
+            transport.write(HELLO.pack(MAGIC, VERSION, self.cfg.server_id, peer))
+            self.links[peer] = transport
+            self.on_up(peer)
+            self.after_input()
+            await protocol.closed
+            self.links[peer] = None
+            if not self._closing:
+                self.on_down(peer)
+                self.after_input()
+                await asyncio.sleep(RETRY_S)
+
+    def send(self, peer: int, message: Any) -> None:
+        transport = self.links.get(peer)
+        if transport is None or transport.is_closing():
+            self.dropped[peer] = self.dropped.get(peer, 0) + 1
+            return
+        transport.write(encode(message))
+        self.sent[peer] += 1
+        if transport.get_write_buffer_size() > SEND_BUFFER_LIMIT:
+            log.warning("server.%d is not reading (more than %d MB queued): link closed",
+                        peer, SEND_BUFFER_LIMIT >> 20)
+            transport.abort()
+
+    def check_hello(self, magic: bytes, version: int, sender: int, receiver: int,
+                    address: str) -> str | None:
+        if magic != MAGIC:
+            return "not a fastzk peer (bad hello)"
+        if version != VERSION:
+            return f"peer protocol version {version}, this server speaks {VERSION}"
+        if receiver != self.cfg.server_id:
+            return f"it wants server.{receiver}, this is server.{self.cfg.server_id}"
+        member = self.members.get(sender)
+        if member is None or sender == self.cfg.server_id:
+            return f"server id {sender} is not a peer in this server's configuration"
+        try:
+            expected = ipaddress.ip_address(member.host)
+        except ValueError:
+            return None  # a host name: any of its addresses may dial
+        if ipaddress.ip_address(address) != expected and not (
+                expected.is_loopback and ipaddress.ip_address(address).is_loopback):
+            return f"server.{sender} is {member.host}, not {address}"
+        return None
+
+    def inbound_opened(self, peer: int, protocol: _Inbound) -> None:
+        old = self.inbound.get(peer)
+        self.inbound[peer] = protocol
+        if old is not None and old.transport is not None:
+            old.transport.abort()  # the peer restarted: its new connection wins
+
+    def inbound_closed(self, peer: int, protocol: _Inbound) -> None:
+        if self.inbound.get(peer) is protocol:
+            del self.inbound[peer]
+
+    def connected(self) -> list[int]:
+        return sorted(p for p, t in self.links.items() if t is not None)

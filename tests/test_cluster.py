@@ -1,0 +1,422 @@
+"""fastzk ensembles as real processes on 127.0.0.1, driven by kazoo.
+
+Each test starts its own cluster (tests/cluster.py: every process stopped by PID, data dirs
+and logs kept when a test fails) and bounds every wait. What is checked is what clients rely
+on: every acknowledged write survives a leader's death on every server, sequence numbers are
+never reused, sessions and their ephemerals survive failover, a minority refuses to serve, a
+rejoining server catches up (from the leader's log, or from a snapshot when too far behind) and
+an old leader's uncommitted writes vanish.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+from cluster import Cluster, Member
+from kazoo.client import KazooClient
+from kazoo.exceptions import ConnectionLoss, KazooException, SessionExpiredError
+from kazoo.handlers.threading import KazooTimeoutError
+from kazoo.retry import KazooRetry
+from servers import four_letter_word
+from wire import create_request, handshake, read_reply
+
+pytestmark = pytest.mark.timeout(300)
+
+FAST = {"fastzk.syncWindowTxns": 100}  # small log window: rejoining servers need snapshots
+
+
+@contextmanager
+def client(hosts: str, timeout: float = 4.0, start_timeout: float = 30.0,
+           **kwargs: object) -> Iterator[KazooClient]:
+    zk = KazooClient(hosts=hosts, timeout=timeout,
+                     connection_retry=KazooRetry(max_tries=-1, delay=0.05, max_delay=0.5),
+                     **kwargs)
+    zk.start(timeout=start_timeout)
+    try:
+        yield zk
+    finally:
+        zk.stop()
+        zk.close()
+
+
+def snapshot_of(member: Member, root: str = "/t") -> dict[str, bytes]:
+    """Every znode under `root` with its data, read from this member alone (after a sync,
+    so that it has applied everything the leader had committed)."""
+    with client(member.connect_string()) as zk:
+        zk.sync(root)
+        out: dict[str, bytes] = {}
+        stack = [root]
+        while stack:
+            path = stack.pop()
+            data, _ = zk.get(path)
+            out[path] = data
+            stack.extend(f"{path}/{child}" for child in zk.get_children(path))
+        return out
+
+
+def mntr(member: Member) -> dict[str, str]:
+    text = four_letter_word("127.0.0.1", member.client_port, "mntr").decode()
+    return dict(line.split("\t", 1) for line in text.splitlines() if "\t" in line)
+
+
+def converge(cluster: Cluster, root: str = "/t", timeout: float = 60.0) -> dict[str, bytes]:
+    """Waits until every running member holds the same tree under `root`; returns it."""
+    members = [m for m in cluster.members if m.running]
+    state: dict[str, object] = {}
+
+    def same() -> bool:
+        try:
+            views = [snapshot_of(m, root) for m in members]
+        except KazooException:
+            return False
+        state["view"] = views[0]
+        return all(v == views[0] for v in views)
+
+    cluster.wait_until(same, f"equal trees under {root}", timeout)
+    return state["view"]  # type: ignore[return-value]
+
+
+class Writers:
+    """Pipelining writers on their own sessions through the whole connect string: each keeps
+    up to `depth` creates (plain and sequential) and setData in flight and records exactly
+    what was acknowledged."""
+
+    def __init__(self, hosts: str, count: int = 3, depth: int = 16) -> None:
+        self.hosts = hosts
+        self.count = count
+        self.depth = depth
+        self.acked: dict[str, bytes] = {}
+        self.sequentials: list[str] = []
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.errors: list[BaseException] = []
+        self.sessions: list[int] = []
+        self.threads = [threading.Thread(target=self._run, args=(i,), daemon=True)
+                        for i in range(count)]
+
+    def __enter__(self) -> Writers:
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(60)
+
+    def _run(self, index: int) -> None:
+        with client(self.hosts, timeout=6.0) as zk:
+            zk.ensure_path(f"/t/w{index}")
+            zk.ensure_path("/t/seq")
+            session = zk.client_id[0]
+            self.sessions.append(session)
+            counter = 0
+            while not self.stop.is_set():
+                batch = []
+                for _ in range(self.depth):
+                    counter += 1
+                    path = f"/t/w{index}/n{counter}"
+                    value = f"{index}-{counter}".encode()
+                    if counter % 3 == 0:
+                        batch.append(("seq", zk.create_async("/t/seq/s-", value, sequence=True),
+                                      value))
+                    else:
+                        batch.append((path, zk.create_async(path, value), value))
+                for path, result, value in batch:
+                    try:
+                        got = result.get(timeout=30)
+                    except (ConnectionLoss, SessionExpiredError, KazooException):
+                        continue  # outcome unknown: neither counted nor required
+                    except BaseException as error:  # noqa: BLE001 - reported by the test
+                        self.errors.append(error)
+                        continue
+                    with self.lock:
+                        if path == "seq":
+                            self.sequentials.append(got)
+                            self.acked[got] = value
+                        else:
+                            self.acked[path] = value
+            if zk.client_id[0] != session:
+                self.errors.append(AssertionError(f"writer {index} lost its session"))
+
+    def wait_for(self, count: int, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while len(self.acked) < count:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"only {len(self.acked)} writes acknowledged")
+            time.sleep(0.05)
+
+
+def _check_writes(cluster: Cluster, writers: Writers) -> None:
+    assert not writers.errors, writers.errors[:3]
+    assert len(set(writers.sequentials)) == len(writers.sequentials), "a sequence number reused"
+    tree = converge(cluster)
+    missing = [p for p, v in writers.acked.items() if tree.get(p) != v]
+    assert not missing, f"{len(missing)} acknowledged writes lost, e.g. {missing[:5]}"
+
+
+def test_three_servers_elect_replicate_and_report() -> None:
+    with Cluster("fastzk", 3) as cluster:
+        leader = cluster.wait_for_leader()
+        follower = cluster.followers()[0]
+        with client(follower.connect_string()) as zk:
+            zk.create("/t/a", b"1", makepath=True)
+            zk.create("/t/e", b"", ephemeral=True)
+            zk.set("/t/a", b"2")
+            assert zk.get("/t/a")[0] == b"2"  # read-your-writes on the follower
+        assert converge(cluster) == {"/t": b"", "/t/a": b"2"}  # the ephemeral went
+        stats = mntr(leader)
+        assert stats["zk_server_state"] == "leader"
+        assert stats["zk_peer_state"] == "leading - broadcast"
+        assert stats["zk_followers"] == "2" and stats["zk_synced_followers"] == "2"
+        assert mntr(follower)["zk_server_state"] == "follower"
+        conf = four_letter_word("127.0.0.1", follower.client_port, "conf").decode()
+        assert f"serverId={follower.sid}" in conf and "membership:" in conf
+        assert conf.count("server.") == 3
+
+
+def test_writes_on_any_server_are_seen_after_sync_everywhere_and_watches_fire() -> None:
+    with Cluster("fastzk", 3) as cluster:
+        cluster.wait_for_leader()
+        one, two, three = cluster.members
+        with client(one.connect_string()) as a, client(two.connect_string()) as b, \
+                client(three.connect_string()) as c:
+            fired = threading.Event()
+            a.create("/t/w", b"0", makepath=True)
+            c.sync("/t/w")
+            c.get("/t/w", watch=lambda event: fired.set())
+            for value in range(20):
+                b.set("/t/w", str(value).encode())
+                a.sync("/t/w")
+                assert a.get("/t/w")[0] == str(value).encode()  # sync, then read: fresh
+            assert fired.wait(10), "a data watch set on one follower did not fire"
+
+
+def test_kill_the_leader_under_pipelined_writers_repeatedly() -> None:
+    """kill -9 of the leader, ten times, while three sessions pipeline writes through the
+    whole connect string: every acknowledged write is on every server afterwards, sequence
+    numbers are never reused, and the writers keep their sessions."""
+    with Cluster("fastzk", 3, cfg=FAST) as cluster:
+        cluster.wait_for_leader()
+        with Writers(cluster.connect_string()) as writers:
+            writers.wait_for(200)
+            for round_ in range(10):
+                leader = cluster.wait_for_leader()
+                before = len(writers.acked)
+                leader.kill()
+                cluster.wait_for_leader(members=[m for m in cluster.members if m is not leader])
+                writers.wait_for(before + 100)  # writes go on without the old leader
+                leader.restart()
+                cluster.wait_serving(leader)
+                assert round_ < 10
+        _check_writes(cluster, writers)
+        assert len(set(writers.sessions)) == 3
+
+
+def test_restarted_follower_catches_up_from_the_log() -> None:
+    with Cluster("fastzk", 3) as cluster:
+        leader = cluster.wait_for_leader()
+        follower = cluster.followers()[0]
+        with client(leader.connect_string()) as zk:
+            zk.create("/t/before", b"x", makepath=True)
+            follower.kill()
+            for i in range(50):
+                zk.create(f"/t/n{i}", str(i).encode())
+            follower.restart()
+            cluster.wait_serving(follower)
+            zk.create("/t/after", b"y")
+        tree = converge(cluster)
+        assert len(tree) == 53 and tree["/t/n49"] == b"49"
+        assert "a snapshot at zxid" not in leader.log_tail(200)  # caught up from the log
+
+
+def test_wiped_follower_gets_a_snapshot() -> None:
+    with Cluster("fastzk", 3, cfg=FAST) as cluster:
+        leader = cluster.wait_for_leader()
+        follower = cluster.followers()[0]
+        with client(leader.connect_string()) as zk:
+            zk.create("/t", b"")
+            for i in range(400):  # beyond the 100-txn log window
+                zk.create_async(f"/t/n{i}", b"v" * 100)
+            zk.sync("/t")
+            follower.kill()
+            follower.wipe()
+            follower.restart()
+            cluster.wait_serving(follower)
+            zk.set("/t/n0", b"changed")
+        tree = converge(cluster)
+        assert len(tree) == 401 and tree["/t/n0"] == b"changed"
+        assert f"sending server.{follower.sid} a snapshot" in leader.log_tail(400)
+        # the installed snapshot is durable: a restart of the follower keeps everything
+        follower.kill()
+        follower.restart()
+        cluster.wait_serving(follower)
+        assert snapshot_of(follower) == tree
+
+
+def test_old_leader_uncommitted_writes_are_truncated_when_it_rejoins() -> None:
+    with Cluster("fastzk", 3, proxied=True) as cluster:
+        old = cluster.wait_for_leader()
+        with client(cluster.connect_string()) as zk:
+            zk.create("/t/base", b"", makepath=True)
+        lost = KazooClient(hosts=old.connect_string(), timeout=4.0)
+        lost.start(timeout=30)
+        try:
+            cluster.isolate(old.sid)
+            # proposed by the cut-off leader, never committed: these must vanish
+            pending = [lost.create_async(f"/t/lost{i}", b"") for i in range(20)]
+            new = cluster.wait_for_leader(members=[m for m in cluster.members if m is not old])
+            with client(new.connect_string()) as zk:
+                zk.create("/t/kept", b"")
+            for result in pending:
+                with pytest.raises((KazooException, KazooTimeoutError)):
+                    result.get(timeout=30)
+        finally:
+            lost.stop()
+            lost.close()
+        cluster.heal()
+        cluster.wait_for_leader()
+        tree = converge(cluster)
+        assert sorted(tree) == ["/t", "/t/base", "/t/kept"]
+
+
+def test_a_cut_off_minority_refuses_clients_and_catches_up_after_healing() -> None:
+    with Cluster("fastzk", 3, proxied=True) as cluster:
+        cluster.wait_for_leader()
+        lonely = cluster.followers()[0]
+        cluster.isolate(lonely.sid)
+        cluster.wait_until(lambda: lonely.mode() is None, "the cut-off server stops serving")
+        text = four_letter_word("127.0.0.1", lonely.client_port, "srvr").decode()
+        assert "not currently serving" in text
+        with pytest.raises((KazooException, KazooTimeoutError)):
+            with client(lonely.connect_string(), timeout=2.0, start_timeout=3.0) as zk:
+                zk.get("/")
+        majority = [m for m in cluster.members if m is not lonely]
+        with client(",".join(m.connect_string() for m in majority)) as zk:
+            zk.create("/t/during", b"partition", makepath=True)
+        cluster.heal()
+        cluster.wait_serving(lonely)
+        assert converge(cluster)["/t/during"] == b"partition"
+
+
+def test_paused_leader_steps_down_and_acknowledges_nothing_after() -> None:
+    """SIGSTOP the leader past the session timeout: the others elect a new one; after SIGCONT
+    the old leader must step down, and every write any client saw acknowledged is kept."""
+    with Cluster("fastzk", 3) as cluster:
+        old = cluster.wait_for_leader()
+        with Writers(old.connect_string(), count=1, depth=8) as stuck, \
+                Writers(cluster.connect_string(), count=1, depth=8) as moving:
+            stuck.wait_for(50)
+            moving.wait_for(50)
+            old.pause()
+            others = [m for m in cluster.members if m is not old]
+            cluster.wait_for_leader(members=others)
+            time.sleep(2.0)  # past the session timeout of the writers (6 s negotiated down)
+            old.resume()
+            cluster.wait_until(lambda: old.mode() in ("follower", None), "old leader steps down")
+            cluster.wait_for_leader()
+            moving.wait_for(len(moving.acked) + 20)
+        for writers in (stuck, moving):
+            writers.errors = [e for e in writers.errors if "lost its session" not in str(e)]
+            _check_writes(cluster, writers)
+
+
+def test_sessions_and_ephemerals_survive_failover() -> None:
+    with Cluster("fastzk", 3) as cluster:
+        leader = cluster.wait_for_leader()
+        follower = cluster.followers()[0]
+        hosts = ",".join(m.connect_string() for m in (follower, leader))
+        with client(hosts, timeout=8.0) as zk:
+            zk.create("/t/owner", b"", ephemeral=True, makepath=True)
+            session = zk.client_id[0]
+            leader.kill()
+            cluster.wait_for_leader(members=[m for m in cluster.members if m is not leader])
+            zk.sync("/t")
+            assert zk.exists("/t/owner") is not None
+            assert zk.client_id[0] == session
+            leader.restart()
+            cluster.wait_serving(leader)
+        assert converge(cluster) == {"/t": b""}  # closing the session removed it everywhere
+
+
+def test_an_expired_session_loses_its_ephemerals_on_every_server() -> None:
+    """A client on a follower goes silent (socket open, no pings): the leader alone expires
+    the session, and its ephemeral disappears from every server."""
+    with Cluster("fastzk", 3) as cluster:
+        cluster.wait_for_leader()
+        follower = cluster.followers()[0]
+        with client(cluster.connect_string()) as zk:
+            zk.ensure_path("/t")
+        sock, response = handshake("127.0.0.1", follower.client_port, timeout_ms=400)
+        try:
+            assert response.session_id != 0
+            sock.sendall(create_request(1, "/t/eph", flags=1))
+            header, _ = read_reply(sock)
+            assert header.err == 0
+            assert converge(cluster) == {"/t": b"", "/t/eph": b""}
+            cluster.wait_until(lambda: converge(cluster) == {"/t": b""}, "expiry everywhere")
+        finally:
+            sock.close()
+
+
+def test_observer_serves_reads_forwards_writes_and_never_votes() -> None:
+    with Cluster("fastzk", 3, observers=1) as cluster:
+        cluster.wait_for_leader()
+        observer = cluster.members[3]
+        assert observer.mode() == "observer"
+        with client(observer.connect_string()) as zk:
+            zk.create("/t/from-observer", b"o", makepath=True)
+            assert zk.get("/t/from-observer")[0] == b"o"
+        voters = cluster.members[:3]
+        victim = cluster.leader()
+        assert victim is not None and victim is not observer
+        victim.kill()
+        cluster.wait_for_leader(members=[m for m in voters if m is not victim] + [observer])
+        assert cluster.leader() is not observer
+        victim.restart()
+        assert converge(cluster)["/t/from-observer"] == b"o"
+
+
+def test_five_servers_survive_two_failures() -> None:
+    with Cluster("fastzk", 5) as cluster:
+        leader = cluster.wait_for_leader()
+        followers = cluster.followers()
+        followers[0].kill()
+        leader.kill()
+        cluster.wait_for_leader(members=followers[1:])
+        with client(",".join(m.connect_string() for m in followers[1:])) as zk:
+            zk.create("/t/five", b"5", makepath=True)
+        followers[0].restart()
+        leader.restart()
+        assert converge(cluster)["/t/five"] == b"5"
+
+
+def test_impostors_and_garbage_on_the_quorum_port_are_refused() -> None:
+    with Cluster("fastzk", 3) as cluster:
+        leader = cluster.wait_for_leader()
+        target = cluster.followers()[0]
+        port = target.quorum_port
+        attempts = [
+            b"GET / HTTP/1.0\r\n\r\n",  # not a peer
+            struct.pack(">8sIii", b"FZKPEER1", 1, 9, target.sid),  # unknown id
+            struct.pack(">8sIii", b"FZKPEER1", 1, target.sid, target.sid),  # its own id
+            struct.pack(">8sIii", b"FZKPEER1", 1, leader.sid, target.sid)
+            + struct.pack(">I", 1 << 31),  # an oversized frame
+            struct.pack(">8sIii", b"FZKPEER1", 1, leader.sid, target.sid)
+            + struct.pack(">I", 5) + b"\xff" * 5,  # undecodable
+        ]
+        for data in attempts:
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+                sock.sendall(data)
+                sock.settimeout(5)
+                assert sock.recv(100) == b""  # closed by the server
+        assert target.mode() == "follower" and cluster.wait_for_leader() is leader
+        assert target.log_tail(100).count("peer connection from 127.0.0.1 rejected") >= 4
+        with client(target.connect_string()) as zk:
+            zk.create("/t/still", b"fine", makepath=True)

@@ -1,0 +1,392 @@
+"""The replication core on an in-memory network: no sockets, no sleeps, one seed per run.
+
+`Net` plays host and runtime for N replicas: it executes each Ready (durable log per server,
+persisted reports after a configurable delay, messages delivered with loss, delay and
+reordering, links cut per direction, crashes that lose what was not persisted) and checks the
+safety properties after every step: at most one leader per epoch, committed entries identical
+and in the same order on every server, nothing committed ever lost, followers acknowledging only
+durable entries.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+
+from fastzk.quorum.messages import Append, AppendResp, Vote
+from fastzk.quorum.replica import LEADER, QuorumConfig, Replica
+from fastzk.quorum.zxid import epoch_of
+
+
+class Server:
+    def __init__(self, net: Net, sid: int) -> None:
+        self.net = net
+        self.sid = sid
+        self.hard = (0, 0)
+        self.disk: list[tuple[int, Any]] = []  # durable log
+        self.unsynced: list[tuple[str, Any, int]] = []  # ops written but not yet fsynced
+        self.applied: list[tuple[int, Any]] = []
+        self.snapshot: list[tuple[int, Any]] = []  # applied state a snapshot would hold
+        self.alive = True
+        self.replica = self._boot()
+
+    def _boot(self) -> Replica:
+        base = self.snapshot[-1][0] if self.snapshot else 0
+        entries = [e for e in self.disk if e[0] > base]
+        replica = Replica(self.net.cfg(self.sid), random.Random(self.net.rng.random()),
+                          epoch=self.hard[0], voted_for=self.hard[1], base_zxid=base,
+                          entries=entries, barrier=lambda z: ("barrier", z), size_of=lambda p: 16)
+        self.applied = list(self.snapshot)
+        replica.start()
+        return replica
+
+    def crash(self) -> None:
+        self.unsynced.clear()  # everything not fsynced is lost
+        self.alive = False
+
+    def restart(self) -> None:
+        self.alive = True
+        self.replica = self._boot()
+
+    def sync_disk(self) -> None:
+        """The fsync completes: ops reach the durable log, the replica hears about it."""
+        pending, self.unsynced = self.unsynced, []
+        for op, arg, gen in pending:
+            if op == "truncate":
+                self.disk = [e for e in self.disk if e[0] <= arg]
+            else:
+                assert not self.disk or arg[0][0] > self.disk[-1][0], "non-monotonic append"
+                self.disk.extend(arg)
+                self.replica.persisted(gen, arg[-1][0])
+
+    def run_ready(self) -> None:
+        replica = self.replica
+        while replica.has_ready():
+            ready = replica.take_ready()
+            if ready.hard_state is not None:
+                self.hard = ready.hard_state
+            for op, arg in ready.log_ops:
+                self.unsynced.append((op, arg, ready.gen))
+            for to, msg in ready.messages:
+                self.net.send(self.sid, to, msg)
+            for zxid, payload in ready.committed:
+                assert not self.applied or zxid > self.applied[-1][0]
+                self.applied.append((zxid, payload))
+                self.net.record_commit(self.sid, zxid, payload)
+            for peer in ready.snapshots:
+                self.net.send_snapshot(self.sid, peer)
+            for ctx, zxid in ready.reads:
+                self.net.reads.append((self.sid, ctx, zxid, replica.epoch))
+            if not self.net.slow_disk:
+                self.sync_disk()
+
+
+class Net:
+    def __init__(self, seed: int, voters: int = 3, observers: int = 0, loss: float = 0.0,
+                 slow_disk: bool = False) -> None:
+        self.rng = random.Random(seed)
+        self.voters = tuple(range(1, voters + 1))
+        self.observers = tuple(range(voters + 1, voters + observers + 1))
+        self.loss = loss
+        self.slow_disk = slow_disk
+        self.cut: set[tuple[int, int]] = set()
+        self.queue: list[tuple[int, int, int, Any]] = []  # (due step, sender, to, msg)
+        self.now = 0
+        self.committed: dict[int, Any] = {}  # zxid -> payload, the one true history
+        self.leaders: dict[int, int] = {}  # epoch -> leader id
+        self.reads: list[tuple[int, Any, int, int]] = []
+        self.servers = {sid: Server(self, sid) for sid in self.voters + self.observers}
+
+    def cfg(self, sid: int) -> QuorumConfig:
+        return QuorumConfig(sid, self.voters, self.observers, election_ticks=10,
+                            check_quorum_ticks=10, max_batch_entries=8, max_inflight=4,
+                            snapshot_ticks=30)
+
+    def send(self, sender: int, to: int, msg: Any) -> None:
+        if (sender, to) in self.cut or self.rng.random() < self.loss:
+            return
+        self.queue.append((self.now + self.rng.randint(0, 3), sender, to, msg))
+
+    def send_snapshot(self, sender: int, to: int) -> None:
+        """The fake host's snapshot transfer: the leader's applied state, delivered at once."""
+        if (sender, to) in self.cut:
+            return
+        leader = self.servers[sender]
+        target = self.servers[to]
+        if not target.alive or not leader.applied:
+            return
+        zxid = leader.applied[-1][0]
+        if not target.replica.accept_snapshot(sender, leader.replica.epoch):
+            return
+        leader.replica.snapshot_sent(to, zxid)
+        target.snapshot = list(leader.applied)
+        target.disk = []
+        target.unsynced.clear()
+        target.applied = list(leader.applied)
+        target.replica.snapshot_installed(sender, leader.replica.epoch, zxid)
+
+    def record_commit(self, sid: int, zxid: int, payload: Any) -> None:
+        known = self.committed.setdefault(zxid, payload)
+        assert known == payload, f"server {sid} committed {zxid:#x}={payload} but it was {known}"
+
+    def check(self) -> None:
+        for sid, server in self.servers.items():
+            replica = server.replica
+            if server.alive and replica.role == LEADER:
+                other = self.leaders.setdefault(replica.epoch, sid)
+                assert other == sid, f"two leaders in epoch {replica.epoch}: {other} and {sid}"
+            # each server's applied history is a prefix of the one true committed history
+            mine = [z for z, _ in server.applied]
+            assert mine == sorted(mine)
+            for zxid, payload in server.applied:
+                assert self.committed.get(zxid) == payload
+        true_order = sorted(self.committed)
+        for server in self.servers.values():
+            mine = [z for z, _ in server.applied]
+            assert mine == true_order[:len(mine)], f"server {server.sid} skipped a commit"
+
+    def step(self) -> None:
+        self.now += 1
+        due = [m for m in self.queue if m[0] <= self.now]
+        self.queue = [m for m in self.queue if m[0] > self.now]
+        self.rng.shuffle(due)  # reordering between links (and within, when delays differ)
+        for _, sender, to, msg in due:
+            server = self.servers[to]
+            if server.alive and (sender, to) not in self.cut:
+                server.replica.step(sender, msg)
+                server.run_ready()
+        for server in self.servers.values():
+            if server.alive:
+                server.replica.tick()
+                server.run_ready()
+                if self.slow_disk and self.rng.random() < 0.5:
+                    server.sync_disk()
+                    server.run_ready()
+        self.check()
+
+    def run(self, steps: int) -> None:
+        for _ in range(steps):
+            self.step()
+
+    def leader(self) -> Server | None:
+        leaders = [s for s in self.servers.values() if s.alive and s.replica.role == LEADER
+                   and s.replica.leader_ready]
+        return max(leaders, key=lambda s: s.replica.epoch) if leaders else None
+
+    def wait_leader(self, steps: int = 400) -> Server:
+        for _ in range(steps):
+            leader = self.leader()
+            if leader is not None:
+                return leader
+            self.step()
+        raise AssertionError("no leader elected")
+
+    def propose(self, payloads: list[Any]) -> bool:
+        leader = self.leader()
+        if leader is None:
+            return False
+        replica = leader.replica
+        first = replica.next_zxid()
+        replica.propose([(first + i, p) for i, p in enumerate(payloads)])
+        leader.run_ready()
+        return True
+
+    def isolate(self, sid: int) -> None:
+        for other in self.servers:
+            if other != sid:
+                self.cut.add((sid, other))
+                self.cut.add((other, sid))
+
+    def heal(self) -> None:
+        self.cut.clear()
+        for server in self.servers.values():
+            for other in self.servers:
+                if other != server.sid and server.alive:
+                    server.replica.peer_up(other)
+                    server.run_ready()
+
+
+def user_commits(net: Net, server: Server) -> list[Any]:
+    return [p for _, p in server.applied if not (isinstance(p, tuple) and p[0] == "barrier")]
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_elects_one_leader_and_replicates(seed: int) -> None:
+    net = Net(seed, voters=3)
+    net.wait_leader()
+    for i in range(30):
+        net.propose([f"w{i}"])
+        net.run(2)
+    net.run(60)
+    histories = {s.sid: user_commits(net, s) for s in net.servers.values()}
+    assert histories[1] == histories[2] == histories[3]
+    assert histories[1] == [f"w{i}" for i in range(30)]
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_lossy_reordering_network_and_slow_disks(seed: int) -> None:
+    net = Net(seed, voters=5, observers=1, loss=0.1, slow_disk=True)
+    proposed = 0
+    for _ in range(600):
+        if net.rng.random() < 0.3 and net.propose([f"w{proposed}"]):
+            proposed += 1
+        net.step()
+    net.loss = 0.0
+    net.run(300)
+    histories = [user_commits(net, s) for s in net.servers.values()]
+    assert all(h == histories[0] for h in histories), "replicas diverged"
+    assert len(histories[0]) > 0
+
+
+@pytest.mark.parametrize("seed", range(15))
+def test_leader_crash_keeps_every_committed_entry(seed: int) -> None:
+    net = Net(seed, voters=3, slow_disk=True)
+    committed_before: list[Any] = []
+    for round_ in range(4):
+        leader = net.wait_leader()
+        for i in range(10):
+            net.propose([f"r{round_}-{i}"])
+            net.step()
+        net.run(5)
+        committed_before = [p for z, p in sorted(net.committed.items())]
+        leader.crash()
+        new = net.wait_leader()
+        assert new.sid != leader.sid
+        net.run(30)
+        # everything committed before the crash is still in the new leader's history
+        assert [p for _, p in new.applied][:len(committed_before)] == committed_before
+        leader.restart()
+        net.run(50)
+    final = [user_commits(net, s) for s in net.servers.values()]
+    assert final[0] == final[1] == final[2]
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_old_leader_uncommitted_suffix_is_truncated(seed: int) -> None:
+    net = Net(seed, voters=3)
+    old = net.wait_leader()
+    net.propose(["a"])
+    net.run(20)
+    net.isolate(old.sid)
+    # written to the cut-off leader only: never committed
+    net.propose(["lost-1", "lost-2"])
+    old.run_ready()
+    assert old.replica.log.last > net.servers[old.sid % 3 + 1].replica.log.last
+    new = None
+    for _ in range(400):
+        net.step()
+        candidate = net.leader()
+        if candidate is not None and candidate.sid != old.sid:
+            new = candidate
+            break
+    assert new is not None
+    net.propose(["b"])
+    net.run(30)
+    net.heal()
+    net.run(100)
+    for server in net.servers.values():
+        assert user_commits(net, server) == ["a", "b"]
+        assert all(p not in ("lost-1", "lost-2") for _, p in server.replica.log.between(0, 1 << 62))
+        assert [z for z, _ in server.disk] == [z for z, _ in server.replica.log.between(0, 1 << 62)]
+
+
+def test_leader_cut_off_from_quorum_steps_down() -> None:
+    net = Net(3, voters=3)
+    leader = net.wait_leader()
+    net.isolate(leader.sid)
+    net.run(net.cfg(1).check_quorum_ticks * 2 + 2)
+    assert leader.replica.role != LEADER
+    # it never acknowledged a read after losing the quorum
+    leader.replica.role == LEADER and leader.replica.read_index("late")
+    assert all(ctx != "late" for _, ctx, _, _ in net.reads)
+
+
+def test_read_index_needs_a_quorum() -> None:
+    net = Net(5, voters=3)
+    leader = net.wait_leader()
+    net.run(5)
+    leader.replica.read_index("r1")
+    leader.run_ready()
+    net.run(10)
+    assert [(sid, ctx) for sid, ctx, _, _ in net.reads] == [(leader.sid, "r1")]
+    net.isolate(leader.sid)
+    leader.replica.read_index("r2")
+    leader.run_ready()
+    net.run(5)
+    assert all(ctx != "r2" for _, ctx, _, _ in net.reads)
+
+
+def test_prevote_keeps_a_rejoining_server_from_disrupting() -> None:
+    net = Net(11, voters=3)
+    leader = net.wait_leader()
+    epoch = leader.replica.epoch
+    follower = next(s for s in net.servers.values() if s is not leader)
+    net.isolate(follower.sid)
+    net.run(200)  # it times out again and again, but pre-votes fail: its epoch stays
+    assert follower.replica.epoch == epoch
+    net.heal()
+    net.run(50)
+    assert leader.replica.role == LEADER and leader.replica.epoch == epoch
+
+
+def test_far_behind_follower_gets_a_snapshot() -> None:
+    net = Net(4, voters=3)
+    leader = net.wait_leader()
+    lagging = next(s for s in net.servers.values() if s is not leader)
+    net.isolate(lagging.sid)
+    for i in range(50):
+        net.propose([f"w{i}"])
+        net.step()
+    net.run(10)
+    leader.replica.compact(keep=10)
+    assert leader.replica.log.base > 0
+    net.heal()
+    net.run(100)
+    assert lagging.snapshot, "the lagging follower was not sent a snapshot"
+    assert user_commits(net, lagging) == [f"w{i}" for i in range(50)]
+
+
+def test_follower_acks_only_durable_entries() -> None:
+    net = Net(8, voters=3, slow_disk=True)
+    net.wait_leader()
+    seen: list[tuple[int, int, int]] = []
+    original = Net.send
+
+    def spy(self: Net, sender: int, to: int, msg: Any) -> None:
+        if isinstance(msg, AppendResp) and msg.ok:
+            durable = self.servers[sender].disk
+            assert msg.match_zxid <= (durable[-1][0] if durable else 0) or msg.match_zxid == 0 \
+                or self.servers[sender].snapshot, "acknowledged a non-durable entry"
+            seen.append((sender, to, msg.match_zxid))
+        original(self, sender, to, msg)
+
+    net.send = spy.__get__(net)  # type: ignore[method-assign]
+    for i in range(20):
+        net.propose([f"w{i}"])
+        net.step()
+    net.run(50)
+    assert seen
+
+
+def test_votes_only_for_up_to_date_logs() -> None:
+    net = Net(2, voters=3)
+    leader = net.wait_leader()
+    net.propose(["x"])
+    net.run(20)
+    follower = next(s for s in net.servers.values() if s is not leader)
+    follower.replica.step(leader.sid % 3 + 1 if leader.sid % 3 + 1 != follower.sid else 1,
+                          Vote(follower.replica.epoch + 5, 0))
+    follower.run_ready()
+    assert all(not isinstance(m, Append) for m in [])
+    assert follower.replica.voted_for in (0, leader.sid)
+
+
+def test_zxids_carry_the_epoch() -> None:
+    net = Net(1, voters=3)
+    leader = net.wait_leader()
+    net.propose(["x"])
+    net.run(10)
+    zxid = next(z for z, p in net.committed.items() if p == "x")
+    assert epoch_of(zxid) == leader.replica.epoch
