@@ -95,6 +95,9 @@ class Config:
     sync_limit: int = 5  # syncLimit: ticks without the leader before a new election
     read_only_enabled: bool = False  # readonlymode.enabled (also zookeeper.readonlymode.enabled)
     sync_window_txns: int = 20000  # fastzk.syncWindowTxns: log kept in memory to catch up peers
+    # TESTING ONLY: the zxid counter each epoch starts at, so that a test reaches the end of
+    # the 32-bit counter (and the move to the next epoch) in a few hundred writes
+    first_zxid_counter: int = 1  # fastzk.firstZxidCounter
     source: str = "embedded default"
     warnings: tuple[str, ...] = field(default=())
 
@@ -337,6 +340,13 @@ def from_properties(props: dict[str, str], source: str, base: Path) -> Config:
             values["read_only_enabled"] = _bool(key, value)
         elif key == "fastzk.syncWindowTxns":
             values["sync_window_txns"] = _int(key, value, 100)
+        elif key == "fastzk.firstZxidCounter":
+            counter = _int(key, value, 1)
+            if counter > 0xFFFFFFF0:
+                raise ConfigError(f"{key}: at most {0xFFFFFFF0:#x}")
+            values["first_zxid_counter"] = counter
+            warnings.append(f"{key}={value}: every epoch starts near the end of its zxid "
+                            "counter. For testing only.")
         elif key in KNOWN_UNUSED:
             warnings.append(f"{key}: accepted but not used by fastzk yet (ignored)")
         else:

@@ -38,7 +38,7 @@ from fastzk.proto import (
 )
 from fastzk.quorum import messages as msgs
 from fastzk.quorum.replica import LEADER, OBSERVER, QuorumConfig, Replica
-from fastzk.quorum.zxid import make_zxid
+from fastzk.quorum.zxid import MAX_COUNTER, counter_of, make_zxid
 from fastzk.server import acl as acls
 from fastzk.server.apply import Applier, write_multi_failure, write_notification, write_reply
 from fastzk.server.prep import BARRIER, Prep, Txn
@@ -134,6 +134,8 @@ class Limits:
 
 BARRIER_OP = -100  # the no-op txn that opens every leader's epoch (never a client opcode)
 SESSION_REPORT_TICKS = 5  # quorum ticks between a follower's session liveness reports
+DIGEST_CHECK_TICKS = 10  # quorum ticks between the leader's digest announcements
+PENDING_DIGEST_CHECKS = 64  # announcements a lagging follower keeps until it gets there
 
 
 @dataclass
@@ -190,6 +192,9 @@ class Node:
         self.mono_ms = 0  # monotonic clock: session deadlines
         self.stats = RequestStats()
         self.snapshot_parts: dict[int, list[bytes]] = {}  # leader id -> chunks received
+        self.digest_checks: dict[int, int] = {}  # zxid -> the leader's digest there
+        self.digests_compared = 0
+        self.digest_mismatches: list[tuple[int, int, int]] = []  # (zxid, ours, the leader's)
 
     def _new_replica(self, epoch: int, voted_for: int, base: int,
                      entries: list[tuple[int, Txn]]) -> Replica:
@@ -217,8 +222,10 @@ class Node:
         if replica.role == LEADER:
             return replica.leader_ready and self.applied_zxid >= replica.barrier_zxid
         target = replica.sync_target
+        # the leader's commit point when this server joined, and its epoch's barrier (the
+        # first entry of the epoch: applying any entry of the epoch means it is applied)
         return (replica.leader_id is not None and target is not None
-                and self.applied_zxid >= max(target, make_zxid(replica.epoch, 1)))
+                and self.applied_zxid >= max(target, make_zxid(replica.epoch, 0)))
 
     def _check_serving(self) -> None:
         ready = self._ready_to_serve() and not (self.log_failed and not self.standalone)
@@ -258,6 +265,9 @@ class Node:
         if not (self.serving and self.replica.role == LEADER):
             return
         for session in self.sessions.due(self.mono_ms):
+            if not self._counter_left():
+                session.closing = False  # expired again by the next leader
+                continue
             self._propose(self.prep.close_session(session.session_id, 0, self.now_ms))
 
     def quorum_tick(self) -> None:
@@ -265,6 +275,10 @@ class Node:
         self.replica.tick()
         self.quorum_ticks += 1
         leader = self.replica.leader_id
+        if (self.quorum_ticks % DIGEST_CHECK_TICKS == 0 and self.serving
+                and self.replica.role == LEADER):
+            check = msgs.DigestCheck(self.applied_zxid, self.tree.digest())
+            self.outbox.extend((peer, check) for peer in self.quorum.peers)
         if (self.quorum_ticks % SESSION_REPORT_TICKS == 0 and self.touched
                 and leader is not None and leader != self.server_id):
             self.outbox.append((leader, msgs.SessionPing(tuple(self.touched))))
@@ -276,7 +290,7 @@ class Node:
             return 0
         reaped = 0
         for path in sorted(self.tree.containers_and_ttls()):
-            if reaped >= limit:
+            if reaped >= limit or not self._counter_left():
                 break
             txn = self.prep.reap(path, self.now_ms)
             if txn is not None:
@@ -325,7 +339,9 @@ class Node:
             client.state = State.CONNECTING
             self.pending_sessions[session_id] = client
             if self.replica.role == LEADER:
-                self._propose(self.prep.create_session(session_id, timeout, passwd, self.now_ms))
+                if self._counter_left():
+                    self._propose(self.prep.create_session(session_id, timeout, passwd,
+                                                           self.now_ms))
             else:
                 self._to_leader(msgs.CreateSession(session_id, timeout, passwd))
             return
@@ -452,10 +468,20 @@ class Node:
             self._to_leader(msgs.Forward(session.session_id, frame,
                                          tuple(sorted(client.identities))))
 
+    def _counter_left(self) -> bool:
+        """False once this epoch's zxid counter is used up: the leader then moves to the next
+        epoch (a quick election it wins; clients reconnect, as after ZooKeeper's rollover)."""
+        if counter_of(self.prep.last_zxid) < MAX_COUNTER:
+            return True
+        self.replica.renew_epoch()
+        return False
+
     def _decide(self, session_id: int, xid: int, op: int, body: Any, identities: set,
                 origin: int | None) -> None:
         """The leader turns a write into a txn, or into a verdict for the connection's server
         (`origin`, None for this one)."""
+        if not self._counter_left():
+            return  # its connection is closed when this server stops leading
         session = self.sessions.get(session_id)
         if session is None or session.closing:
             # its closeSession txn is decided: a write now (an ephemeral above all) would
@@ -649,7 +675,7 @@ class Node:
         elif kind is msgs.Forward:
             self._on_forward(sender, message)
         elif kind is msgs.CreateSession:
-            if self.serving and self.replica.role == LEADER:
+            if self.serving and self.replica.role == LEADER and self._counter_left():
                 self._propose(self.prep.create_session(message.session_id, message.timeout_ms,
                                                        message.passwd, self.now_ms))
         elif kind is msgs.Verdict:
@@ -667,6 +693,25 @@ class Node:
         elif kind is msgs.SyncReply:
             if sender == self.replica.leader_id:
                 self._sync_confirmed(message.ctx, message.zxid)
+        elif kind is msgs.DigestCheck:
+            if sender == self.replica.leader_id:
+                self._digest_check(message.zxid, message.digest)
+
+    def _digest_check(self, zxid: int, digest: int) -> None:
+        """Compares the tree digest with the leader's at the same zxid: now, or once this
+        server has applied up to it (ZooKeeper's digest feature, checked continuously)."""
+        if zxid == self.applied_zxid:
+            self._compare_digest(zxid, digest)
+        elif zxid > self.applied_zxid:
+            if len(self.digest_checks) >= PENDING_DIGEST_CHECKS:
+                del self.digest_checks[next(iter(self.digest_checks))]
+            self.digest_checks[zxid] = digest
+
+    def _compare_digest(self, zxid: int, digest: int) -> None:
+        self.digests_compared += 1
+        mine = self.tree.digest()
+        if mine != digest:
+            self.digest_mismatches.append((zxid, mine, digest))
 
     def _on_forward(self, sender: int, message: msgs.Forward) -> None:
         if not (self.serving and self.replica.role == LEADER):
@@ -746,6 +791,8 @@ class Node:
                 expiring = closing_session.conn if closing_session is not None else None
             result, notifications = apply(txn)
             self.applied_zxid = txn.zxid
+            if self.digest_checks and txn.zxid in self.digest_checks:
+                self._compare_digest(txn.zxid, self.digest_checks.pop(txn.zxid))
             for conn, event, path in notifications:
                 if conn.state != State.CLOSED:
                     write_notification(conn.out, event, path)

@@ -217,6 +217,10 @@ def test_kill_the_leader_under_pipelined_writers_repeatedly() -> None:
                 assert round_ < 10
         _check_writes(cluster, writers)
         assert len(set(writers.sessions)) == 3
+        for member in cluster.followers():  # the replicas compared digests and agreed
+            stats = mntr(member)
+            assert int(stats["zk_digest_checks"]) > 0, stats
+            assert stats["zk_digest_mismatches"] == "0"
 
 
 def test_restarted_follower_catches_up_from_the_log() -> None:
@@ -420,3 +424,21 @@ def test_impostors_and_garbage_on_the_quorum_port_are_refused() -> None:
         assert target.log_tail(100).count("peer connection from 127.0.0.1 rejected") >= 4
         with client(target.connect_string()) as zk:
             zk.create("/t/still", b"fine", makepath=True)
+
+
+def test_zxid_counter_rollover_moves_to_the_next_epoch() -> None:
+    """Each epoch starts 256 txns before the end of the 32-bit counter: writes go on across
+    several epoch changes, every acknowledged write is kept, zxids only grow."""
+    start = 0xFFFFFF00
+    with Cluster("fastzk", 3, cfg={"fastzk.firstZxidCounter": start}) as cluster:
+        leader = cluster.wait_for_leader()
+        first_epoch = int(mntr(leader)["zk_epoch"])
+        with Writers(cluster.connect_string(), count=2, depth=8) as writers:
+            writers.wait_for(700, timeout=120)
+        _check_writes(cluster, writers)
+        leader = cluster.wait_for_leader()
+        assert int(mntr(leader)["zk_epoch"]) >= first_epoch + 2
+        with client(leader.connect_string()) as zk:
+            zxids = sorted(zk.exists(path).czxid for path in writers.acked)
+        assert all((z & 0xFFFFFFFF) >= start for z in zxids)
+        assert len({z >> 32 for z in zxids}) >= 3  # the writes span three epochs or more

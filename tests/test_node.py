@@ -222,3 +222,22 @@ def test_writes_of_an_expiring_session_get_session_expired(node: Node) -> None:
     assert [txn.op for txn in batch] == [-11]  # only the expiry's closeSession
     settle(node)
     assert not node.tree.exists("/late")
+
+
+def test_a_replica_whose_digest_differs_from_the_leaders_is_caught() -> None:
+    """The leader announces its digest at a zxid; a follower compares its own there, now or
+    once it gets there, and records a mismatch (the runtime logs it and turns /ready off)."""
+    from fastzk.quorum import messages as msgs
+    from fastzk.quorum.replica import QuorumConfig
+
+    limits = Limits(tick_ms=TICK, min_session_timeout=2 * TICK, max_session_timeout=20 * TICK)
+    node = Node(limits, random.Random(1), server_id=2, quorum=QuorumConfig(2, (1, 2, 3)))
+    node.replica.leader_id = 1
+    good = node.tree.digest()
+    node.peer_message(1, msgs.DigestCheck(node.applied_zxid, good))
+    assert node.digests_compared == 1 and not node.digest_mismatches
+    node.peer_message(3, msgs.DigestCheck(node.applied_zxid, good + 1))  # not the leader
+    node.peer_message(1, msgs.DigestCheck(node.applied_zxid, good + 1))
+    assert node.digest_mismatches == [(node.applied_zxid, good, good + 1)]
+    node.peer_message(1, msgs.DigestCheck(node.applied_zxid + 5, good))  # not there yet
+    assert node.digest_checks == {node.applied_zxid + 5: good}

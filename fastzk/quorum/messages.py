@@ -150,6 +150,15 @@ class SyncReply:
 
 
 @dataclass(frozen=True, slots=True)
+class DigestCheck:
+    """The leader's tree digest right after it applied `zxid`: every replica compares its own
+    at the same zxid (a mismatch means the replicas diverged)."""
+
+    zxid: int
+    digest: int
+
+
+@dataclass(frozen=True, slots=True)
 class SnapshotChunk:
     """Part of the leader's state at `zxid`, for a follower too far behind for its log. The
     chunks together are a snapshot file (fastzk/runtime/snapshot.py's format)."""
@@ -164,4 +173,4 @@ class SnapshotChunk:
 QUORUM_MESSAGES = (PreVote, PreVoteResp, Vote, VoteResp, Append, AppendResp, Commit, Heartbeat,
                    HeartbeatResp)
 HOST_MESSAGES = (Forward, CreateSession, Verdict, SessionPing, SyncRequest, SyncReply,
-                 SnapshotChunk)
+                 DigestCheck, SnapshotChunk)

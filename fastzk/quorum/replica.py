@@ -42,7 +42,7 @@ from fastzk.quorum.messages import (
     Vote,
     VoteResp,
 )
-from fastzk.quorum.zxid import MAX_COUNTER, counter_of, epoch_of, make_zxid
+from fastzk.quorum.zxid import epoch_of, make_zxid
 
 FOLLOWER = "follower"
 PRE_CANDIDATE = "pre-candidate"
@@ -65,6 +65,7 @@ class QuorumConfig:
     max_batch_bytes: int = 1 << 20  # payload bytes per Append (at least one entry)
     max_inflight: int = 64  # Appends in flight to one peer before the leader waits
     snapshot_ticks: int = 100  # a snapshot not acknowledged this long is sent again
+    first_counter: int = 1  # counter of each epoch's barrier (tests start it near the end)
 
     @property
     def quorum(self) -> int:
@@ -235,10 +236,11 @@ class Replica:
     def _log_ok(self, last_zxid: int) -> bool:
         return last_zxid >= self.log.last
 
-    def _in_lease(self) -> bool:
-        """A follower that hears from a leader refuses to help unseat it."""
+    def _in_lease(self, candidate: int) -> bool:
+        """A follower that hears from a leader refuses to help unseat it (but follows the
+        leader itself into a new epoch)."""
         return (self.role == FOLLOWER and self.leader_id is not None
-                and self.elapsed < self.cfg.election_ticks)
+                and self.leader_id != candidate and self.elapsed < self.cfg.election_ticks)
 
     def _pre_campaign(self) -> None:
         if len(self.cfg.voters) == 1:
@@ -271,7 +273,7 @@ class Replica:
 
     def _on_pre_vote(self, sender: int, msg: PreVote) -> None:
         granted = (not self.observer and msg.epoch > self.epoch and self._log_ok(msg.last_zxid)
-                   and not self._in_lease() and self.role != LEADER)
+                   and not self._in_lease(sender) and self.role != LEADER)
         self._send(sender, PreVoteResp(msg.epoch if granted else self.epoch, granted))
 
     def _on_pre_vote_resp(self, sender: int, msg: PreVoteResp) -> None:
@@ -293,7 +295,7 @@ class Replica:
         if self.observer:
             return
         if msg.epoch > self.epoch:
-            if self._in_lease():
+            if self._in_lease(sender):
                 return  # a leader is alive: ignore, as if the request were lost
             self._become_follower(msg.epoch, None)
         if msg.epoch < self.epoch:
@@ -349,27 +351,25 @@ class Replica:
         self.elapsed = 0
         self.elections += 1
         self.sync_target = None
-        self.barrier_zxid = make_zxid(self.epoch, 1)
+        self.barrier_zxid = make_zxid(self.epoch, self.cfg.first_counter)
         self.progress = {peer: Progress(sent=self.log.last) for peer in self.cfg.peers}
         self.reads.clear()
         self._append_local([(self.barrier_zxid, self.barrier_payload(self.barrier_zxid))])
         for peer, pr in self.progress.items():
             self._send_append(peer, pr)
 
-    def step_down(self) -> None:
-        """The host's request (zxid counter exhausted, shutdown): stop leading; a new election
-        follows after the usual timeout, with this server free to win it again."""
+    def renew_epoch(self) -> None:
+        """The zxid counter of this epoch is exhausted: the leader campaigns for the next epoch
+        at once. Its followers vote for it (they are in its lease, which does not hold against
+        the leader itself), and its log is the most up to date, so it normally wins at once."""
         if self.role == LEADER:
             self._become_follower(self.epoch, None)
-            self.elapsed = self.timeout  # campaign at the next tick
+            self._campaign()
 
     # --- the leader's log --------------------------------------------------------------------
     def next_zxid(self) -> int:
         """The zxid the next proposal must carry (the leader's log is dense within its epoch)."""
         return self.log.last + 1
-
-    def can_propose(self, count: int) -> bool:
-        return self.leader_ready and counter_of(self.log.last) + count <= MAX_COUNTER
 
     def propose(self, entries: list[Entry]) -> None:
         """Entries prepared by the host, with zxids following `next_zxid()`."""

@@ -262,6 +262,8 @@ def _quorum_summaries(server: Server) -> dict[str, Any]:
         "elections_won": replica.elections,
         "commit_zxid": replica.commit,
         "log_zxid": replica.log.last,
+        "digest_checks": node.digests_compared,
+        "digest_mismatches": len(node.digest_mismatches),
     }
     if replica.is_leader:
         voters = [p for p in replica.progress if p in node.quorum.voters]

@@ -117,6 +117,11 @@ def _quorum_metrics(server: Server) -> Iterator[Any]:
                               value=server.role_changes)
     yield GaugeMetricFamily("fastzk_commit_zxid", "Highest zxid known committed",
                             value=replica.commit)
+    yield CounterMetricFamily("fastzk_digest_checks", "Tree digests compared with the leader's",
+                              value=node.digests_compared)
+    yield CounterMetricFamily("fastzk_digest_mismatches",
+                              "Tree digests that differed from the leader's at the same zxid",
+                              value=len(node.digest_mismatches))
     lag = GaugeMetricFamily("fastzk_follower_lag_txns",
                             "Committed txns a peer does not have durably (leader only)",
                             labels=["peer"])

@@ -220,6 +220,7 @@ def quorum_config(cfg: Config) -> QuorumConfig:
         election_ticks=cfg.sync_limit * per_tick,
         check_quorum_ticks=cfg.sync_limit * per_tick,
         snapshot_ticks=cfg.init_limit * per_tick,
+        first_counter=cfg.first_zxid_counter,
     )
 
 
@@ -257,6 +258,7 @@ class Server:
         self.exit_status: asyncio.Future[int] = loop.create_future()
         self.role = self.node.role
         self.role_changes = 0
+        self._digest_mismatches_logged = 0
         self.role_since = time.monotonic()
 
     def after_input(self) -> None:
@@ -287,6 +289,12 @@ class Server:
             self._submit(batch, out.gen)
         if node.role != self.role:
             self._role_changed()
+        if len(node.digest_mismatches) > self._digest_mismatches_logged:
+            for zxid, mine, leader in node.digest_mismatches[self._digest_mismatches_logged:]:
+                log.error("DIGEST MISMATCH at zxid %#x: this server's tree digest is %d, the "
+                          "leader's %d. The replicas diverged: this server is not ready until "
+                          "restarted (it then syncs from the leader).", zxid, mine, leader)
+            self._digest_mismatches_logged = len(node.digest_mismatches)
         peers = self.peers
         if peers is not None:
             for peer, message in out.messages:
@@ -464,6 +472,9 @@ class Server:
         node = self.node
         if not node.serving:
             return False, f"not in a quorum (state: {node.role})"
+        if node.digest_mismatches:
+            zxid = node.digest_mismatches[0][0]
+            return False, f"tree digest differs from the leader's at zxid {zxid:#x}"
         if node.proposals or node.waiting:
             if self._log_waiting_since is None:
                 self._log_waiting_since = int(time.monotonic() * 1000)
