@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: serve test install reference-server bench lint clean
+.PHONY: serve test install reference-server bench lint clean ensemble ensemble-stop
 
 $(STAMP): pyproject.toml setup.py fastzk/_core.pyx fastzk/_core.pxd $(wildcard fastzk/core/*.pxi)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,25 @@ install: $(STAMP)
 
 serve: install
 	$(VENV)/bin/fastzk serve
+
+# A 3-server ensemble on this machine (examples/ensemble/zoo{1,2,3}.cfg: client ports
+# 2181-2183), in the background; data and logs in ./fastzk-ensemble/N. `make ensemble-stop`.
+ensemble: install
+	@for i in 1 2 3; do \
+		mkdir -p fastzk-ensemble/$$i && echo $$i > fastzk-ensemble/$$i/myid; \
+		if [ -f fastzk-ensemble/$$i/pid ] && kill -0 $$(cat fastzk-ensemble/$$i/pid) 2>/dev/null; then \
+			echo "server.$$i already running (pid $$(cat fastzk-ensemble/$$i/pid))"; continue; fi; \
+		$(VENV)/bin/fastzk serve examples/ensemble/zoo$$i.cfg >> fastzk-ensemble/$$i/server.log 2>&1 & \
+		echo $$! > fastzk-ensemble/$$i/pid; \
+		echo "server.$$i: pid $$!, client port 218$$i, log fastzk-ensemble/$$i/server.log"; \
+	done
+	@echo "connect string: 127.0.0.1:2181,127.0.0.1:2182,127.0.0.1:2183"
+
+ensemble-stop:
+	@for i in 1 2 3; do \
+		if [ -f fastzk-ensemble/$$i/pid ]; then kill $$(cat fastzk-ensemble/$$i/pid) 2>/dev/null || true; \
+			rm -f fastzk-ensemble/$$i/pid; echo "server.$$i stopped"; fi; \
+	done
 
 # Apache ZooKeeper 3.8 from Debian (and a JDK) for the differential tests; started by the
 # tests themselves on loopback ports, never through systemd.
@@ -39,4 +58,4 @@ lint: install
 	$(VENV)/bin/ruff check fastzk tests bench
 
 clean:
-	rm -rf build $(VENV) fastzk/_core.c fastzk/_core*.so fastzk-data
+	rm -rf build $(VENV) fastzk/_core.c fastzk/_core*.so fastzk-data fastzk-ensemble

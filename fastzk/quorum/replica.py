@@ -186,7 +186,12 @@ class Replica:
 
     # --- time ----------------------------------------------------------------------------------
     def _random_timeout(self) -> int:
+        """[e, 2e) ticks while a leader is known (the silence that means it is gone); a fifth
+        of that while looking (at start-up, after a failed round): pre-vote keeps an early
+        campaign from disturbing anyone who still hears a leader."""
         ticks = self.cfg.election_ticks
+        if self.leader_id is None:
+            ticks = max(2, ticks // 5)
         return ticks + self.rng.randrange(ticks)
 
     def start(self) -> None:
@@ -640,7 +645,7 @@ class Replica:
             # out of the lease at once; campaign after a random share of the timeout, so that
             # the survivors rarely split their votes
             self.elapsed = max(self.elapsed, self.cfg.election_ticks)
-            self.timeout = self.elapsed + 1 + self.rng.randrange(max(1, self.cfg.election_ticks // 2))
+            self.timeout = self.elapsed + 1 + self.rng.randrange(max(1, self.cfg.election_ticks // 5))
 
     def peer_up(self, peer: int) -> None:
         if self.role == LEADER:
