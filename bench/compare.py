@@ -3,8 +3,9 @@
 One command runs the scenario matrix against both servers and writes JSON, a markdown
 table with fastzk ÷ ZooKeeper ratios, and PNG figures::
 
-    python bench/compare.py --save                  # default matrix, about 10 minutes
+    python bench/compare.py --save                  # default matrix, about 15 minutes
     python bench/compare.py --scenarios get,set --repeats 1 --no-znodes   # a quick look
+    python bench/compare.py --scenarios ensemble-set,failover --repeats 1   # 3-server look
     python bench/compare.py --save --duration 20 --repeats 3 --znodes 1000000   # full
 
 Scenarios (``--scenarios``, default all): get, set, create-delete, mixed (90 % get) --
@@ -12,7 +13,11 @@ each as throughput at saturation (closed loop) and as latency at a fixed moderat
 (open loop, latency from the intended send time); kafka and watch-fanout presets; java
 (getData through ZooKeeper's own Java client, against both servers); znodes (server RSS
 with ``--znodes`` znodes, and the restart time with them). Server RSS is sampled idle and
-after every run.
+after every run. 3-server ensembles (ZooKeeper 3.8 ``QuorumPeerMain`` and ``fastzk serve``,
+tickTime 2000): ensemble-get, ensemble-set, ensemble-create-delete, ensemble-mixed at
+saturation, and setData at 2,000/s open loop (ensemble-set); failover (SIGKILL the leader
+under a writer and 20 idle sessions: time to the first write after the kill and until every
+session is back, at each ``--failover-ticks`` tickTime).
 
 Why it is built this way:
 
@@ -27,7 +32,14 @@ Why it is built this way:
   a noisy number can be recognised as such.
 * **A second client.** ``bench/java/ZkLoad.java`` (compiled here with javac against the
   Debian ZooKeeper jar) measures getData with ZooKeeper's reference client on both servers.
-* **Standalone only.** fastzk has no replication yet, so there is no 3-server comparison.
+* **Ensembles.** Started through tests/cluster.py (bench/ensembles.py adds the failover
+  clients and per-member CPU), 3 voters on loopback, the same zoo.cfg keys, fsync settings and
+  JVM flags as standalone, tickTime 2000 (the production default; initLimit 10, syncLimit 5).
+  The load uses the connect string of the whole ensemble: its sessions are spread round-robin
+  over the three members' client ports, so reads are served by every member and writes are
+  forwarded to the leader. Server CPU of an ensemble row is the sum of its three members.
+  Failover uses kazoo (reconnect with the same session), the leader is restarted and rejoins
+  between rounds, and rounds alternate the server kind like repeats do.
 * **Nothing outlives the run.** Every server and client process is stopped by PID in
   ``finally``; every wait is bounded.
 """
@@ -54,9 +66,15 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO / "bench"))
 
+import ensembles  # noqa: E402  (bench/ensembles.py: tests/cluster.py ensembles, failover)
 import servers  # noqa: E402  (tests/servers.py: start/stop by PID)
+from cluster import Cluster, ClusterTimeout  # noqa: E402
+from kazoo.exceptions import KazooException  # noqa: E402
+from kazoo.handlers.threading import KazooTimeoutError  # noqa: E402
 
+from fastzk.client.codec import ZKError  # noqa: E402
 from fastzk.client.load import (  # noqa: E402
     LoadConfig,
     LoadResult,
@@ -82,7 +100,16 @@ PRESET: dict[str, tuple[dict[str, Any], str]] = {
                      "watch fan-out: 1 writer at 200 sets/s, 50 watchers"),
 }
 OTHER = ("java", "znodes")
-ALL = [*SIMPLE, *PRESET, *OTHER]
+#: 3-server ensemble scenarios: the simple op of the same name at saturation (closed loop);
+#: those in ENSEMBLE_OPEN also at the standalone row's open-loop rate
+ENSEMBLE = {f"ensemble-{name}": name for name in SIMPLE}
+ENSEMBLE_OPEN = ("ensemble-set",)
+#: tickTime of the ensembles of the load rows (the production default)
+ENSEMBLE_TICK = 2000
+FAILOVER = "failover"
+#: the start-up time of each ensemble (first leader with two followers), recorded as a row
+START = "ensemble-start"
+ALL = [*SIMPLE, *PRESET, *OTHER, *ENSEMBLE, FAILOVER]
 
 TARGETS = ("zookeeper", "fastzk")
 LABELS = {"zookeeper": "ZooKeeper 3.8", "fastzk": "fastzk"}

@@ -94,6 +94,7 @@ class Config:
     init_limit: int = 10  # initLimit: ticks a (re)joining server may take to sync
     sync_limit: int = 5  # syncLimit: ticks without the leader before a new election
     sync_window_txns: int = 20000  # fastzk.syncWindowTxns: log kept in memory to catch up peers
+    read_only_enabled: bool = False  # readonlymode.enabled (also zookeeper.readonlymode.enabled)
     # TESTING ONLY: the zxid counter each epoch starts at, so that a test reaches the end of
     # the 32-bit counter (and the move to the next epoch) in a few hundred writes
     first_zxid_counter: int = 1  # fastzk.firstZxidCounter
@@ -336,9 +337,7 @@ def from_properties(props: dict[str, str], source: str, base: Path) -> Config:
         elif key == "standaloneEnabled":
             _bool(key, value)
         elif bare == "readonlymode.enabled":
-            if _bool(key, value):
-                warnings.append(f"{key}=true: read-only mode is not implemented yet; a member "
-                                "without a quorum refuses clients instead")
+            values["read_only_enabled"] = _bool(key, value)
         elif key == "fastzk.syncWindowTxns":
             values["sync_window_txns"] = _int(key, value, 100)
         elif key == "fastzk.firstZxidCounter":

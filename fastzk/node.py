@@ -75,7 +75,7 @@ class Client:
         "address", "out", "state", "session", "identities", "watches", "fifo", "closing",
         "read_only_byte", "received", "sent", "established_ms", "last_op", "last_xid",
         "last_zxid", "last_response_ms", "last_latency_ms", "min_latency_ms", "max_latency_ms",
-        "total_latency_ms", "replies",
+        "total_latency_ms", "replies", "read_only",
     )
 
     def __init__(self, address: str) -> None:
@@ -95,6 +95,7 @@ class Client:
         self.last_xid = 0
         self.last_zxid = 0
         self.last_response_ms = 0
+        self.read_only = False  # a read-only session, served while this member has no quorum
         self.reset_stats()
 
     def reset_stats(self) -> None:
@@ -130,6 +131,7 @@ class Limits:
     super_digest: str | None = None  # "super:<base64 sha1>" as in ZooKeeper's superDigest
     ttl_enabled: bool = False
     sync_window_txns: int = 20000  # applied log entries kept in memory to catch peers up
+    read_only_enabled: bool = False  # without a quorum, serve read-only clients (ZooKeeper's)
 
 
 BARRIER_OP = -100  # the no-op txn that opens every leader's epoch (never a client opcode)
@@ -213,6 +215,8 @@ class Node:
             return "standalone"
         if replica.role == LEADER:
             return "leader"
+        if not self.serving and self.limits.read_only_enabled:
+            return "read-only"
         if replica.leader_id is None:
             return "looking"
         return "observer" if replica.role == OBSERVER else "follower"
@@ -235,6 +239,9 @@ class Node:
     def _set_serving(self, ready: bool) -> None:
         self.serving = ready
         if ready:
+            for client in sorted(self.clients, key=lambda c: c.session_id):
+                if client.read_only:  # back in a quorum: they reconnect read-write
+                    self._close(client)
             if self.replica.role == LEADER:
                 # a new leader prepares from its applied tree (nothing is pending) and gives
                 # every session a full timeout to find it, as ZooKeeper's leader does
@@ -324,10 +331,15 @@ class Node:
             return
         self.stats.packets_received += 1
         client.read_only_byte = read_only
-        if not self.serving or last_zxid_seen > self.applied_zxid:
-            # not in a quorum, or the client has seen a newer state than ours: it must try
-            # another server
+        if last_zxid_seen > self.applied_zxid:
+            # the client has seen a newer state than ours: it must try another server
             self._close(client)
+            return
+        if not self.serving:
+            if self.limits.read_only_enabled and read_only:
+                self._bind_read_only(client, timeout, session_id, passwd)
+            else:  # not in a quorum: the client must find the majority
+                self._close(client)
             return
         limits = self.limits
         timeout = min(max(timeout, limits.min_session_timeout), limits.max_session_timeout)
@@ -358,6 +370,26 @@ class Node:
         session.timeout = timeout
         self._touch_session(session)
         self._bind(client, session)
+
+    def _bind_read_only(self, client: Client, timeout: int, session_id: int,
+                        passwd: bytes) -> None:
+        """ZooKeeper's read-only mode: a member without a quorum serves clients that asked
+        for it (readOnly=true in the handshake) from its last state; their writes and syncs
+        get NOTREADONLY. The session is this member's alone (nothing is logged); it keeps a
+        known session's id, so the client can take it back to the majority later."""
+        limits = self.limits
+        timeout = min(max(timeout, limits.min_session_timeout), limits.max_session_timeout)
+        known = self.sessions.get(session_id) if session_id else None
+        if known is None or known.passwd != passwd:
+            session_id, passwd = self.sessions.allocate()
+        client.read_only = True
+        session = Session(session_id, timeout, passwd, 0)
+        session.conn = client
+        client.session = session
+        client.state = State.READY
+        client.established_ms = self.now_ms
+        client.out.connect_response(timeout, session_id, passwd, True)
+        self._sent(client)
 
     def _touch_session(self, session: Session) -> None:
         self.sessions.touch(session, self.mono_ms)
@@ -453,6 +485,9 @@ class Node:
         if op == Op.DELETE_CONTAINER:
             self._unimplemented(client, xid)
             return
+        if client.read_only:
+            self._in_order(client, lambda: self._error(client, xid, Err.NOT_READONLY))
+            return
         key = (session.session_id, xid)
         if self.log_failed or key in self.waiting:
             # the log cannot make writes durable (see abandon), or the client reused an xid
@@ -529,6 +564,9 @@ class Node:
         """sync: answered once this server has applied everything the leader had committed
         when it confirmed, with a quorum, that it still leads (linearizable sync-then-read,
         even against a deposed leader that does not know it yet)."""
+        if client.read_only:
+            self._in_order(client, lambda: self._error(client, xid, Err.NOT_READONLY))
+            return
         pending = Pending(xid)
         client.fifo.append(pending)
         self.next_sync += 1

@@ -442,3 +442,36 @@ def test_zxid_counter_rollover_moves_to_the_next_epoch() -> None:
             zxids = sorted(zk.exists(path).czxid for path in writers.acked)
         assert all((z & 0xFFFFFFFF) >= start for z in zxids)
         assert len({z >> 32 for z in zxids}) >= 3  # the writes span three epochs or more
+
+
+def test_read_only_mode_serves_reads_without_a_quorum() -> None:
+    """readonlymode.enabled: a member cut off from the majority serves clients that ask for
+    read-only sessions, from its last state; writes and syncs get NOTREADONLY; once it is back
+    in the quorum it closes them and they reconnect read-write."""
+    from kazoo.exceptions import NotReadOnlyCallError
+    from kazoo.protocol.states import KeeperState
+
+    with Cluster("fastzk", 3, proxied=True, cfg={"readonlymode.enabled": "true"}) as cluster:
+        cluster.wait_for_leader()
+        with client(cluster.connect_string()) as zk:
+            zk.create("/t/seen", b"before", makepath=True)
+            zk.sync("/t")
+        lonely = cluster.followers()[0]
+        cluster.wait_until(lambda: snapshot_of(lonely).get("/t/seen") == b"before", "replicated")
+        cluster.isolate(lonely.sid)
+        cluster.wait_until(lambda: "Mode: read-only" in lonely.srvr(), "read-only mode")
+        assert four_letter_word("127.0.0.1", lonely.client_port, "isro") == b"ro"
+        with pytest.raises((KazooException, KazooTimeoutError)):  # read-write clients: refused
+            with client(lonely.connect_string(), timeout=2.0, start_timeout=3.0):
+                pass
+        with client(lonely.connect_string(), read_only=True) as ro:
+            assert ro.client_state == KeeperState.CONNECTED_RO
+            assert ro.get("/t/seen")[0] == b"before"
+            with pytest.raises(NotReadOnlyCallError):
+                ro.create("/t/nope", b"")
+            cluster.heal()
+            cluster.wait_until(lambda: lonely.mode() == "follower", "back in the quorum")
+            cluster.wait_until(lambda: ro.client_state == KeeperState.CONNECTED,
+                               "the client is read-write again")
+            ro.create("/t/after", b"")
+        assert sorted(converge(cluster)) == ["/t", "/t/after", "/t/seen"]

@@ -173,3 +173,21 @@ def test_serve_on_a_busy_port_is_one_line_not_a_traceback(tmp_path: Path) -> Non
                                 capture_output=True, text=True, timeout=30)
     assert result.returncode == 2
     assert "cannot start" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_the_example_ensemble_configs_load(tmp_path: Path) -> None:
+    """examples/ensemble/ (what `make ensemble` runs): three members of one ensemble."""
+    import shutil
+
+    examples = Path(__file__).resolve().parent.parent / "examples" / "ensemble"
+    copy = tmp_path / "examples" / "ensemble"
+    shutil.copytree(examples, copy)
+    ids = []
+    for number in (1, 2, 3):
+        data = tmp_path / "fastzk-ensemble" / str(number)
+        data.mkdir(parents=True)
+        (data / "myid").write_text(f"{number}\n")
+        cfg = load(copy / f"zoo{number}.cfg")
+        assert cfg.warnings == () and cfg.data_dir.resolve() == data.resolve()
+        ids.append((cfg.server_id, cfg.client_port, cfg.admin_port))
+    assert ids == [(1, 2181, 8080), (2, 2182, 8081), (3, 2183, 8082)]

@@ -50,7 +50,7 @@ def server_stats(server: Server) -> dict[str, Any]:
     stats = node.stats
     return {
         "version": VERSION,
-        "read_only": False,
+        "read_only": node.role == "read-only",
         "server_stats": {
             "packets_sent": stats.packets_sent,
             "packets_received": stats.packets_received,
@@ -248,7 +248,8 @@ def monitor(server: Server) -> dict[str, Any]:
 
 
 PEER_STATES = {"leader": "leading - broadcast", "follower": "following - broadcast",
-               "observer": "observing - broadcast", "looking": "looking"}
+               "observer": "observing - broadcast", "looking": "looking",
+               "read-only": "read-only"}
 
 
 def _quorum_summaries(server: Server) -> dict[str, Any]:
@@ -337,7 +338,7 @@ def stat_reset(server: Server) -> dict[str, Any]:
 
 
 def is_read_only(server: Server) -> dict[str, Any]:
-    return {"read_only": False}
+    return {"read_only": server.node.role == "read-only"}
 
 
 def ruok(server: Server) -> dict[str, Any]:
@@ -487,9 +488,10 @@ def four_letter_word(word: str, server: Server, argument: bytes = b"") -> str:
     """ZooKeeper's text output for `word` (already checked against the whitelist)."""
     if word == "ruok":
         return "imok"
+    node = server.node
     if word == "isro":
-        return "rw" if server.node.serving else "null"
-    if word in NEEDS_SERVING and not server.node.serving:
+        return "rw" if node.serving else ("ro" if node.role == "read-only" else "null")
+    if word in NEEDS_SERVING and not node.serving and node.role != "read-only":
         return NOT_SERVING
     if word == "srvr":
         return _srvr_text(server, False)

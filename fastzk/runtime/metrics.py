@@ -98,7 +98,7 @@ class ServerCollector:
                                 value=int(ready))
 
 
-ROLES = ("standalone", "leader", "follower", "observer", "looking")
+ROLES = ("standalone", "leader", "follower", "observer", "looking", "read-only")
 
 
 def _quorum_metrics(server: Server) -> Iterator[Any]:

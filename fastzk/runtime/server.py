@@ -163,7 +163,7 @@ class ClientProtocol(asyncio.BufferedProtocol):
                 node.handle_connect(client, frame)
             out = client.out
             while client.state == State.READY and not self._blocked():
-                if not client.fifo and node.serving:
+                if not client.fifo and (node.serving or client.read_only):
                     served = serve_reads(buf, node.tree, out, node.applied_zxid, FAST_PATH_BATCH)
                     if served:
                         node.touch(client, served)
@@ -236,6 +236,7 @@ class Server:
             super_digest=cfg.super_digest,
             ttl_enabled=cfg.ttl_enabled,
             sync_window_txns=cfg.sync_window_txns,
+            read_only_enabled=cfg.read_only_enabled,
         )
         self.node = Node(limits, random.SystemRandom(), server_id=cfg.server_id,
                          start_ms=self.started_ms, quorum=quorum_config(cfg))

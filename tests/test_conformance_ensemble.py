@@ -1,0 +1,548 @@
+"""Differential conformance of a 3-server ensemble: Apache ZooKeeper 3.8 vs fastzk.
+
+Every scenario runs unchanged against a real ZooKeeper ensemble and a real fastzk ensemble
+(tests/cluster.py: both on loopback, every process stopped by PID, files kept when a ``with
+Cluster`` block raises) and reduces what a client or an operator observes to a value with the
+timing taken out: kazoo connection states and watch callbacks, the sequence of frames on a raw
+session, reply zxids relative to a write's zxid, the line labels and keys of the four-letter
+words.  Each kind must produce the same value; where fastzk knowingly differs from ZooKeeper the
+difference is spelt out below (``FASTZK_*``), so that a new drift in either direction fails.
+The ZooKeeper side is skipped when ZooKeeper is not installed; the fastzk side then still checks
+its value against the one ZooKeeper produced when this file was written.
+
+kazoo 2.11 does not send setWatches: on a lost connection it fires every one-shot watcher with
+a NONE event and forgets it, and its DataWatch/ChildrenWatch recipes re-register by reading
+again once CONNECTED.  The failover scenario therefore checks both that client-side behaviour
+(the recipes fire for a change made through another member) and the server's setWatches, sent
+on a raw session resumed on a surviving member, as the Java client does.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+from cluster import Cluster, Kind, Member, zookeeper_installed
+from conftest import stop_client
+from kazoo.client import KazooClient
+from kazoo.exceptions import NoAuthError
+from kazoo.protocol.states import WatchedEvent, ZnodeStat
+from kazoo.recipe.watchers import ChildrenWatch, DataWatch
+from kazoo.retry import KazooRetry
+from servers import four_letter_word
+from wire import (
+    XID_NOTIFICATION,
+    XID_SET_WATCHES,
+    ConnectionClosed,
+    get_children_request,
+    get_data_request,
+    handshake,
+    read_reply,
+    set_watches_request,
+)
+
+pytestmark = pytest.mark.timeout(120)
+
+needs_zookeeper = pytest.mark.skipif(
+    not zookeeper_installed(), reason="Apache ZooKeeper (Debian package zookeeper) not installed"
+)
+KINDS = [pytest.param("zookeeper", marks=needs_zookeeper), "fastzk"]
+
+#: Sessions outlive an election even on a busy 2-core machine (tickTime is 200 ms, so the
+#: default maximum would be 4 s).
+CFG = {"maxSessionTimeout": 10000}
+SESSION_TIMEOUT = 8.0
+FAST_RETRY = KazooRetry(max_tries=-1, delay=0.05, max_delay=0.5)
+NOT_SERVING = "This ZooKeeper instance is not currently serving requests\n"
+
+# -- helpers -----------------------------------------------------------------------------------
+
+
+@contextmanager
+def kazoo(hosts: str, **kw: Any) -> Iterator[KazooClient]:
+    """A started kazoo client, stopped (bounded) before the ensemble goes away."""
+    client = KazooClient(hosts=hosts, connection_retry=FAST_RETRY, **kw)
+    try:
+        client.start(timeout=30)
+        yield client
+    finally:
+        stop_client(client)
+
+
+def word(member: Member, cmd: str) -> str:
+    """The raw reply of a four-letter word."""
+    return four_letter_word("127.0.0.1", member.client_port, cmd).decode()
+
+
+def server_lines(cluster: Cluster) -> list[str]:
+    """The ``server.N=host:quorum:election:role`` lines ZooKeeper prints for this ensemble."""
+    return [
+        f"server.{m.sid}=127.0.0.1:{m.quorum_port}:{m.election_port}:participant"
+        for m in cluster.members
+    ]
+
+
+def serving(cluster: Cluster, session_id: int) -> Member | None:
+    """The member whose ``cons`` lists the session (None while it is connected nowhere)."""
+    tag = f"sid=0x{session_id:x},"
+    return next((m for m in cluster.members if m.running and tag in word(m, "cons")), None)
+
+
+def watched_paths(member: Member, session_id: int) -> set[str]:
+    """The paths *member*'s ``wchc`` lists under the session."""
+    paths: dict[str, set[str]] = {}
+    current = ""
+    for line in word(member, "wchc").splitlines():
+        if line.startswith("0x"):
+            current = line.strip()
+            paths[current] = set()
+        elif line.startswith("\t") and current:
+            paths[current].add(line.strip())
+    return paths.get(f"0x{session_id:x}", set())
+
+
+def read_frames(sock: socket.socket, count: int) -> list[tuple[Any, ...]]:
+    """The next *count* frames of a raw session: ``("event", type, path)`` for a watch
+    notification, ``("reply", xid, err)`` otherwise."""
+    frames: list[tuple[Any, ...]] = []
+    for _ in range(count):
+        header, body = read_reply(sock, timeout=15.0)
+        if header.xid == XID_NOTIFICATION:
+            event_type, _state, length = struct.unpack_from(">iii", body)
+            frames.append(("event", event_type, body[12 : 12 + length].decode()))
+        else:
+            frames.append(("reply", header.xid, header.err))
+    return frames
+
+
+# -- 1. failover of a client -------------------------------------------------------------------
+
+NODE_DATA_CHANGED = 3
+NODE_CHILDREN_CHANGED = 4
+
+#: The same for both kinds, timing aside.
+EXPECTED_FAILOVER: dict[str, Any] = {
+    "kazoo states after the leader's kill -9": ["SUSPENDED", "CONNECTED"],
+    "same session after failover": True,
+    "ephemeral still owned by the session": True,
+    # kazoo itself, on the lost connection (no server involved): each one-shot watch is fired
+    # with a NONE event and dropped, child watchers first.
+    "one-shot watches": [("child", "NONE", "CONNECTING", None), ("data", "NONE", "CONNECTING", None)],
+    "watches the recipes re-registered on the new member": ["/t", "/t/data"],
+    "raw session resumed on a survivor": True,
+    # setWatches with the zxid seen before the kill: the change made meanwhile fires at once,
+    # before setWatches' own reply.
+    "raw frames after setWatches": [
+        ("event", NODE_DATA_CHANGED, "/t/data"),
+        ("reply", XID_SET_WATCHES, 0),
+    ],
+    "raw frames after a create through another member": [
+        ("event", NODE_CHILDREN_CHANGED, "/t"),
+    ],
+    "DataWatch calls": [b"0", b"1"],
+    "ChildrenWatch calls": [["data", "eph"], ["data", "eph", "new"]],
+}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_client_failover_keeps_session_ephemeral_and_watches(kind: Kind) -> None:
+    """kill -9 of the leader under a kazoo client connected to the whole ensemble (leader
+    first) and a raw session on the leader: both resume their session on a survivor, the
+    ephemeral stays, and watches fire for changes made through the other survivor."""
+    seen: dict[str, Any] = {}
+    with Cluster(kind, 3, cfg=CFG) as cluster:
+        leader = cluster.wait_for_leader()
+        hosts = ",".join(m.connect_string() for m in [leader, *cluster.followers()])
+        states: list[str] = []
+        one_shot: list[tuple[str, str, str, str | None]] = []
+        data_calls: list[bytes | None] = []
+        children_calls: list[list[str]] = []
+
+        def one_shot_watch(name: str) -> Any:
+            def record(event: WatchedEvent) -> None:
+                one_shot.append((name, event.type, event.state, event.path))
+
+            return record
+
+        def on_data(data: bytes | None, _stat: ZnodeStat | None) -> None:
+            data_calls.append(data)
+
+        def on_children(children: list[str]) -> None:
+            children_calls.append(sorted(children))
+
+        with kazoo(hosts, timeout=SESSION_TIMEOUT, randomize_hosts=False) as zk:
+            zk.create("/t/data", b"0", makepath=True)
+            zk.create("/t/eph", b"", ephemeral=True)
+            session = zk.client_id[0]
+            zk.get("/t/data", watch=one_shot_watch("data"))
+            zk.get_children("/t", watch=one_shot_watch("child"))
+            DataWatch(zk, "/t/data", on_data)
+            ChildrenWatch(zk, "/t", on_children)
+            zk.add_listener(states.append)
+
+            raw, raw_session = handshake(
+                "127.0.0.1", leader.client_port, timeout_ms=int(SESSION_TIMEOUT * 1000)
+            )
+            with raw:
+                raw.sendall(get_data_request(1, "/t/data", watch=True))
+                raw.sendall(get_children_request(2, "/t", watch=True))
+                replies = [read_reply(raw)[0] for _ in range(2)]
+                assert [r.err for r in replies] == [0, 0]
+                raw_zxid = max(r.zxid for r in replies)
+
+            leader.kill()
+            cluster.wait_until(
+                lambda: states[-1:] == ["CONNECTED"], "the kazoo client reconnects"
+            )
+            survivors = [m for m in cluster.members if m is not leader]
+            home = cluster.wait_until(lambda: serving(cluster, session), "the client's member")
+            assert home in survivors
+            other = next(m for m in survivors if m is not home)
+            seen["same session after failover"] = zk.client_id[0] == session
+            # Only then change anything: the recipes' watches are on the new member.
+            cluster.wait_until(
+                lambda: watched_paths(home, session) == {"/t", "/t/data"},
+                "the recipes re-register their watches",
+            )
+            seen["watches the recipes re-registered on the new member"] = sorted(
+                watched_paths(home, session)
+            )
+
+            resumed, response = handshake(
+                "127.0.0.1",
+                home.client_port,
+                session_id=raw_session.session_id,
+                passwd=raw_session.passwd,
+                last_zxid_seen=raw_zxid,
+                timeout_ms=int(SESSION_TIMEOUT * 1000),
+            )
+            with resumed, kazoo(other.connect_string(), timeout=SESSION_TIMEOUT) as writer:
+                seen["raw session resumed on a survivor"] = (
+                    response.session_id == raw_session.session_id and response.timeout_ms > 0
+                )
+                writer.sync("/t")
+                eph = writer.exists("/t/eph")
+                seen["ephemeral still owned by the session"] = (
+                    eph is not None and eph.ephemeralOwner == session
+                )
+                writer.set("/t/data", b"1")
+                resumed.sendall(set_watches_request(XID_SET_WATCHES, raw_zxid, ["/t/data"], (), ["/t"]))
+                seen["raw frames after setWatches"] = read_frames(resumed, 2)
+                writer.create("/t/new", b"")
+                seen["raw frames after a create through another member"] = read_frames(resumed, 1)
+                cluster.wait_until(
+                    lambda: len(data_calls) >= 2 and len(children_calls) >= 2,
+                    "the recipes fire for changes made through another member",
+                )
+            seen["kazoo states after the leader's kill -9"] = list(states)
+            seen["one-shot watches"] = sorted(one_shot)
+            seen["DataWatch calls"] = list(data_calls)
+            seen["ChildrenWatch calls"] = list(children_calls)
+        assert seen == EXPECTED_FAILOVER
+
+
+# -- 2. four-letter words on the leader, a follower and a member without a quorum -------------
+
+SRVR_LABELS = [
+    "Zookeeper version",
+    "Latency min/avg/max",
+    "Received",
+    "Sent",
+    "Connections",
+    "Outstanding",
+    "Zxid",
+    "Mode",
+    "Node count",
+]
+#: ZooKeeper's leader ends srvr and stat with this line; fastzk's does not print it.
+LEADER_PROPOSAL_LINE = "Proposal sizes last/min/max"
+STAT_LABELS = [SRVR_LABELS[0], "Clients", "<client>", "", *SRVR_LABELS[1:]]
+CONF_KEYS = [
+    "clientPort",
+    "secureClientPort",
+    "dataDir",
+    "dataDirSize",
+    "dataLogDir",
+    "dataLogSize",
+    "tickTime",
+    "maxClientCnxns",
+    "minSessionTimeout",
+    "maxSessionTimeout",
+    "clientPortListenBacklog",
+    "serverId",
+    "initLimit",
+    "syncLimit",
+    "electionAlg",
+    "electionPort",
+    "quorumPort",
+    "peerType",
+    "membership: ",
+    "server.1",
+    "server.2",
+    "server.3",
+    "version",
+]
+
+#: mntr keys (other than the avg/min/max/cnt/sum/pNN families) both kinds print in both roles,
+#: and those the leader adds.
+MNTR_SHARED = set(
+    "zk_approximate_data_size zk_avg_latency zk_ephemerals_count zk_global_sessions "
+    "zk_local_sessions zk_max_file_descriptor_count zk_max_latency zk_min_latency "
+    "zk_num_alive_connections zk_open_file_descriptor_count zk_outstanding_requests "
+    "zk_packets_received zk_packets_sent zk_peer_state zk_server_state zk_uptime zk_version "
+    "zk_watch_count zk_znode_count".split()
+)
+MNTR_SHARED_LEADER = {
+    "zk_learners",
+    "zk_pending_syncs",
+    "zk_synced_followers",
+    "zk_synced_non_voting_followers",
+}
+#: Summary families (zk_avg_X, zk_min_X, ...) both print; ZooKeeper prints ~65 more.
+MNTR_SHARED_SUMMARIES = {"fsynctime", "sync_processor_batch_size"}
+#: fastzk's own mntr keys, in both roles and on the leader.
+FASTZK_MNTR_ONLY = {
+    "zk_commit_zxid",
+    "zk_elections_won",
+    "zk_epoch",
+    "zk_last_processed_zxid",
+    "zk_leader_id",
+    "zk_log_zxid",
+    "zk_persistent_watch_count",
+}
+FASTZK_MNTR_ONLY_LEADER = {"zk_followers", "zk_follower_lag_txns"}
+#: ZooKeeper's mntr keys (summary families aside) that fastzk lacks, in both roles and on the
+#: leader.
+ZOOKEEPER_MNTR_ONLY = set(
+    "zk_add_dead_watcher_stall_time zk_auth_failed_count zk_bytes_received_count "
+    "zk_cnxn_closed_without_zk_server_running zk_commit_count zk_connection_drop_count "
+    "zk_connection_drop_probability zk_connection_rejected zk_connection_request_count "
+    "zk_connection_revalidate_count zk_dead_watchers_cleared zk_dead_watchers_queued "
+    "zk_diff_count zk_digest_mismatches_count zk_ensemble_auth_fail zk_ensemble_auth_skip "
+    "zk_ensemble_auth_success zk_insecure_admin_count zk_large_requests_rejected "
+    "zk_last_client_response_size zk_learner_commit_received_count "
+    "zk_learner_proposal_received_count zk_looking_count zk_max_client_response_size "
+    "zk_min_client_response_size zk_non_mtls_local_conn_count zk_non_mtls_remote_conn_count "
+    "zk_outstanding_changes_queued zk_outstanding_changes_removed zk_outstanding_tls_handshake "
+    "zk_prep_processor_request_queued zk_proposal_count zk_quit_leading_due_to_disloyal_voter "
+    "zk_quorum_size zk_request_commit_queued zk_request_throttle_wait_count "
+    "zk_requests_not_forwarded_to_commit_processor zk_response_bytes "
+    "zk_response_packet_cache_hits zk_response_packet_cache_misses "
+    "zk_response_packet_get_children_cache_hits zk_response_packet_get_children_cache_misses "
+    "zk_revalidate_count zk_sessionless_connections_expired "
+    "zk_skip_learner_request_to_next_processor_count zk_snap_count zk_stale_replies "
+    "zk_stale_requests zk_stale_requests_dropped zk_stale_sessions_expired "
+    "zk_sync_processor_request_queued zk_throttled_ops zk_tls_handshake_exceeded "
+    "zk_unrecoverable_error_count zk_unsuccessful_handshake zk_watch_bytes".split()
+)
+ZOOKEEPER_MNTR_ONLY_LEADER = {
+    "zk_last_proposal_size",
+    "zk_leader_uptime",
+    "zk_max_proposal_size",
+    "zk_min_proposal_size",
+    "zk_synced_observers",
+}
+_SUMMARY_KEY = re.compile(r"^zk_(?:avg|min|max|cnt|sum|p50|p95|p99|p999)_(.+)$")
+
+
+def labels(text: str) -> list[str]:
+    """The label of every line (text before the first ``:``); client lines of ``stat`` become
+    one ``<client>`` (how many connections are listed is timing)."""
+    out: list[str] = []
+    for line in text.splitlines():
+        label = "<client>" if line.startswith(" /") else line.split(":", 1)[0]
+        if label != "<client>" or out[-1:] != ["<client>"]:
+            out.append(label)
+    return out
+
+
+def mntr_shape(text: str) -> tuple[set[str], set[str]]:
+    """(plain keys, summary family names) of a ``mntr`` reply; ``zk_avg_X`` etc. belong to the
+    family X when ``zk_cnt_X`` exists (``zk_avg_latency`` alone does not make a family)."""
+    keys = {line.split("\t", 1)[0] for line in text.splitlines() if "\t" in line}
+
+    def family(key: str) -> str | None:
+        match = _SUMMARY_KEY.match(key)
+        return match.group(1) if match and f"zk_cnt_{match.group(1)}" in keys else None
+
+    families = {f for f in map(family, keys) if f is not None}
+    return {k for k in keys if family(k) is None}, families
+
+
+def shapes(member: Member, lines: list[str]) -> dict[str, Any]:
+    """What srvr, stat, mntr, conf, ruok and isro show of a serving member, values aside."""
+    role = member.mode()
+    srvr, stat, conf = word(member, "srvr"), word(member, "stat"), word(member, "conf")
+    plain, families = mntr_shape(word(member, "mntr"))
+    mntr = dict(
+        line.split("\t", 1) for line in word(member, "mntr").splitlines() if "\t" in line
+    )
+    return {
+        "srvr": labels(srvr),
+        "stat": labels(stat),
+        "Mode": [line for line in srvr.splitlines() if line.startswith("Mode:")],
+        "mntr state": (mntr["zk_server_state"], mntr["zk_peer_state"]),
+        "mntr keys": plain,
+        "mntr summary families": families & MNTR_SHARED_SUMMARIES,
+        "conf keys": [line.split("=", 1)[0] for line in conf.splitlines()],
+        "conf membership": conf.split("membership: \n", 1)[1].splitlines()[:-1],
+        "conf ends with a newline": conf.endswith("\n"),
+        "ruok": word(member, "ruok"),
+        "isro": word(member, "isro"),
+        "role": role,
+        "lines": lines,
+    }
+
+
+def expected_shapes(kind: Kind, role: str, lines: list[str]) -> dict[str, Any]:
+    """ZooKeeper 3.8.0's shapes for *role*, with fastzk's known differences for fastzk."""
+    leader = role == "leader"
+    proposal = [LEADER_PROPOSAL_LINE] if leader and kind == "zookeeper" else []
+    shared = MNTR_SHARED | (MNTR_SHARED_LEADER if leader else set())
+    if kind == "zookeeper":
+        own = ZOOKEEPER_MNTR_ONLY | (ZOOKEEPER_MNTR_ONLY_LEADER if leader else set())
+    else:
+        own = FASTZK_MNTR_ONLY | (FASTZK_MNTR_ONLY_LEADER if leader else set())
+    return {
+        "srvr": SRVR_LABELS + proposal,
+        "stat": STAT_LABELS + proposal,
+        "Mode": [f"Mode: {role}"],
+        "mntr state": (role, "leading - broadcast" if leader else "following - broadcast"),
+        "mntr keys": shared | own,
+        "mntr summary families": MNTR_SHARED_SUMMARIES,
+        "conf keys": CONF_KEYS,
+        "conf membership": lines,
+        # ZooKeeper's conf ends with "version=0" and no newline.
+        "conf ends with a newline": kind == "fastzk",
+        "ruok": "imok",
+        "isro": "rw",
+        "role": role,
+        "lines": lines,
+    }
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_four_letter_words_match_zookeeper_role_for_role(kind: Kind) -> None:
+    """srvr/stat/mntr/conf/ruok/isro on the leader and a follower show the same lines and keys
+    as ZooKeeper's (fastzk's known differences listed above); a member left without a quorum
+    answers like ZooKeeper's, except that fastzk's conf still prints the configuration."""
+    with Cluster(kind, 3) as cluster:
+        leader = cluster.wait_for_leader()
+        follower = cluster.followers()[0]
+        lines = server_lines(cluster)
+        for member, role in ((leader, "leader"), (follower, "follower")):
+            assert shapes(member, lines) == expected_shapes(kind, role, lines), role
+            _, families = mntr_shape(word(member, "mntr"))
+            if kind == "fastzk":
+                assert families == MNTR_SHARED_SUMMARIES  # ZooKeeper has ~65 more
+        for member in cluster.followers():
+            member.stop()
+        cluster.wait_until(lambda: leader.mode() is None, "the lone member stops serving")
+        alone = {cmd: word(leader, cmd) for cmd in ("srvr", "stat", "mntr", "conf", "ruok", "isro")}
+        conf = alone.pop("conf")
+        assert alone == {
+            "srvr": NOT_SERVING,
+            "stat": NOT_SERVING,
+            "mntr": NOT_SERVING,
+            "ruok": "imok",
+            "isro": "null",
+        }
+        if kind == "zookeeper":
+            assert conf == NOT_SERVING
+        else:  # fastzk prints its configuration even without a quorum
+            assert [line.split("=", 1)[0] for line in conf.splitlines()] == CONF_KEYS
+
+
+# -- 3. /zookeeper/config ----------------------------------------------------------------------
+
+#: The stat version of /zookeeper/config: ZooKeeper writes it outside the versioned path.
+CONFIG_NODE_VERSION = {"zookeeper": -1, "fastzk": 0}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_zookeeper_config_node_is_read_only(kind: Kind) -> None:
+    with Cluster(kind, 3) as cluster:
+        with kazoo(cluster.followers()[0].connect_string()) as zk:
+            assert sorted(zk.get_children("/zookeeper")) == ["config", "quota"]
+            acl, stat = zk.get_acls("/zookeeper/config")
+            assert [(a.perms, a.id.scheme, a.id.id) for a in acl] == [(1, "world", "anyone")]
+            assert stat.version == CONFIG_NODE_VERSION[kind]
+            with pytest.raises(NoAuthError):
+                zk.set("/zookeeper/config", b"server.9=127.0.0.1:1:2")
+            with pytest.raises(NoAuthError):
+                zk.create("/zookeeper/config/child", b"")
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        pytest.param("zookeeper", marks=needs_zookeeper),
+        pytest.param(
+            "fastzk",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="fastzk does not publish the ensemble config in /zookeeper/config yet",
+            ),
+        ),
+    ],
+)
+def test_zookeeper_config_node_publishes_the_ensemble(kind: Kind) -> None:
+    with Cluster(kind, 3) as cluster:
+        with kazoo(cluster.connect_string()) as zk:
+            data, _ = zk.get("/zookeeper/config")
+        assert data.decode() == "\n".join([*server_lines(cluster), "version=0"])
+
+
+# -- 4. read-your-writes across followers, zxid order, a client ahead of a member --------------
+
+#: Reply zxids relative to the zxid of a create made through one follower.
+EXPECTED_ZXIDS = {
+    "create's reply": 0,
+    "sync's reply on the other follower": 0,
+    "read's reply on the other follower": 0,
+    "read's mzxid": 0,
+    "set's reply on the other follower": 1,
+    "set's mzxid": 1,
+    "sync's reply back on the first follower": 1,
+    "read's reply back on the first follower": 1,
+}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_sync_then_read_through_the_other_follower(kind: Kind) -> None:
+    """A write through one follower is read after sync through the other, with the reply
+    zxids ordered as in ZooKeeper; a client that has seen a zxid the member has not reached
+    is refused (connection closed, no reply), one that has seen the member's zxid is not."""
+    with Cluster(kind, 3) as cluster:
+        cluster.wait_for_leader()
+        first, second = sorted(cluster.followers(), key=lambda m: m.sid)
+        with kazoo(first.connect_string()) as a, kazoo(second.connect_string()) as b:
+            a.create("/t", b"")
+            _, created = a.create("/t/x", b"v", include_data=True)
+            base = created.czxid
+            zxids = {"create's reply": a.last_zxid}
+            b.sync("/t/x")
+            zxids["sync's reply on the other follower"] = b.last_zxid
+            data, stat = b.get("/t/x")
+            assert data == b"v"
+            zxids["read's reply on the other follower"] = b.last_zxid
+            zxids["read's mzxid"] = stat.mzxid
+            zxids["set's mzxid"] = b.set("/t/x", b"w").mzxid
+            zxids["set's reply on the other follower"] = b.last_zxid
+            a.sync("/t/x")
+            zxids["sync's reply back on the first follower"] = a.last_zxid
+            assert a.get("/t/x")[0] == b"w"
+            zxids["read's reply back on the first follower"] = a.last_zxid
+            assert {k: v - base for k, v in zxids.items()} == EXPECTED_ZXIDS
+
+            latest = a.last_zxid
+            sock, response = handshake("127.0.0.1", second.client_port, last_zxid_seen=latest)
+            with sock:
+                assert response.session_id != 0 and response.timeout_ms > 0
+            with pytest.raises(ConnectionClosed):
+                handshake("127.0.0.1", second.client_port, last_zxid_seen=latest + 1000)
