@@ -256,12 +256,19 @@ class Run:
     loaded: LoadResult | None = field(default=None, repr=False)
 
 
-def load_config(args: argparse.Namespace, proc: servers.ServerProcess, **kw: Any) -> LoadConfig:
-    """The one LoadConfig shape every run uses; scenarios override op/preset/rate/shape."""
+def load_config(args: argparse.Namespace, target: servers.ServerProcess | Cluster,
+                **kw: Any) -> LoadConfig:
+    """The one LoadConfig shape every run uses; scenarios override op/preset/rate/shape.
+
+    An ensemble is loaded through the connect string of all its members (the sessions are
+    spread round-robin over them); its CPU is sampled per member (ensembles.EnsembleCpu)."""
+    where: dict[str, Any] = (
+        {"servers": target.connect_string(), "server_pid": None} if isinstance(target, Cluster)
+        else {"host": target.host, "port": target.port, "server_pid": target.pid})
     base: dict[str, Any] = {
-        "host": proc.host, "port": proc.port, "sessions": args.sessions, "depth": args.depth,
-        "value_size": 100, "keys": args.keys, "duration": args.duration, "warmup": args.warmup,
-        "processes": args.processes, "server_pid": proc.pid,
+        **where, "sessions": args.sessions, "depth": args.depth, "value_size": 100,
+        "keys": args.keys, "duration": args.duration, "warmup": args.warmup,
+        "processes": args.processes,
     }
     base.update(kw)
     return LoadConfig(**base)
@@ -354,6 +361,152 @@ def run_znodes(args: argparse.Namespace, kind: str, workdir: Path) -> dict[str, 
     return rec
 
 
+def order(rep: int) -> list[str]:
+    """Server order of repeat (or failover round) *rep*: it flips every time."""
+    return list(TARGETS) if rep % 2 == 0 else list(reversed(TARGETS))
+
+
+def print_run(done: int, total: int, scenario: str, mode: str, target: str,
+              result: LoadResult) -> None:
+    lat = result.latency_us
+    print(
+        f"[{done}/{total}] {scenario:<13} {mode:<6} {target:<9} "
+        f"{result.ops_per_sec:>10,.0f} req/s  p50 {_ms(lat['p50'])} "
+        f"p99 {_ms(lat['p99'])} ms  cpu load/server/other "
+        f"{result.client_cpu or 0:.0f}/{result.server_cpu or 0:.0f}/"
+        f"{result.other_cpu or 0:.0f}%  errors {sum(result.errors_total.values())}"
+        f"  violations {result.violations}",
+        flush=True,
+    )
+
+
+# --- 3-server ensembles -------------------------------------------------------------------------
+
+
+def run_ensemble_loads(args: argparse.Namespace, clusters: dict[str, Cluster], names: list[str],
+                       runs: list[Run]) -> int:
+    """The ensemble-* rows on running ensembles; 1 if a run failed or had errors."""
+    if args.prime > 0:
+        for cluster in clusters.values():
+            run_load(load_config(args, cluster, op="mixed:50", root="/bench-prime",
+                                 duration=args.prime, warmup=0.0))
+        print(f"primed both ensembles with {args.prime:g} s of mixed load", flush=True)
+    plan: list[tuple[str, str, dict[str, Any]]] = []
+    for name in names:
+        op, rate, _ = SIMPLE[ENSEMBLE[name]]
+        plan.append((name, "closed", {"op": op}))
+        if name in ENSEMBLE_OPEN:
+            plan.append((name, "open", {"op": op, "rate": rate * args.rate_scale}))
+    endpoints = len(next(iter(clusters.values())).members)
+    per_member = [len(range(i, args.sessions, endpoints)) for i in range(endpoints)]
+    status = 0
+    total, done = len(plan) * len(TARGETS) * args.repeats, 0
+    for rep in range(args.repeats):
+        for scenario, mode, kw in plan:
+            for target in order(rep):
+                cluster = clusters[target]
+                background = wait_for_quiet(args.settle)
+                leader = cluster.leader()
+                cpu = ensembles.EnsembleCpu(cluster)
+                try:
+                    result = run_load(load_config(args, cluster, root=f"/bench-{scenario}", **kw),
+                                      cpu)
+                except (RuntimeError, OSError, TimeoutError, ZKError) as e:
+                    cluster.keep = True
+                    print(f"{scenario} {mode} on the {target} ensemble failed: {e}; its files "
+                          f"are kept in {cluster.root}", flush=True)
+                    status = 1
+                    continue
+                usage = cpu.result()
+                if usage is not None:
+                    result.server_cpu, result.machine_cpu = usage["servers"], usage["machine"]
+                result.extra["ensemble"] = {
+                    "leader": leader.sid if leader else None,
+                    "sessions_by_member": dict(zip([m.sid for m in cluster.members], per_member,
+                                                   strict=True)),
+                    "cpu_by_member": usage["members"] if usage else None,
+                    "rss_mb_by_member": {sid: rss_mb(pid)
+                                         for sid, pid in ensembles.member_pids(cluster).items()},
+                }
+                runs.append(Run(scenario, mode, target, rep, background, None, result.to_json(),
+                                result))
+                done += 1
+                print_run(done, total, scenario, mode, target, result)
+                if not result.clean:
+                    status = 1
+    return status
+
+
+def run_failover(args: argparse.Namespace, clusters: dict[str, Cluster], tick: int,
+                 runs: list[Run]) -> int:
+    """``--failover-rounds`` leader kills per kind in alternating order; 1 if one failed."""
+    status = 0
+    broken: set[str] = set()
+    for rnd in range(args.failover_rounds):
+        for target in order(rnd):
+            if target in broken:
+                continue
+            cluster = clusters[target]
+            background = wait_for_quiet(args.settle)
+            try:
+                rec = ensembles.failover_round(cluster, args.failover_sessions)
+            except (ClusterTimeout, KazooException, KazooTimeoutError, OSError) as e:
+                cluster.keep = True
+                broken.add(target)
+                status = 1
+                print(f"failover on the {target} ensemble (tickTime {tick}) failed, no more "
+                      f"rounds on it: {e}\nits files are kept in {cluster.root}", flush=True)
+                continue
+            rec["tick"] = tick
+            runs.append(Run(FAILOVER, f"tick{tick}", target, rnd, background, None, rec))
+            print(f"[failover tickTime {tick}] {target:<9} first write {rec.get('write_s')} s, "
+                  f"all sessions back {rec.get('sessions_s')} s, election {rec['election_s']} s "
+                  f"({rec['sessions_on_leader']} of {rec['sessions']} sessions on the killed "
+                  f"leader, {rec['sessions_disconnected']} disconnected)", flush=True)
+            if rec.get("failed"):
+                cluster.keep = True
+                status = 1
+                print(f"  FAILED: {rec['failed']}; files kept in {cluster.root}", flush=True)
+    return status
+
+
+def run_ensembles(args: argparse.Namespace, meta: dict[str, Any], runs: list[Run]) -> int:
+    """Both kinds' ensembles at tickTime ENSEMBLE_TICK for the load rows, and at every
+    failover tickTime; the start-up times are rows too. 1 if anything failed."""
+    loads = [s for s in args.scenario_list if s in ENSEMBLE]
+    ticks = args.failover_ticks if FAILOVER in args.scenario_list else []
+    phases = [ENSEMBLE_TICK] if loads else []
+    phases += [t for t in ticks if t not in phases]
+    status = 0
+    for phase, tick in enumerate(phases):
+        try:
+            with contextlib.ExitStack() as stack:
+                clusters: dict[str, Cluster] = {}
+                for kind in order(phase):
+                    wait_for_quiet(args.settle)
+                    t0 = time.monotonic()
+                    cluster = stack.enter_context(
+                        ensembles.ensemble(kind, tick, COMMON_CFG, BENCH_JVM))
+                    seconds = round(time.monotonic() - t0, 2)
+                    clusters[kind] = cluster
+                    runs.append(Run(START, f"tick{tick}", kind, 0, 0.0, None,
+                                    {"tick": tick, "seconds": seconds}))
+                    first = cluster.members[0].process
+                    if first is not None and kind not in meta["versions"]:
+                        meta["versions"][kind] = server_version(first)
+                    print(f"started a 3-server {kind} ensemble (tickTime {tick}) in {seconds:.1f} s"
+                          f" on {cluster.connect_string()}", flush=True)
+                if tick == ENSEMBLE_TICK and loads:
+                    status |= run_ensemble_loads(args, clusters, loads, runs)
+                if tick in ticks:
+                    status |= run_failover(args, clusters, tick, runs)
+        except (ClusterTimeout, servers.ServerStartError, RuntimeError, OSError, TimeoutError,
+                ZKError) as e:
+            print(f"ensembles at tickTime {tick} failed: {e}", flush=True)
+            status = 1
+    return status
+
+
 # --- summary and report -------------------------------------------------------------------------
 
 
@@ -411,7 +564,15 @@ def summarize(runs: list[Run]) -> list[dict[str, Any]]:
             row["client_cpu"] = _mean([x["client_cpu"] for x in res])
             row["server_cpu"] = _mean([x.get("server_cpu_whole_run") for x in res])
             row["other_cpu"] = None
-        else:  # znodes
+        elif scenario == FAILOVER:
+            row["tick"], row["sessions"] = res[0]["tick"], res[0]["sessions"]
+            for key in ("write_s", "sessions_s", "election_s"):
+                vals = [x[key] for x in res if x.get(key) is not None]
+                row[key] = ({"median": round(statistics.median(vals), 3), "max": max(vals),
+                             "runs": vals} if vals else None)
+            row["failed"] = [x["failed"] for x in res if x.get("failed")]
+            row["rounds"] = [[x.get("write_s"), x.get("sessions_s"), x["election_s"]] for x in res]
+        else:  # znodes, ensemble start
             row.update(res[-1])
         rows.append(row)
     return rows
@@ -436,7 +597,7 @@ def headline(rows: list[dict[str, Any]]) -> list[tuple[str, str, str, str, str]]
         zk, fz = by.get((scenario, mode, "zookeeper")), by.get((scenario, mode, "fastzk"))
         return (zk, fz) if zk and fz else None
 
-    for name, (_op, rate, title) in SIMPLE.items():
+    def op_rows(name: str, title: str) -> None:
         p = pair(name, "closed")
         if p:
             zk, fz = p
@@ -449,9 +610,12 @@ def headline(rows: list[dict[str, Any]]) -> list[tuple[str, str, str, str, str]]
         if p:
             zk, fz = p
             for q in ("p50", "p99", "p99.9", "max"):
-                out.append((f"{title}, {rate:,.0f}/s open loop" if q == "p50" else "",
+                out.append((f"{title}, {zk['rate']:,.0f}/s open loop" if q == "p50" else "",
                             f"{q} ms", _ms(zk["latency_us"][q]), _ms(fz["latency_us"][q]),
                             _ratio(fz["latency_us"][q], zk["latency_us"][q])))
+
+    for name, (_op, _rate, title) in SIMPLE.items():
+        op_rows(name, title)
     p = pair("kafka", "preset")
     if p:
         zk, fz = p
@@ -509,7 +673,35 @@ def headline(rows: list[dict[str, Any]]) -> list[tuple[str, str, str, str, str]]
         fr = None if fz.get("restart_skipped") else fz.get("restart_seconds")
         out.append(("", "restart s (until serving)", f"{zr:.1f}" if zr else "skipped",
                     f"{fr:.1f}" if fr else "skipped", _ratio(fr, zr)))
+    for name, simple in ENSEMBLE.items():
+        op_rows(name, f"3 servers: {SIMPLE[simple][2]}")
+    ticks = sorted({r["tick"] for r in rows if r["scenario"] in (FAILOVER, START)}, reverse=True)
+    for tick in ticks:
+        p = pair(START, f"tick{tick}")
+        if p:
+            zk, fz = p
+            out.append((f"3-server ensemble start-up, tickTime {tick}",
+                        "s until a leader and 2 followers", f"{zk['seconds']:.1f}",
+                        f"{fz['seconds']:.1f}", _ratio(fz["seconds"], zk["seconds"])))
+        p = pair(FAILOVER, f"tick{tick}")
+        if p:
+            zk, fz = p
+            for i, (key, metric) in enumerate((
+                    ("write_s", "first write after the kill, s"),
+                    ("sessions_s", f"all {zk['sessions']} sessions back, s"),
+                    ("election_s", "new leader in srvr, s"))):
+                a, b = zk[key], fz[key]
+                out.append((f"failover: SIGKILL the leader, tickTime {tick}" if i == 0 else "",
+                            f"{metric}: median (max)", _spread(zk, key), _spread(fz, key),
+                            _ratio(b and b["median"], a and a["median"])))
     return out
+
+
+def _spread(row: dict[str, Any], key: str) -> str:
+    """``median (max)`` of a failover time over its rounds, with the failed rounds."""
+    value = row[key]
+    text = "—" if value is None else f"{value['median']:.2f} ({value['max']:.2f})"
+    return text + (f", {len(row['failed'])} failed" if row["failed"] else "")
 
 
 def markdown(rows: list[dict[str, Any]], meta: dict[str, Any], args: argparse.Namespace) -> str:
@@ -518,8 +710,8 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any], args: argparse.Na
         f"Measured {meta['date']} on {m['cores']} cores ({m['cpu_model']}, {m['virtualization']}), "
         f"{m['memory_gb']} GB, Linux {m['kernel']}, Python {m['python']}, {m['java']}; "
         f"fastzk {meta['git']}; ZooKeeper {meta['versions'].get('zookeeper', '?')}. Standalone "
-        "servers on loopback (no 3-server ensemble: fastzk has no replication yet), data dirs on "
-        f"the same disk ({m['data_disk'].split()[1] if len(m['data_disk'].split()) > 1 else '?'}),"
+        "servers on loopback (and 3-server ensembles: the '3 servers', start-up and failover "
+        "rows, see the notes), data dirs on the same disk ({m['data_disk'].split()[1] if len(m['data_disk'].split()) > 1 else '?'}),"
         f" fsync on in both; {meta['fastzk_persistence']}. Load: `fastzk load`, "
         f"{args.sessions} sessions x {args.depth} in flight (closed loop) or a fixed rate (open "
         f"loop, latency from the intended send time), {args.keys} keys, "
@@ -537,7 +729,7 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any], args: argparse.Na
               "| scenario | mode | server | requests/s per run | CPU load / server / other "
               "| errors |", "|---|---|---|---|---|---:|"]
     for r in rows:
-        if r["mode"] in ("idle", "znodes"):
+        if r["mode"] in ("idle", "znodes") or r["scenario"] in (FAILOVER, START):
             continue
         cpu = " / ".join("-" if r.get(k) is None else f"{r[k]:.0f}"
                          for k in ("client_cpu", "server_cpu", "other_cpu"))
@@ -557,6 +749,43 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any], args: argparse.Na
         "- 'other' CPU is everything on the machine but the load process and the server "
         "(neighbours, kernel); large values mean a noisy run.",
     ]
+    if any(r["scenario"] in ENSEMBLE for r in rows):
+        spread = [len(range(i, args.sessions, ensembles.VOTERS)) for i in range(ensembles.VOTERS)]
+        lines.append(
+            f"- 3 servers: 3-voter ensembles (ZooKeeper's QuorumPeerMain, `fastzk serve`) started "
+            f"by tests/cluster.py, tickTime {ENSEMBLE_TICK} (the production default), initLimit "
+            "10, syncLimit 5, the same fsync settings and JVM flags as standalone, data dirs in "
+            "the system temp dir; both kinds' ensembles are up during every run (six servers and "
+            f"the load on {m['cores']} cores). The load uses the connect string of the whole "
+            f"ensemble: its {args.sessions} sessions are spread round-robin over the three "
+            f"members' client ports ({'/'.join(map(str, spread))}), so reads are served by every "
+            "member and writes are forwarded to the leader. Server CPU is the sum of the three "
+            "members (per member, and the leader, in the JSON).")
+    if any(r["scenario"] == START for r in rows):
+        lines.append("- start-up: from spawning the three members until `srvr` shows a leader "
+                     "and two followers (polled every 0.1 s).")
+    failover = [r for r in rows if r["scenario"] == FAILOVER]
+    if failover:
+        lines.append(
+            "- failover: one kazoo writer session (the whole connect string, the leader first) "
+            "does synchronous setData of 100 B in a loop, each wait at most "
+            f"{ensembles.WRITE_WAIT:g} s; {failover[0]['sessions']} idle kazoo sessions, session "
+            "i trying member i mod 3 first (about a third on the leader); session timeout "
+            f"{ensembles.SESSION_TIMEOUT:g} s requested (the servers clamp it to at most 20 ticks: "
+            f"4 s at tickTime 200); kazoo reconnects with a "
+            f"{ensembles.RECONNECT['delay']:g}-{ensembles.RECONNECT['max_delay']:g} s back-off. "
+            "The leader is SIGKILLed; 'first write' is the reply to the first setData issued "
+            "after the kill, 'sessions back' the last idle session CONNECTED again with its own "
+            f"session id (and then unbroken for {ensembles.STABLE:g} s), 'new leader in srvr' "
+            "the survivors' `srvr` polled every 0.1 s. The killed member is restarted and "
+            f"rejoins before the next round; {args.failover_rounds} round(s) per kind, in "
+            "alternating order.")
+        for r in failover:
+            rounds = ", ".join("/".join("—" if v is None else f"{v:.2f}" for v in rnd)
+                               for rnd in r["rounds"])
+            lines.append(f"- failover rounds, {LABELS[r['target']]}, tickTime {r['tick']} "
+                         f"(s from the kill: first write / sessions back / new leader): {rounds}"
+                         + "".join(f"; FAILED: {f}" for f in r["failed"]))
     return "\n".join(lines)
 
 
@@ -611,6 +840,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--znodes", type=int, default=1_000_000,
                    help="znodes for the RSS/restart scenario (default %(default)s)")
     p.add_argument("--no-znodes", action="store_true", help="skip the znodes scenario")
+    p.add_argument("--failover-rounds", type=int, default=3,
+                   help="leader kills per server kind and tickTime (default %(default)s)")
+    p.add_argument("--failover-sessions", type=int, default=20,
+                   help="idle sessions connected while the leader dies (default %(default)s)")
+    p.add_argument("--failover-ticks", default="2000,200",
+                   help="tickTimes (ms) of the failover ensembles (default %(default)s)")
     p.add_argument("--prime", type=float, default=5.0,
                    help="seconds of unmeasured mixed load per server first (JIT warm-up; both)")
     p.add_argument("--settle", type=float, default=3.0,
@@ -631,6 +866,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"unknown scenario(s) {unknown}; choose from {', '.join(ALL)}")
     if args.repeats < 1 or args.duration <= 0:
         p.error("--repeats must be >= 1 and --duration > 0")
+    try:
+        args.failover_ticks = [int(t) for t in args.failover_ticks.split(",") if t.strip()]
+    except ValueError:
+        p.error(f"--failover-ticks must be a comma list of integers, got {args.failover_ticks!r}")
+    if (not args.failover_ticks or min(args.failover_ticks) < 1 or args.failover_rounds < 1
+            or args.failover_sessions < 1):
+        p.error("--failover-ticks, --failover-rounds and --failover-sessions must be >= 1")
     args.scenario_list = names
     return args
 
@@ -664,6 +906,11 @@ def main(argv: list[str] | None = None) -> int:
         "zk_jvm": BENCH_JVM,
         "client_jvm": CLIENT_JVM,
         "common_cfg": COMMON_CFG,
+        "ensemble": {"voters": ensembles.VOTERS, "tick": ENSEMBLE_TICK,
+                     "failover_ticks": args.failover_ticks,
+                     "failover_session_timeout_s": ensembles.SESSION_TIMEOUT,
+                     "failover_write_wait_s": ensembles.WRITE_WAIT,
+                     "failover_reconnect": ensembles.RECONNECT},
         "versions": {},
         "fastzk_persistence": "fastzk persistence unknown",
     }
@@ -697,8 +944,7 @@ def main(argv: list[str] | None = None) -> int:
         done = 0
         for rep in range(args.repeats):
             for scenario, mode, kw in plan:
-                order = list(TARGETS) if rep % 2 == 0 else list(reversed(TARGETS))
-                for target in order:
+                for target in order(rep):
                     proc = procs[target]
                     background = wait_for_quiet(args.settle)
                     cfg = load_config(args, proc, root=f"/bench-{scenario}", **kw)
@@ -711,24 +957,14 @@ def main(argv: list[str] | None = None) -> int:
                     runs.append(Run(scenario, mode, target, rep, background, rss_mb(proc.pid),
                                     result.to_json(), result))
                     done += 1
-                    lat = result.latency_us
-                    print(
-                        f"[{done}/{total}] {scenario:<13} {mode:<6} {target:<9} "
-                        f"{result.ops_per_sec:>10,.0f} req/s  p50 {_ms(lat['p50'])} "
-                        f"p99 {_ms(lat['p99'])} ms  cpu load/server/other "
-                        f"{result.client_cpu or 0:.0f}/{result.server_cpu or 0:.0f}/"
-                        f"{result.other_cpu or 0:.0f}%  errors {sum(result.errors_total.values())}"
-                        f"  violations {result.violations}",
-                        flush=True,
-                    )
+                    print_run(done, total, scenario, mode, target, result)
                     if not result.clean:
                         status = 1
         if "java" in args.scenario_list:
             classes = java_classes(workdir)
             if classes is not None:
                 for rep in range(args.repeats):
-                    order = list(TARGETS) if rep % 2 == 0 else list(reversed(TARGETS))
-                    for target in order:
+                    for target in order(rep):
                         background = wait_for_quiet(args.settle)
                         try:
                             res = run_java(args, procs[target], classes, "/bench-java")
@@ -760,6 +996,8 @@ def main(argv: list[str] | None = None) -> int:
                         "fastzk did not persist its data across a restart in this run"
                         if rec.get("restart_skipped") else
                         "fastzk with its write-ahead log (fdatasync per batch) and snapshots")
+        if any(s in ENSEMBLE or s == FAILOVER for s in args.scenario_list):
+            status |= run_ensembles(args, meta, runs)
     finally:
         for proc in procs.values():
             proc.stop()

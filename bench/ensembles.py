@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from cluster import Cluster, ClusterTimeout, Kind, Member
 from kazoo.client import KazooClient
@@ -59,13 +59,13 @@ logging.getLogger("kazoo").setLevel(logging.ERROR)  # "connection dropped" x 21 
 
 
 @contextmanager
-def ensemble(kind: Kind, tick: int, cfg: Mapping[str, Any],
+def ensemble(kind: str, tick: int, cfg: Mapping[str, Any],
              jvm_flags: Sequence[str]) -> Iterator[Cluster]:
     """A running 3-voter ensemble of *kind* at tickTime *tick* with zoo.cfg keys *cfg*;
     ZooKeeper's JVM gets *jvm_flags* instead of the test suite's start-up-tuned ones."""
     # start_server's base_jvm_flags reaches it through the members' start arguments
     # (Cluster passes cfg on to tests/servers.start_server; ignored for fastzk).
-    with Cluster(kind, VOTERS, tick_time=tick,
+    with Cluster(cast(Kind, kind), VOTERS, tick_time=tick,
                  cfg={**cfg, "tickTime": tick, "base_jvm_flags": list(jvm_flags)}) as cluster:
         yield cluster
 

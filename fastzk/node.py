@@ -38,7 +38,7 @@ from fastzk.proto import (
 )
 from fastzk.quorum import messages as msgs
 from fastzk.quorum.replica import LEADER, OBSERVER, QuorumConfig, Replica
-from fastzk.quorum.zxid import MAX_COUNTER, counter_of, make_zxid
+from fastzk.quorum.zxid import MAX_COUNTER, counter_of, epoch_of
 from fastzk.server import acl as acls
 from fastzk.server.apply import Applier, write_multi_failure, write_notification, write_reply
 from fastzk.server.prep import BARRIER, Prep, Txn
@@ -194,6 +194,8 @@ class Node:
         self.mono_ms = 0  # monotonic clock: session deadlines
         self.stats = RequestStats()
         self.snapshot_parts: dict[int, list[bytes]] = {}  # leader id -> chunks received
+        self.held: list[tuple[int, int, int, Any, set, int | None]] = []  # writes awaiting
+        # the next epoch (zxid counter used up)
         self.digest_checks: dict[int, int] = {}  # zxid -> the leader's digest there
         self.digests_compared = 0
         self.digest_mismatches: list[tuple[int, int, int]] = []  # (zxid, ours, the leader's)
@@ -224,12 +226,11 @@ class Node:
     def _ready_to_serve(self) -> bool:
         replica = self.replica
         if replica.role == LEADER:
-            return replica.leader_ready and self.applied_zxid >= replica.barrier_zxid
+            return replica.leading and self.applied_zxid >= replica.first_barrier
         target = replica.sync_target
-        # the leader's commit point when this server joined, and its epoch's barrier (the
-        # first entry of the epoch: applying any entry of the epoch means it is applied)
-        return (replica.leader_id is not None and target is not None
-                and self.applied_zxid >= max(target, make_zxid(replica.epoch, 0)))
+        # the leader's commit point when this server joined, at least its epoch's barrier
+        return replica.leader_id is not None and target is not None \
+            and self.applied_zxid >= target
 
     def _check_serving(self) -> None:
         ready = self._ready_to_serve() and not (self.log_failed and not self.standalone)
@@ -256,6 +257,7 @@ class Node:
             self._close(client)
         self.waiting.clear()
         self.pending_sessions.clear()
+        self.held.clear()
         self.syncs.clear()
         self.sync_waits.clear()
         self.proposals.clear()
@@ -504,8 +506,8 @@ class Node:
                                          tuple(sorted(client.identities))))
 
     def _counter_left(self) -> bool:
-        """False once this epoch's zxid counter is used up: the leader then moves to the next
-        epoch (a quick election it wins; clients reconnect, as after ZooKeeper's rollover)."""
+        """False while this epoch's zxid counter is used up: the leader then moves to the next
+        epoch (Replica.renew_epoch); writes decided meanwhile wait in `held`."""
         if counter_of(self.prep.last_zxid) < MAX_COUNTER:
             return True
         self.replica.renew_epoch()
@@ -516,7 +518,8 @@ class Node:
         """The leader turns a write into a txn, or into a verdict for the connection's server
         (`origin`, None for this one)."""
         if not self._counter_left():
-            return  # its connection is closed when this server stops leading
+            self.held.append((session_id, xid, op, body, identities, origin))
+            return
         session = self.sessions.get(session_id)
         if session is None or session.closing:
             # its closeSession txn is decided: a write now (an ephemeral above all) would
@@ -801,6 +804,13 @@ class Node:
                 else:
                     self.outbox.append((origin, msgs.SyncReply(ctx, zxid)))
             self._check_serving()
+            if (self.serving and replica.role == LEADER
+                    and epoch_of(self.prep.last_zxid) < replica.epoch):
+                # renewed into the next epoch: its barrier is in the log; decide what waited
+                self.prep.last_zxid = replica.log.last
+                held, self.held = self.held, []
+                for args in held:
+                    self._decide(*args)
             if self.proposals and replica.role == LEADER:
                 replica.propose(self.proposals)
                 self.proposals = []

@@ -397,3 +397,41 @@ def test_zxids_carry_the_epoch() -> None:
     net.run(10)
     zxid = next(z for z, p in net.committed.items() if p == "x")
     assert epoch_of(zxid) == leader.replica.epoch
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_epoch_renewal_keeps_the_leader_and_every_commit(seed: int) -> None:
+    """renew_epoch (zxid counter used up): the same leader goes on in the next epoch, nobody
+    else leads in between, and everything committed before stays; under message loss."""
+    net = Net(seed, voters=5, loss=0.05)
+    leader = net.wait_leader()
+    for round_ in range(3):
+        epoch = leader.replica.epoch
+        net.propose([f"before-{round_}"])
+        net.run(5)
+        leader.replica.renew_epoch()
+        leader.run_ready()
+        for _ in range(200):
+            net.step()
+            assert all(s is leader or s.replica.role != LEADER for s in net.servers.values())
+            if leader.replica.leader_ready and leader.replica.epoch > epoch:
+                break
+        assert leader.replica.role == LEADER and leader.replica.epoch == epoch + 1
+        net.propose([f"after-{round_}"])
+        net.run(40)
+    net.loss = 0.0
+    net.run(100)
+    expected = [p for i in range(3) for p in (f"before-{i}", f"after-{i}")]
+    for server in net.servers.values():
+        assert user_commits(net, server) == expected
+
+
+def test_a_cut_off_leader_fails_to_renew_and_steps_down() -> None:
+    net = Net(3, voters=3)
+    leader = net.wait_leader()
+    net.isolate(leader.sid)
+    leader.replica.renew_epoch()
+    leader.run_ready()
+    net.run(net.cfg(1).election_ticks + 2)
+    assert leader.replica.role != LEADER and leader.replica.voted_for == leader.sid
+    assert leader.hard == (leader.replica.epoch, leader.sid)

@@ -137,6 +137,9 @@ class Replica:
         self.votes: dict[int, bool] = {}
         self.progress: dict[int, Progress] = {}
         self.barrier_zxid = 0
+        self.first_barrier = 0  # the barrier of the epoch this leadership began with
+        self.renewing = 0  # the epoch this leader is moving to (renew_epoch), or 0
+        self.renew_ticks = 0
         self.sync_target: int | None = None  # follower: the leader's commit when it joined
         self.hb_seq = 0
         self.reads: deque[tuple[int, Any, int]] = deque()  # (seq, ctx, commit) awaiting a quorum
@@ -155,7 +158,13 @@ class Replica:
     def leader_ready(self) -> bool:
         """A leader may prepare client writes once its barrier is committed (every earlier
         entry is then committed too, and applied before the host serves)."""
-        return self.role == LEADER and self.commit >= self.barrier_zxid > 0
+        return (self.role == LEADER and not self.renewing
+                and self.commit >= self.barrier_zxid > 0)
+
+    @property
+    def leading(self) -> bool:
+        """Leader and serving: its first barrier is committed (a renewal keeps it serving)."""
+        return self.role == LEADER and self.commit >= self.first_barrier > 0
 
     def synced_followers(self) -> list[int]:
         """Voting followers whose log has everything the leader committed (operators' view)."""
@@ -214,6 +223,11 @@ class Replica:
 
     def _tick_leader(self) -> None:
         cfg = self.cfg
+        if self.renewing:
+            self.renew_ticks += 1
+            if self.renew_ticks >= cfg.election_ticks:
+                self._renewal_failed()
+                return
         if self.elapsed % cfg.heartbeat_ticks == 0:
             self._broadcast_heartbeat()
         for peer, pr in self.progress.items():
@@ -299,10 +313,14 @@ class Replica:
     def _on_vote(self, sender: int, msg: Vote) -> None:
         if self.observer:
             return
+        if self.renewing and msg.epoch == self.renewing:
+            self._send(sender, VoteResp(self.renewing, False))  # it voted for itself there
+            return
         if msg.epoch > self.epoch:
             if self._in_lease(sender):
                 return  # a leader is alive: ignore, as if the request were lost
-            self._become_follower(msg.epoch, None)
+            # the own leader renewing its epoch stays this follower's leader (it keeps serving)
+            self._become_follower(msg.epoch, sender if sender == self.leader_id else None)
         if msg.epoch < self.epoch:
             self._send(sender, VoteResp(self.epoch, False))
             return
@@ -315,6 +333,21 @@ class Replica:
         self._send(sender, VoteResp(self.epoch, granted))
 
     def _on_vote_resp(self, sender: int, msg: VoteResp) -> None:
+        if self.renewing and self.role == LEADER:
+            if msg.epoch == self.renewing:
+                self.votes[sender] = msg.granted
+                pr = self.progress.get(sender)
+                if pr is not None:
+                    pr.active = True
+                granted, refused = self._count()
+                if granted >= self.cfg.quorum:
+                    self._renewed()
+                elif refused >= self.cfg.quorum:
+                    self._renewal_failed()
+                return
+            if msg.epoch > self.renewing:
+                self._become_follower(msg.epoch, None)
+            return
         if msg.epoch > self.epoch:
             self._become_follower(msg.epoch, None)
             return
@@ -329,6 +362,9 @@ class Replica:
 
     # --- role changes --------------------------------------------------------------------------
     def _become_follower(self, epoch: int, leader: int | None) -> None:
+        if self.renewing:  # its vote in the epoch it was renewing to stands
+            self.epoch, self.voted_for = self.renewing, self.id
+            self.renewing = 0
         if epoch > self.epoch:
             self.epoch = epoch
             self.voted_for = 0
@@ -356,20 +392,49 @@ class Replica:
         self.elapsed = 0
         self.elections += 1
         self.sync_target = None
-        self.barrier_zxid = make_zxid(self.epoch, self.cfg.first_counter)
         self.progress = {peer: Progress(sent=self.log.last) for peer in self.cfg.peers}
         self.reads.clear()
+        self._open_epoch()
+        self.first_barrier = self.barrier_zxid
+
+    def _open_epoch(self) -> None:
+        self.barrier_zxid = make_zxid(self.epoch, self.cfg.first_counter)
         self._append_local([(self.barrier_zxid, self.barrier_payload(self.barrier_zxid))])
         for peer, pr in self.progress.items():
             self._send_append(peer, pr)
 
     def renew_epoch(self) -> None:
-        """The zxid counter of this epoch is exhausted: the leader campaigns for the next epoch
-        at once. Its followers vote for it (they are in its lease, which does not hold against
-        the leader itself), and its log is the most up to date, so it normally wins at once."""
-        if self.role == LEADER:
-            self._become_follower(self.epoch, None)
-            self._campaign()
+        """The zxid counter of this epoch is exhausted: move to the next epoch without an
+        election and without a pause for clients. The leader asks the voters for their vote in
+        epoch + 1 (its followers give it: their lease does not hold against their own leader,
+        and its log is the most up to date) and sends nothing else meanwhile; with a majority
+        it opens the new epoch with a barrier, keeping its followers, who keep serving. Votes
+        are what make this safe: nobody else can lead the new epoch. Without a majority within
+        an election timeout it steps down, and an ordinary election follows."""
+        if self.role != LEADER or self.renewing:
+            return
+        self.renewing = self.epoch + 1
+        self.renew_ticks = 0
+        self._ready.hard_state = (self.renewing, self.id)  # durable before the requests leave
+        self.votes = {self.id: True}
+        if self.cfg.quorum == 1:
+            self._renewed()
+            return
+        for peer in self.cfg.voters:
+            if peer != self.id:
+                self._send(peer, Vote(self.renewing, self.log.last))
+
+    def _renewed(self) -> None:
+        self.epoch, self.voted_for = self.renewing, self.id
+        self.renewing = 0
+        for pr in self.progress.values():
+            if pr.state != SNAPSHOT:
+                pr.state, pr.sent, pr.probing = PROBE, max(pr.match, self.log.base), False
+                pr.inflight.clear()
+        self._open_epoch()
+
+    def _renewal_failed(self) -> None:
+        self._become_follower(self.renewing, None)
 
     # --- the leader's log --------------------------------------------------------------------
     def next_zxid(self) -> int:
@@ -399,7 +464,7 @@ class Replica:
         self._send_append(peer, pr)
 
     def _send_append(self, peer: int, pr: Progress) -> None:
-        if pr.state == SNAPSHOT or (pr.state == PROBE and pr.probing):
+        if self.renewing or pr.state == SNAPSHOT or (pr.state == PROBE and pr.probing):
             return
         if pr.state == REPLICATE and len(pr.inflight) >= self.cfg.max_inflight:
             return
@@ -486,6 +551,8 @@ class Replica:
                     self.read_index(ctx)
 
     def _broadcast_heartbeat(self) -> None:
+        if self.renewing:
+            return
         for peer, pr in self.progress.items():
             self._send(peer, Heartbeat(self.epoch, min(self.commit, pr.match), self.commit,
                                        self.hb_seq))
@@ -574,7 +641,9 @@ class Replica:
 
     def _learn_commit(self, safe: int, leader_commit: int) -> None:
         if self.sync_target is None:
-            self.sync_target = leader_commit
+            # what a joining follower must apply before it serves: the leader's commit point
+            # and at least one entry of its epoch (the barrier comes first)
+            self.sync_target = max(leader_commit, make_zxid(self.epoch, 0))
         if safe > self.commit:
             self.commit = min(safe, self.log.last)
             self._hand_out()
@@ -681,6 +750,8 @@ class Replica:
     def _on_reply(self, sender: int, epoch: int) -> bool:
         """Replies to a leader: a higher epoch deposes it; other epochs' replies are stale."""
         if epoch > self.epoch:
+            if self.renewing and epoch == self.renewing:
+                return False  # a follower already moved to the epoch this leader renews to
             self._become_follower(epoch, None)
             return False
         return self.role == LEADER and epoch == self.epoch
