@@ -30,6 +30,10 @@ KNOWN_UNUSED = frozenset(
 )
 
 
+CRASH_POINTS = frozenset({"log-truncated", "snapshot-written", "snapshot-renamed",
+                          "log-dropped"})
+
+
 class ConfigError(ValueError):
     pass
 
@@ -98,6 +102,9 @@ class Config:
     # TESTING ONLY: the zxid counter each epoch starts at, so that a test reaches the end of
     # the 32-bit counter (and the move to the next epoch) in a few hundred writes
     first_zxid_counter: int = 1  # fastzk.firstZxidCounter
+    # TESTING ONLY: named points in log truncation and snapshot installation where the
+    # process dies (once per data dir), for the crash-in-the-middle tests of follower sync
+    crash_points: frozenset[str] = frozenset()  # fastzk.crashPoints
     source: str = "embedded default"
     warnings: tuple[str, ...] = field(default=())
 
@@ -340,6 +347,15 @@ def from_properties(props: dict[str, str], source: str, base: Path) -> Config:
             values["read_only_enabled"] = _bool(key, value)
         elif key == "fastzk.syncWindowTxns":
             values["sync_window_txns"] = _int(key, value, 100)
+        elif key == "fastzk.crashPoints":
+            names = frozenset(n.strip() for n in value.split(",") if n.strip())
+            unknown = names - CRASH_POINTS
+            if unknown:
+                raise ConfigError(f"{key}: unknown crash points {sorted(unknown)}; known: "
+                                  f"{sorted(CRASH_POINTS)}")
+            values["crash_points"] = names
+            warnings.append(f"{key}={value}: the server kills itself at these points. For "
+                            "testing only.")
         elif key == "fastzk.firstZxidCounter":
             counter = _int(key, value, 1)
             if counter > 0xFFFFFFF0:

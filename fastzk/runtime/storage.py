@@ -201,7 +201,7 @@ class Storage:
         self.loop = loop
         self.on_durable = on_durable
         self.on_failure = on_failure
-        self.faults = faults or wal.WalFaults()
+        self.faults = faults or wal.WalFaults(cfg.crash_points, cfg.data_dir)
         self.snap_dir = wal.log_dir_of(cfg.data_dir)
         self.log_dir = wal.log_dir_of(cfg.data_log_dir or cfg.data_dir)
         self.unsafe = cfg.unsafe_ack_before_sync
@@ -296,6 +296,7 @@ class Storage:
         if self.snapshot is not None:
             self.snapshot.abort()
         snap_dir = self.snap_dir
+        crash_point = self.faults.crash_point
 
         def install() -> Path:
             path = snap_dir / snapshots.snapshot_name(zxid)
@@ -309,9 +310,12 @@ class Storage:
             finally:
                 os.close(fd)
             snapshots.verify(tmp)
+            crash_point("snapshot-written")
             os.rename(tmp, path)
             wal.fsync_dir(snap_dir)
+            crash_point("snapshot-renamed")
             writer.drop_all()
+            crash_point("log-dropped")
             for _, old in snapshots.list_snapshots(snap_dir):
                 if old != path:
                     old.unlink()

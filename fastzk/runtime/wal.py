@@ -48,6 +48,7 @@ SEGMENT_MAGIC = b"FZKLOG01"
 SEGMENT_HEADER = 32
 RECORD_HEADER = 24
 IOV_MAX = 1024
+CRASH_POINT_STATUS = 86
 
 
 class RecoveryError(Exception):
@@ -125,10 +126,26 @@ class WalFaults:
     write raise OSError(EIO) (optionally after writing `after_bytes` of it, as a short write
     followed by ENOSPC would), `fail_next_sync(errno.EIO)` the next fdatasync. Thread-safe."""
 
-    def __init__(self) -> None:
+    def __init__(self, crash_points: frozenset[str] = frozenset(),
+                 marker_dir: Path | None = None) -> None:
         self._lock = threading.Lock()
         self._writes: deque[tuple[int, int]] = deque()
         self._syncs: deque[int] = deque()
+        self.crash_points = crash_points
+        self.marker_dir = marker_dir
+
+    def crash_point(self, name: str) -> None:
+        """A named point in the middle of a log or snapshot change: when it is armed
+        (`fastzk.crashPoints`, testing only) the process dies here, as a power cut would,
+        once per data directory (a marker file remembers it, so the restart goes through)."""
+        if name not in self.crash_points or self.marker_dir is None:
+            return
+        marker = self.marker_dir / f"crashed-at-{name}"
+        if marker.exists():
+            return
+        marker.touch()
+        log.error("crash point %s: exiting now (testing only)", name)
+        os._exit(CRASH_POINT_STATUS)
 
     def fail_next_write(self, errno: int = errno_module.EIO, after_bytes: int = 0) -> None:
         with self._lock:
@@ -332,6 +349,7 @@ class WalWriter:
                     os.close(fd)
             break
         fsync_dir(self.directory)
+        self.faults.crash_point("log-truncated")
 
     def drop_all(self) -> None:
         """Writer thread: deletes every segment (a snapshot from the leader replaces them)."""
