@@ -131,6 +131,7 @@ class Limits:
     super_digest: str | None = None  # "super:<base64 sha1>" as in ZooKeeper's superDigest
     ttl_enabled: bool = False
     sync_window_txns: int = 20000  # applied log entries kept in memory to catch peers up
+    sync_window_bytes: int = 64 << 20  # ... and at most this much of their payload
     read_only_enabled: bool = False  # without a quorum, serve read-only clients (ZooKeeper's)
 
 
@@ -815,7 +816,7 @@ class Node:
                 replica.propose(self.proposals)
                 self.proposals = []
         self.proposals.clear()
-        replica.compact(self.limits.sync_window_txns)
+        replica.compact(self.limits.sync_window_txns, self.limits.sync_window_bytes)
         if self.outbox:
             out.messages.extend(self.outbox)
             self.outbox = []

@@ -430,7 +430,10 @@ def test_impostors_and_garbage_on_the_quorum_port_are_refused() -> None:
                 sock.sendall(data)
                 sock.settimeout(5)
                 assert sock.recv(100) == b""  # closed by the server
-        assert target.mode() == "follower" and cluster.wait_for_leader() is leader
+        # an impostor with a member's id replaces that member's connection until it is caught
+        # (peers are not authenticated yet: issue 10); the ensemble recovers by itself
+        cluster.wait_until(lambda: target.mode() == "follower", "the target follows again")
+        assert cluster.wait_for_leader() is leader
         assert target.log_tail(100).count("peer connection from 127.0.0.1 rejected") >= 4
         with client(target.connect_string()) as zk:
             zk.create("/t/still", b"fine", makepath=True)

@@ -342,7 +342,7 @@ def test_far_behind_follower_gets_a_snapshot() -> None:
         net.propose([f"w{i}"])
         net.step()
     net.run(10)
-    leader.replica.compact(keep=10)
+    leader.replica.compact(keep=10, keep_bytes=1 << 20)
     assert leader.replica.log.base > 0
     net.heal()
     net.run(100)
@@ -435,3 +435,21 @@ def test_a_cut_off_leader_fails_to_renew_and_steps_down() -> None:
     net.run(net.cfg(1).election_ticks + 2)
     assert leader.replica.role != LEADER and leader.replica.voted_for == leader.sid
     assert leader.hard == (leader.replica.epoch, leader.sid)
+
+
+def test_the_in_memory_log_is_bounded_by_entries_and_by_bytes() -> None:
+    cfg = QuorumConfig(1, (1,))
+    replica = Replica(cfg, random.Random(1), barrier=lambda z: b"", size_of=len)
+    replica.start()
+    replica.take_ready()
+    replica.persisted(replica.gen, replica.log.last)
+    for i in range(200):
+        replica.propose([(replica.next_zxid(), bytes(1000))])
+        ready = replica.take_ready()
+        replica.persisted(ready.gen, replica.log.last)
+        replica.take_ready()
+        replica.compact(keep=1000, keep_bytes=20_000)
+        assert replica.log.bytes <= 25_000 and len(replica.log) <= 1250, i
+    assert replica.log.base > 0 and replica.log.bytes >= 20_000
+    replica.compact(keep=10, keep_bytes=1 << 30)
+    assert len(replica.log) <= 13

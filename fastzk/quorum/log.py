@@ -9,18 +9,35 @@ same zxid are the same entry: the zxid alone identifies a log position's content
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
+from collections.abc import Callable
 from typing import Any
 
 Entry = tuple[int, Any]
 
 
 class Log:
-    def __init__(self, base: int = 0, entries: list[Entry] | None = None) -> None:
+    def __init__(self, base: int = 0, entries: list[Entry] | None = None,
+                 size_of: Callable[[Any], int] = lambda payload: 0) -> None:
         self.base = base
         self._zxids: list[int] = []
         self._payloads: list[Any] = []
+        self._ends: list[int] = []  # running total of payload sizes, entry by entry
+        self.size_of = size_of
         if entries:
             self.append(entries)
+
+    @property
+    def bytes(self) -> int:
+        """Payload bytes held (as size_of counts them)."""
+        if not self._ends:
+            return 0
+        return self._ends[-1] - (self._ends[0] - self.size_of(self._payloads[0]))
+
+    def first_to_keep(self, keep_bytes: int) -> int:
+        """Index of the oldest entry that the newest `keep_bytes` of payload still include."""
+        if not self._ends:
+            return 0
+        return bisect_left(self._ends, self._ends[-1] - keep_bytes)
 
     def __len__(self) -> int:
         return len(self._zxids)
@@ -71,11 +88,15 @@ class Log:
 
     def append(self, entries: list[Entry]) -> None:
         last = self.last
+        total = self._ends[-1] if self._ends else 0
+        size_of = self.size_of
         for zxid, payload in entries:
             if zxid <= last:
                 raise ValueError(f"log append out of order: {zxid:#x} after {last:#x}")
             self._zxids.append(zxid)
             self._payloads.append(payload)
+            total += size_of(payload)
+            self._ends.append(total)
             last = zxid
 
     def truncate_after(self, zxid: int) -> None:
@@ -84,6 +105,7 @@ class Log:
         cut = bisect_right(self._zxids, zxid)
         del self._zxids[cut:]
         del self._payloads[cut:]
+        del self._ends[cut:]
 
     def compact(self, zxid: int) -> None:
         """Forgets entries up to `zxid` (applied everywhere they matter: a follower that needs
@@ -94,9 +116,11 @@ class Log:
         self.base = self._zxids[cut - 1] if cut else self.base
         del self._zxids[:cut]
         del self._payloads[:cut]
+        del self._ends[:cut]
 
     def reset(self, base: int) -> None:
         """Drops everything: the state at `base` came from a snapshot."""
         self.base = base
         self._zxids.clear()
         self._payloads.clear()
+        self._ends.clear()

@@ -121,7 +121,7 @@ class Replica:
         self.rng = rng
         self.barrier_payload = barrier
         self.size_of = size_of
-        self.log = Log(base_zxid, entries)
+        self.log = Log(base_zxid, entries, size_of)
         self.epoch = max(epoch, epoch_of(self.log.last))
         self.voted_for = voted_for
         self.observer = self.id in cfg.observers
@@ -167,9 +167,10 @@ class Replica:
         return self.role == LEADER and self.commit >= self.first_barrier > 0
 
     def synced_followers(self) -> list[int]:
-        """Voting followers whose log has everything the leader committed (operators' view)."""
+        """Voting followers in step with the leader (replicating, recently heard from): what
+        ZooKeeper's zk_synced_followers counts."""
         return [p for p, pr in sorted(self.progress.items())
-                if p in self.cfg.voters and pr.match >= self.commit
+                if p in self.cfg.voters and pr.state == REPLICATE
                 and pr.silent_ticks < self.cfg.election_ticks]
 
     # --- output --------------------------------------------------------------------------------
@@ -691,12 +692,14 @@ class Replica:
             self.sync_target = zxid
         self._ack()
 
-    def compact(self, keep: int) -> None:
-        """Forgets handed-out entries beyond the newest `keep` (a follower further behind
-        than that gets a snapshot). Works in steps of a quarter of `keep`."""
-        excess = len(self.log) - keep
-        if excess > max(keep // 4, 1):
-            self.log.compact(min(self.handed_out, self.log.nth(excess - 1)))
+    def compact(self, keep: int, keep_bytes: int) -> None:
+        """Forgets handed-out entries beyond the newest `keep`, or beyond the newest
+        `keep_bytes` of payload (a follower further behind than that gets a snapshot). Works
+        in steps of a quarter of either bound."""
+        log = self.log
+        excess = max(len(log) - keep, log.first_to_keep(keep_bytes))
+        if excess > max(keep // 4, 1) or (excess and log.bytes > keep_bytes + keep_bytes // 4):
+            log.compact(min(self.handed_out, log.nth(excess - 1)))
 
     # --- links -----------------------------------------------------------------------------------
     def peer_down(self, peer: int) -> None:

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from fastzk import __version__
+from fastzk.quorum.replica import REPLICATE
 from fastzk.server.watches import CHILD, DATA, PERSISTENT, RECURSIVE
 
 if TYPE_CHECKING:
@@ -274,7 +275,7 @@ def _quorum_summaries(server: Server) -> dict[str, Any]:
             synced_followers=len(replica.synced_followers()),
             synced_non_voting_followers=sum(
                 1 for p, pr in replica.progress.items()
-                if p in node.quorum.observers and pr.match >= replica.commit),
+                if p in node.quorum.observers and pr.state == REPLICATE),
             pending_syncs=len(replica.reads) + len(replica.reads_before_barrier),
             follower_lag_txns=max((replica.log.count_between(pr.match, replica.log.last)
                                    for pr in replica.progress.values()), default=0),

@@ -220,8 +220,9 @@ class _Outbound(asyncio.Protocol):
 
 class PeerNetwork:
     """The member's listener and one dialing link per peer. Callbacks run on the loop:
-    `on_message(sender, message)`, `on_up(peer)` / `on_down(peer)` when the link we send on
-    opens or closes, `after_input()` after a batch of messages."""
+    `on_message(sender, message)`, `on_up(peer)` when the link we send on opens,
+    `on_down(peer)` when it or the connection we receive on from that peer closes,
+    `after_input()` after a batch of messages."""
 
     def __init__(self, cfg: Config, loop: asyncio.AbstractEventLoop,
                  on_message: Callable[[int, Any], None], on_up: Callable[[int], None],
@@ -326,8 +327,13 @@ class PeerNetwork:
             old.transport.abort()  # the peer restarted: its new connection wins
 
     def inbound_closed(self, peer: int, protocol: _Inbound) -> None:
+        """Messages from `peer` may have been lost with the connection (a verdict, a sync
+        reply): the node treats it like the loss of the link it sends on."""
         if self.inbound.get(peer) is protocol:
             del self.inbound[peer]
+            if not self._closing:
+                self.on_down(peer)
+                self.after_input()
 
     def connected(self) -> list[int]:
         return sorted(p for p, t in self.links.items() if t is not None)
