@@ -139,6 +139,8 @@ class DataTree:
     def delete(self, path: str, zxid: int) -> None:
         """Removes a childless node (ValueError if it has children); parent: numChildren -1,
         pzxid = max(pzxid, zxid)."""
+    def set_config(self, data: bytes) -> None:
+        """/zookeeper/config's data, kept out of the digest."""
     def set_data(
         self, path: str, data: bytes | None, version: int, zxid: int, time_ms: int
     ) -> Stat | None:

@@ -123,6 +123,13 @@ class Config:
     def member(self, server_id: int) -> Member:
         return next(m for m in self.members if m.server_id == server_id)
 
+    @property
+    def membership(self) -> str:
+        """The ensemble as ZooKeeper shows it in `conf` and in /zookeeper/config."""
+        if not self.members:
+            return ""
+        return "".join(f"server.{m.server_id}={m.spec()}\n" for m in self.members) + "version=0"
+
 
 def _int(key: str, value: str, minimum: int = 0) -> int:
     try:

@@ -164,13 +164,17 @@ def standalone_quorum(server_id: int = 1) -> QuorumConfig:
 
 class Node:
     def __init__(self, limits: Limits, rng: random.Random, server_id: int = 1,
-                 start_ms: int = 0, quorum: QuorumConfig | None = None) -> None:
+                 start_ms: int = 0, quorum: QuorumConfig | None = None,
+                 membership: bytes = b"") -> None:
+        """`membership` is the ensemble's config text, published in /zookeeper/config."""
         self.limits = limits
         self.rng = rng
         self.server_id = server_id
         self.quorum = quorum or standalone_quorum(server_id)
         self.standalone = len(self.quorum.voters) == 1 and not self.quorum.observers
+        self.membership = membership
         self.tree = DataTree()
+        self.tree.set_config(membership)
         self.watches = WatchManager()
         self.sessions = SessionTable(limits.tick_ms, server_id, start_ms, rng)
         self.prep = Prep(self.tree, 0, limits.ttl_enabled)
@@ -934,6 +938,7 @@ class Node:
             replayed += 1
         self.replica = self._new_replica(epoch, voted_for, self.applied_zxid, rest)
         self.prep.last_zxid = self.replica.log.last
+        self.tree.set_config(self.membership)  # this member's view, not the snapshot's
         for session in list(self.sessions.sessions.values()):
             self.sessions.touch(session, self.mono_ms)
             self.sessions.reserve(session.session_id)
@@ -961,6 +966,7 @@ class Node:
                          sessions: list[tuple[int, int, bytes]]) -> None:
         """The leader's snapshot at `zxid` is durable here and loaded into `tree`: it replaces
         this server's state, and the replica's log starts afresh at `zxid`."""
+        tree.set_config(self.membership)
         self.tree = tree
         self.watches = WatchManager()
         self.sessions.sessions.clear()

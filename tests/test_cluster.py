@@ -172,6 +172,10 @@ def test_three_servers_elect_replicate_and_report() -> None:
             zk.create("/t/e", b"", ephemeral=True)
             zk.set("/t/a", b"2")
             assert zk.get("/t/a")[0] == b"2"  # read-your-writes on the follower
+            published = zk.get("/zookeeper/config")[0].decode()
+            assert published.splitlines() == [
+                f"server.{m.sid}=127.0.0.1:{m.quorum_port}:{m.election_port}:participant"
+                for m in cluster.members] + ["version=0"]
         assert converge(cluster) == {"/t": b"", "/t/a": b"2"}  # the ephemeral went
         stats = mntr(leader)
         assert stats["zk_server_state"] == "leader"

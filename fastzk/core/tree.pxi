@@ -495,6 +495,16 @@ cdef class DataTree:
         elif kind != KIND_PERSISTENT:
             self.special.discard(path)
 
+    def set_config(self, bytes data):
+        """/zookeeper/config's data: this member's view of the ensemble, as ZooKeeper publishes
+        it. Kept out of the digest (its hash stays that of empty data): members may name each
+        other by different addresses, and replicas compare digests."""
+        cdef _Node n = self.find("/zookeeper/config")
+        self.dsize += data_len(data) - data_len(n.data)
+        n.data = data
+        n.data_h = hash_data(b"")
+        self._redigest(n)
+
     def set_data(self, str path, data, int32_t version, int64_t zxid, int64_t time_ms):
         cdef _Node n = self.find(path)
         if n is None:

@@ -140,13 +140,8 @@ def _ensemble_configuration(cfg: Config) -> dict[str, Any]:
         "election_port": me.election_port,
         "quorum_port": me.quorum_port,
         "peer_type": 1 if me.observer else 0,
-        "membership": membership(cfg),
+        "membership": cfg.membership,
     }
-
-
-def membership(cfg: Config) -> str:
-    """The ensemble as ZooKeeper shows it in `conf` and in /zookeeper/config."""
-    return "".join(f"server.{m.server_id}={m.spec()}\n" for m in cfg.members) + "version=0"
 
 
 def _user_name() -> str:

@@ -239,7 +239,8 @@ class Server:
             read_only_enabled=cfg.read_only_enabled,
         )
         self.node = Node(limits, random.SystemRandom(), server_id=cfg.server_id,
-                         start_ms=self.started_ms, quorum=quorum_config(cfg))
+                         start_ms=self.started_ms, quorum=quorum_config(cfg),
+                         membership=cfg.membership.encode())
         _now(self.node)
         self.protocols: dict[Client, ClientProtocol] = {}
         self.per_ip: Counter[str] = Counter()
