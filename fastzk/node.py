@@ -56,7 +56,7 @@ class Client:
         "address", "out", "state", "session", "identities", "watches", "fifo", "closing",
         "read_only_byte", "received", "sent", "established_ms", "last_op", "last_xid",
         "last_zxid", "last_response_ms", "last_latency_ms", "min_latency_ms", "max_latency_ms",
-        "total_latency_ms", "replies",
+        "total_latency_ms", "replies", "fifo_sizes", "fifo_bytes", "unsent_bytes",
     )
 
     def __init__(self, address: str) -> None:
@@ -68,6 +68,11 @@ class Client:
         self.watches: set[tuple[int, str]] = set()
         # replies not yet sendable: a Txn waits for its commit; a callable writes its reply
         self.fifo: deque[Txn | Callable[[], None]] = deque()
+        self.fifo_sizes: deque[int] = deque()  # request bytes of each FIFO entry
+        self.fifo_bytes = 0  # their sum: what the connection's in-flight requests hold
+        # replies handed to the transport but not yet sent (set by the runtime): with `out`,
+        # the connection's pending output, which the node keeps under Limits.output_limit_bytes
+        self.unsent_bytes = 0
         self.closing = False  # the runtime closes the connection once `out` is flushed
         self.read_only_byte: bool | None = None
         self.established_ms = 0
@@ -109,6 +114,10 @@ class Limits:
     max_session_timeout: int
     super_digest: str | None = None  # "super:<base64 sha1>" as in ZooKeeper's superDigest
     ttl_enabled: bool = False
+    # replies queued behind a write are written only while the connection's pending output is
+    # below this (0: unbounded); the runtime asks for the rest once the client reads (`drain`)
+    output_limit_bytes: int = 0
+    large_request_threshold: int = -1  # only larger requests count in Node.fifo_bytes
 
 
 class Node:
@@ -129,6 +138,11 @@ class Node:
         self.now_ms = start_ms  # wall clock: txn times (ctime/mtime)
         self.mono_ms = 0  # monotonic clock: session deadlines
         self.stats = RequestStats()
+        # requests in every connection's FIFO (in flight), and the bytes of those larger than
+        # Limits.large_request_threshold: the server-wide bounds the runtime enforces
+        self.fifo_requests = 0
+        self.fifo_bytes = 0
+        self._request_bytes = 0  # size of the request being handled
 
     # --- time --------------------------------------------------------------------------------
     def set_time(self, now_ms: int, mono_ms: int) -> None:
@@ -158,7 +172,7 @@ class Node:
 
     def connection_lost(self, client: Client) -> None:
         client.state = State.CLOSED
-        client.fifo.clear()
+        self._clear_fifo(client)
         self.clients.discard(client)
         self.dirty.discard(client)
         self.watches.drop_connection(client)
@@ -235,6 +249,7 @@ class Node:
             self.sessions.touch(session, self.mono_ms)
 
     def handle_request(self, client: Client, payload: bytes) -> None:
+        self._request_bytes = len(payload)
         client.received += 1
         self.stats.packets_received += 1
         session = client.session
@@ -258,7 +273,7 @@ class Node:
             self._write(client, xid, op, body)
         elif op in READ_OPS:
             if client.fifo:
-                client.fifo.append(lambda: self._read(client, xid, op, body))
+                self._queue(client, lambda: self._read(client, xid, op, body))
             else:
                 self._read(client, xid, op, body)
         else:
@@ -277,7 +292,7 @@ class Node:
     def _in_order(self, client: Client, reply: Callable[[], None]) -> None:
         """Runs `reply` now, or once every earlier request of the connection is answered."""
         if client.fifo:
-            client.fifo.append(reply)
+            self._queue(client, reply)
         else:
             reply()
 
@@ -417,7 +432,7 @@ class Node:
         if client is not None:
             self.waiting[txn.zxid] = client
             if client.state == State.READY:
-                client.fifo.append(txn)
+                self._queue(client, txn)
 
     def take_log_batch(self) -> list[Txn]:
         batch, self.log_batch = self.log_batch, []
@@ -460,7 +475,7 @@ class Node:
             if client.state != State.READY:
                 continue
             fifo = client.fifo
-            head = fifo.popleft()
+            head = self._dequeue(client)
             assert head is txn, "replies must leave in request order"
             write_reply(client.out, txn, result)
             client.sent += 1
@@ -472,14 +487,43 @@ class Node:
             if op == Op.CLOSE_SESSION:
                 self._close(client)
             if fifo and not isinstance(fifo[0], Txn):
-                self._drain(client)
+                self.drain(client)
         # prep's overlay only serves later preps, so one cleanup per batch suffices
         self.prep.applied(self.applied_zxid)
 
-    def _drain(self, client: Client) -> None:
+    def drain(self, client: Client) -> None:
+        """Writes the replies queued at the head of the connection's FIFO (reads and errors
+        behind a committed write) while its pending output stays under the limit: a client
+        that pipelines large reads behind a write and reads nothing must not make the server
+        buffer all of their replies. The runtime calls it again once the client has read."""
         fifo = client.fifo
+        limit = self.limits.output_limit_bytes
         while fifo and not isinstance(fifo[0], Txn):
-            fifo.popleft()()
+            if limit and len(client.out) + client.unsent_bytes >= limit:
+                return
+            self._dequeue(client)()
+
+    def _queue(self, client: Client, entry: Txn | Callable[[], None]) -> None:
+        """Appends to the connection's FIFO, accounting the bytes of the current request."""
+        size = self._request_bytes
+        client.fifo.append(entry)
+        client.fifo_sizes.append(size)
+        client.fifo_bytes += size
+        self.fifo_requests += 1
+        if size > self.limits.large_request_threshold:
+            self.fifo_bytes += size
+
+    def _dequeue(self, client: Client) -> Txn | Callable[[], None]:
+        size = client.fifo_sizes.popleft()
+        client.fifo_bytes -= size
+        self.fifo_requests -= 1
+        if size > self.limits.large_request_threshold:
+            self.fifo_bytes -= size
+        return client.fifo.popleft()
+
+    def _clear_fifo(self, client: Client) -> None:
+        while client.fifo:
+            self._dequeue(client)
 
     # --- durability: start-up and log failure (runtime/storage.py) -------------------------
     def recover(self, zxid: int, sessions: Iterable[tuple[int, int, bytes]],
@@ -519,7 +563,7 @@ class Node:
         for txn in txns:
             client = self.waiting.pop(txn.zxid, None)
             if client is not None and client.state != State.CLOSED:
-                client.fifo.clear()
+                self._clear_fifo(client)
                 self._close(client)
 
 

@@ -542,7 +542,7 @@ def test_bad_length_prefix_is_refused_before_the_body(prefix):
     with pytest.raises(FrameError):
         rb.pop_frame()
     with pytest.raises(FrameError):
-        serve_reads(rb, DataTree(), WriteBuffer(), 0, 10)
+        serve_reads(rb, DataTree(), WriteBuffer(), 0, 10, 1 << 30)
 
 
 def test_frame_of_exactly_max_size_is_accepted():
@@ -608,7 +608,7 @@ def served(tree, frames, zxid=0x42, limit=100):
     rb = ReadBuffer(MAX_FRAME)
     feed(rb, b"".join(frames))
     out = WriteBuffer()
-    n = serve_reads(rb, tree, out, zxid, limit)
+    n = serve_reads(rb, tree, out, zxid, limit, 1 << 30)
     return n, out.take(), rb
 
 

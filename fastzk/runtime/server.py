@@ -28,6 +28,7 @@ from fastzk.server.prep import Txn
 log = logging.getLogger("fastzk")
 
 FAST_PATH_BATCH = 256  # frames per serve_reads call: bounds the work done between pause checks
+WRITE_HIGH_WATER_BYTES = 65536  # asyncio's default high-water mark, kept for large limits
 FOUR_LETTER_WORDS = frozenset(word.encode("ascii") for word in ALL_4LW)
 
 
@@ -59,6 +60,10 @@ class ClientProtocol(asyncio.BufferedProtocol):
             transport.abort()
             return
         server.per_ip[self.ip] += 1
+        # the transport pauses us (and resume_writing wakes us) well below the output limit,
+        # so that whenever writing is not paused there is room to answer (see process)
+        transport.set_write_buffer_limits(  # type: ignore[attr-defined]
+            high=min(server.cfg.client_output_limit_bytes // 2, WRITE_HIGH_WATER_BYTES))
         self.client = Client(self.ip)
         self.client.established_ms = int(time.time() * 1000)
         server.protocols[self.client] = self
@@ -77,6 +82,7 @@ class ClientProtocol(asyncio.BufferedProtocol):
         if not server.per_ip[self.ip]:
             del server.per_ip[self.ip]
         server.protocols.pop(self.client, None)
+        server.throttled.discard(self)
         self.node.connection_lost(self.client)
         self.client = None
 
@@ -99,6 +105,8 @@ class ClientProtocol(asyncio.BufferedProtocol):
 
     def resume_writing(self) -> None:
         self.writing_paused = False
+        if self.client is not None and self.transport is not None:
+            self.client.unsent_bytes = self.transport.get_write_buffer_size()
         self._update_reading()
         self.process()
         self.server.after_input()
@@ -110,12 +118,16 @@ class ClientProtocol(asyncio.BufferedProtocol):
             self.transport.abort()
 
     def _blocked(self) -> bool:
+        """Whether no request of this connection may be taken now (reading then pauses)."""
         client = self.client
+        cfg = self.server.cfg
         return (
             client is None
             or client.closing
             or self.writing_paused
-            or len(client.fifo) >= self.server.cfg.max_outstanding
+            or len(client.fifo) >= cfg.max_outstanding
+            or client.fifo_bytes >= cfg.client_outstanding_limit_bytes
+            or self in self.server.throttled
         )
 
     def _update_reading(self) -> None:
@@ -152,25 +164,54 @@ class ClientProtocol(asyncio.BufferedProtocol):
                     self.handshake_timer.cancel()
                     self.handshake_timer = None
                 node.handle_connect(client, frame)
-            out = client.out
-            while client.state == State.READY and not self._blocked():
-                if not client.fifo:
-                    served = serve_reads(buf, node.tree, out, node.applied_zxid, FAST_PATH_BATCH)
-                    if served:
-                        node.touch(client, served)
-                        if served == FAST_PATH_BATCH:
-                            continue
-                frame = buf.pop_frame()
-                if frame is None:
+            while self._serve(client):
+                # the output limit was reached: hand the replies to the transport; go on only
+                # if the socket took enough of them (else resume_writing calls back)
+                self.flush()
+                if self.writing_paused or client.closing:
                     break
-                node.handle_request(client, frame)
         except FrameError as error:
-            log.info("closing %s: %s", self.ip, error)
+            size = error.args[0]
+            log.warning("closing %s: %s", self.ip,
+                        f"frame length {size} exceeds jute.maxbuffer ({buf.max_frame})"
+                        if size > 0 else f"invalid frame length {size}")
             client.out.take()
             self.transport.abort()
             return
         self.flush()
         self._update_reading()
+
+    def _serve(self, client: Client) -> bool:
+        """Answers every request that may be answered now while the connection's pending
+        output (`client.out` plus what the transport still holds) is under
+        `fastzk.clientOutputLimitBytes`; the limit is checked before each reply, not only after
+        a flush, so a client that does not read cannot grow the server. Returns True when it
+        stopped at that limit (more may be answered once the output is flushed)."""
+        assert self.transport is not None
+        node, buf, out, fifo = self.node, self.buf, client.out, client.fifo
+        limit = self.server.cfg.client_output_limit_bytes
+        client.unsent_bytes = self.transport.get_write_buffer_size()
+        if fifo and not isinstance(fifo[0], Txn):
+            node.drain(client)  # replies queued behind a write that the limit held back
+        while client.state == State.READY and not self._blocked():
+            room = limit - client.unsent_bytes
+            if not fifo:
+                served = serve_reads(buf, node.tree, out, node.applied_zxid, FAST_PATH_BATCH,
+                                     room)
+                if served:
+                    node.touch(client, served)
+                    if served == FAST_PATH_BATCH:
+                        continue
+            if len(out) >= room:
+                return True
+            if self.server.over_outstanding():
+                self.server.throttled.add(self)  # resumed when requests in flight drop
+                break
+            frame = buf.pop_frame()
+            if frame is None:
+                break
+            node.handle_request(client, frame)
+        return False
 
     def flush(self) -> None:
         client = self.client
@@ -179,6 +220,18 @@ class ClientProtocol(asyncio.BufferedProtocol):
             return
         if len(client.out):
             transport.write(client.out.take())
+            client.unsent_bytes = unsent = transport.get_write_buffer_size()
+            hard_limit = self.server.cfg.client_output_hard_limit_bytes
+            if unsent > hard_limit:
+                # only output that cannot wait gets here (watch events, write replies): a
+                # client this far behind is hopeless; closed, it reconnects and its client
+                # library re-registers its watches (setWatches reports what it missed)
+                log.warning(
+                    "closing %s (session %#x): %d bytes of replies and watch events not read "
+                    "(fastzk.clientOutputHardLimitBytes=%d)",
+                    self.ip, client.session_id, unsent, hard_limit)
+                transport.abort()
+                return
         if client.closing and not transport.is_closing():
             transport.close()
 
@@ -210,10 +263,14 @@ class Server:
             max_session_timeout=cfg.max_session_timeout,
             super_digest=cfg.super_digest,
             ttl_enabled=cfg.ttl_enabled,
+            output_limit_bytes=cfg.client_output_limit_bytes,
+            large_request_threshold=cfg.large_request_threshold,
         )
         self.node = Node(limits, random.SystemRandom(), server_id=1, start_ms=self.started_ms)
         _now(self.node)
         self.protocols: dict[Client, ClientProtocol] = {}
+        # connections that stopped taking requests at the server-wide in-flight limits
+        self.throttled: set[ClientProtocol] = set()
         self.per_ip: Counter[str] = Counter()
         self._commit_scheduled = False
         self._tcp: asyncio.base_events.Server | None = None
@@ -265,14 +322,30 @@ class Server:
                     continue
                 protocol.flush()
                 # a connection whose handshake or queued writes just completed may now
-                # handle frames it had to leave buffered
-                if client.state == State.READY and protocol.buf.pending:
+                # handle frames it had to leave buffered, or replies the output limit held
+                fifo = client.fifo
+                if client.state == State.READY and (
+                    protocol.buf.pending or (fifo and not isinstance(fifo[0], Txn))
+                ):
                     protocol.process()
                 else:
                     protocol._update_reading()
+        if self.throttled and not self.over_outstanding():
+            throttled = list(self.throttled)
+            self.throttled.clear()
+            for protocol in throttled:
+                protocol.process()
         if node.log_batch and not self._commit_scheduled:
             self._commit_scheduled = True
             self.loop.call_soon(self._commit)
+
+    def over_outstanding(self) -> bool:
+        """The server-wide bounds on requests in flight (globalOutstandingLimit, and
+        largeRequestMaxBytes for their bytes): once reached, connections stop taking requests
+        until commits bring the totals down. Nothing is refused or dropped."""
+        node, cfg = self.node, self.cfg
+        return (node.fifo_requests >= cfg.global_outstanding_limit
+                or node.fifo_bytes >= cfg.large_request_max_bytes)
 
     def _tick(self) -> None:
         _now(self.node)
