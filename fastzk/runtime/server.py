@@ -10,11 +10,14 @@ leave in one `transport.write` per iteration.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
 import random
+import resource
 import signal
 import time
 from collections import Counter
+from collections.abc import Callable
 
 from fastzk._core import FrameError, ReadBuffer, serve_reads
 from fastzk.config import ALL_4LW, Config
@@ -29,7 +32,22 @@ log = logging.getLogger("fastzk")
 
 FAST_PATH_BATCH = 256  # frames per serve_reads call: bounds the work done between pause checks
 WRITE_HIGH_WATER_BYTES = 65536  # asyncio's default high-water mark, kept for large limits
+FD_LIMIT_LOG_INTERVAL_S = 60.0  # at most one "open-file limit reached" line per interval
+TRIM_AFTER_BYTES = 16 << 20  # requests in flight or replies at once that make a burst
 FOUR_LETTER_WORDS = frozenset(word.encode("ascii") for word in ALL_4LW)
+
+
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's malloc_trim, or None (another libc): after a burst of large requests or replies
+    glibc keeps their freed memory in its heap, where large values end up once its dynamic
+    mmap threshold has grown; malloc_trim gives the free pages back to the system."""
+    try:
+        return ctypes.CDLL(None).malloc_trim  # type: ignore[no-any-return]
+    except (OSError, AttributeError):
+        return None
+
+
+MALLOC_TRIM = _malloc_trim()
 
 
 def _now(node: Node) -> None:
@@ -54,6 +72,9 @@ class ClientProtocol(asyncio.BufferedProtocol):
         peer = transport.get_extra_info("peername")
         self.ip = peer[0] if peer else ""
         server = self.server
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            server.check_fd_limit(sock.fileno())
         limit = server.cfg.max_client_cnxns
         if limit and server.per_ip[self.ip] >= limit:
             log.warning("too many connections from %s (maxClientCnxns=%d)", self.ip, limit)
@@ -219,6 +240,8 @@ class ClientProtocol(asyncio.BufferedProtocol):
         if client is None or transport is None:
             return
         if len(client.out):
+            if len(client.out) >= TRIM_AFTER_BYTES:
+                self.server.burst = True
             transport.write(client.out.take())
             client.unsent_bytes = unsent = transport.get_write_buffer_size()
             hard_limit = self.server.cfg.client_output_hard_limit_bytes
@@ -248,7 +271,9 @@ class ClientProtocol(asyncio.BufferedProtocol):
             text = f"{word} is not executed because it is not in the whitelist.\n"
         else:
             text = admin.four_letter_word(word, self.server, argument)
-        self.transport.write(text.encode("utf-8"))
+        # a path may hold a lone surrogate (CESU-8 from a Java client): replaced by "?", as the
+        # JVM's UTF-8 encoder does for ZooKeeper
+        self.transport.write(text.encode("utf-8", "replace"))
         self.transport.close()
 
 
@@ -271,6 +296,8 @@ class Server:
         self.protocols: dict[Client, ClientProtocol] = {}
         # connections that stopped taking requests at the server-wide in-flight limits
         self.throttled: set[ClientProtocol] = set()
+        self._fd_limit_logged_at: float | None = None
+        self.burst = False  # many bytes were in flight at once: trim the heap once it drains
         self.per_ip: Counter[str] = Counter()
         self._commit_scheduled = False
         self._tcp: asyncio.base_events.Server | None = None
@@ -296,6 +323,8 @@ class Server:
         batch = self.node.take_log_batch()
         if batch:
             self.storage.submit(batch)
+        if self.node.fifo_bytes >= TRIM_AFTER_BYTES:
+            self.burst = True
 
     def _durable(self, txns: list[Txn]) -> None:
         """On the loop, from the writer thread: txns are on disk (fdatasync returned)."""
@@ -339,6 +368,23 @@ class Server:
             self._commit_scheduled = True
             self.loop.call_soon(self._commit)
 
+    def check_fd_limit(self, fd: int) -> None:
+        """Logs (once per interval) when a connection took one of the last file descriptors:
+        the event loop then accepts and closes every further connection without telling us,
+        so this is the only place the refusals can be reported. File descriptors are handed
+        out lowest first, so a connection's fd number shows how close the limit is."""
+        soft_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        if soft_limit == resource.RLIM_INFINITY or fd < soft_limit - 2:
+            return
+        now = time.monotonic()
+        if self._fd_limit_logged_at is None or now - self._fd_limit_logged_at >= (
+            FD_LIMIT_LOG_INTERVAL_S
+        ):
+            self._fd_limit_logged_at = now
+            log.warning("open-file limit reached (%d connections, RLIMIT_NOFILE %d): new "
+                        "connections are refused until some close; raise the limit (ulimit -n)",
+                        len(self.protocols), soft_limit)
+
     def over_outstanding(self) -> bool:
         """The server-wide bounds on requests in flight (globalOutstandingLimit, and
         largeRequestMaxBytes for their bytes): once reached, connections stop taking requests
@@ -351,6 +397,9 @@ class Server:
         _now(self.node)
         self.node.tick()
         self.after_input()
+        if self.burst and not self.node.fifo_bytes and MALLOC_TRIM is not None:
+            self.burst = False  # it has drained: return its memory to the system
+            MALLOC_TRIM(0)
         self.loop.call_later(self.cfg.tick_time / 1000, self._tick)
 
     def _reap(self) -> None:
@@ -393,6 +442,9 @@ class Server:
             return False, "not serving client requests"
         if self.log_failure is not None:
             return False, f"log stage failed: {self.log_failure}"
+        writer = self.storage.writer
+        if writer is not None and writer.waiting_for_space is not None:
+            return False, writer.waiting_for_space
         node = self.node
         if node.log_batch or node.waiting:
             if self._log_waiting_since is None:
@@ -401,6 +453,8 @@ class Server:
                 return False, "writes are waiting for the log stage"
         else:
             self._log_waiting_since = None
+        if writer is not None and writer.low_space is not None:
+            return True, f"serving reads and writes; {writer.low_space}"
         return True, "serving reads and writes"
 
     async def stop(self) -> None:
