@@ -13,6 +13,7 @@ import asyncio
 import ctypes
 import logging
 import random
+import re
 import resource
 import signal
 import time
@@ -32,6 +33,7 @@ log = logging.getLogger("fastzk")
 
 FAST_PATH_BATCH = 256  # frames per serve_reads call: bounds the work done between pause checks
 WRITE_HIGH_WATER_BYTES = 65536  # asyncio's default high-water mark, kept for large limits
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 FD_LIMIT_LOG_INTERVAL_S = 60.0  # at most one "open-file limit reached" line per interval
 TRIM_AFTER_BYTES = 16 << 20  # requests in flight or replies at once that make a burst
 FOUR_LETTER_WORDS = frozenset(word.encode("ascii") for word in ALL_4LW)
@@ -194,7 +196,7 @@ class ClientProtocol(asyncio.BufferedProtocol):
         except FrameError as error:
             size = error.args[0]
             log.warning("closing %s: %s", self.ip,
-                        f"frame length {size} exceeds jute.maxbuffer ({buf.max_frame})"
+                        f"frame length {size} exceeds jute.maxbuffer ({self.server.cfg.jute_max_buffer})"
                         if size > 0 else f"invalid frame length {size}")
             client.out.take()
             self.transport.abort()
@@ -271,9 +273,9 @@ class ClientProtocol(asyncio.BufferedProtocol):
             text = f"{word} is not executed because it is not in the whitelist.\n"
         else:
             text = admin.four_letter_word(word, self.server, argument)
-        # a path may hold a lone surrogate (CESU-8 from a Java client): replaced by "?", as the
-        # JVM's UTF-8 encoder does for ZooKeeper
-        self.transport.write(text.encode("utf-8", "replace"))
+        # a path may hold a lone surrogate (CESU-8 from a Java client): ZooKeeper's decoder
+        # made it U+FFFD, so that is what it prints
+        self.transport.write(LONE_SURROGATE.sub("\ufffd", text).encode("utf-8"))
         self.transport.close()
 
 
@@ -443,8 +445,8 @@ class Server:
         if self.log_failure is not None:
             return False, f"log stage failed: {self.log_failure}"
         writer = self.storage.writer
-        if writer is not None and writer.waiting_for_space is not None:
-            return False, writer.waiting_for_space
+        if writer is not None and writer.waiting is not None:
+            return False, writer.waiting
         node = self.node
         if node.log_batch or node.waiting:
             if self._log_waiting_since is None:

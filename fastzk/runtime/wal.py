@@ -21,7 +21,7 @@ zeros) when the disk has room for it; when it does not, the segment is extended 
 writes need them (a sixteenth of a segment, or just the write), so a nearly full disk keeps
 serving until the writes themselves no longer fit. Then the write waits: nothing of it has been
 written, so the writer retries every second (`/ready` says why) and goes on by itself once space
-is freed. Either way the unwritten tail of a segment reads as zeros, as recovery expects.
+is freed. The same holds when a new segment cannot be opened at the open-file limit. Either way the unwritten tail of a segment reads as zeros, as recovery expects.
 
 A failed write or sync (EIO, an ENOSPC that reservation did not prevent, ...) is final: after a failed fsync the kernel may have
 dropped the dirty pages and a later fsync can succeed without them, so the writer never
@@ -56,7 +56,9 @@ SEGMENT_HEADER = 32
 RECORD_HEADER = 24
 IOV_MAX = 1024
 NO_SPACE_ERRNOS = (errno_module.ENOSPC, errno_module.EDQUOT)
-NO_SPACE_RETRY_S = 1.0  # how often a write waiting for disk space tries again
+# what a write may wait for: disk space, or file descriptors for a new segment
+WAIT_ERRNOS = (*NO_SPACE_ERRNOS, errno_module.EMFILE, errno_module.ENFILE)
+WAIT_RETRY_S = 1.0  # how often a waiting write tries again
 
 
 class RecoveryError(Exception):
@@ -64,9 +66,9 @@ class RecoveryError(Exception):
     the log, a gap, no usable snapshot): the server must not start."""
 
 
-class NoSpace(OSError):
-    """The next write does not fit on the disk; nothing of it was written, so it may wait and
-    be tried again (unlike a failed write or fsync)."""
+class MustWait(OSError):
+    """The next write cannot start for want of disk space or of a file descriptor; nothing of
+    it was written, so it may wait and be tried again (unlike a failed write or fsync)."""
 
 
 def log_dir_of(base: Path) -> Path:
@@ -199,9 +201,9 @@ class WalWriter:
         self.pos = 0
         self.allocated = 0  # bytes of the active segment reserved on disk
         # set by the writer thread, read by the loop for `ready`: why segments are not
-        # preallocated whole (low space), and why a write is waiting (no space at all)
+        # preallocated whole (low space), and why a write is waiting (MustWait)
         self.low_space: str | None = None
-        self.waiting_for_space: str | None = None
+        self.waiting: str | None = None
         # statistics (read by the loop for metrics and the benchmark)
         self.writes = 0
         self.synced_bytes = 0
@@ -345,8 +347,9 @@ class WalWriter:
 
     def _make_room(self, first: int, total: int) -> None:
         """Rolls the segment if the write does not fit in it and reserves the disk space the
-        write needs. Without space it waits (nothing is written yet, so retrying is safe)
-        until space is freed or the writer is stopped (then NoSpace fails the write)."""
+        write needs. Without space (or a file descriptor) it waits: nothing is written yet, so
+        retrying is safe, until the resource is back or the writer is stopped (then MustWait
+        fails the write)."""
         while True:
             try:
                 if self.fd is None or (
@@ -354,22 +357,21 @@ class WalWriter:
                 ):
                     self._roll(first)
                 self._reserve(total)
-            except NoSpace as error:
-                if self.waiting_for_space is None:
-                    log.error("no disk space for the write-ahead log in %s (%s): writes wait "
-                              "and are retried every %.0fs; free space on that disk",
-                              self.directory, error.strerror, NO_SPACE_RETRY_S)
-                self.waiting_for_space = (f"no disk space for the write-ahead log in "
-                                          f"{self.directory}: writes are waiting")
+            except MustWait as error:
+                if self.waiting is None:
+                    log.error("cannot write the write-ahead log in %s: %s. Writes wait and are "
+                              "retried every %.0fs: free space on that disk (or raise the "
+                              "open-file limit)", self.directory, error.strerror, WAIT_RETRY_S)
+                self.waiting = f"writes are waiting: {error.strerror} ({self.directory})"
                 with self._cond:
                     if not self._stopping:
-                        self._cond.wait(NO_SPACE_RETRY_S)
+                        self._cond.wait(WAIT_RETRY_S)
                     if self._stopping:
                         raise
                 continue
-            if self.waiting_for_space is not None:
-                log.warning("disk space for the write-ahead log is back: writes go on")
-                self.waiting_for_space = None
+            if self.waiting is not None:
+                log.warning("the write-ahead log can be written again: writes go on")
+                self.waiting = None
             return
 
     def _reserve(self, total: int) -> None:
@@ -389,7 +391,7 @@ class WalWriter:
                 continue
             self.allocated = target
             return
-        raise NoSpace(errno_module.ENOSPC, os.strerror(errno_module.ENOSPC), str(self.segment))
+        raise MustWait(errno_module.ENOSPC, os.strerror(errno_module.ENOSPC), str(self.segment))
 
     def _preallocate(self, fd: int, path: Path) -> int:
         """Reserves a whole segment if the disk has room for it; returns the bytes reserved
@@ -414,14 +416,20 @@ class WalWriter:
 
     def _roll(self, base_zxid: int) -> None:
         """Closes the active segment (synced already), cut to its records so that a closed
-        segment ends at its end of file, and opens a new, preallocated one. Raises NoSpace
-        (leaving no new file behind) when the disk has no room even for its header."""
+        segment ends at its end of file, and opens a new, preallocated one. Raises MustWait
+        (leaving no new file behind) when the disk has no room even for its header or no file
+        descriptor is left."""
         if self.fd is not None:
             os.ftruncate(self.fd, self.pos)
             os.fsync(self.fd)
         self._close_fd()
         path = self.directory / segment_name(base_zxid)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except OSError as error:
+            if error.errno in WAIT_ERRNOS:
+                raise MustWait(error.errno, error.strerror, str(path)) from error
+            raise
         try:
             header = segment_header(base_zxid)
             fault = self.faults.take_write()
@@ -433,9 +441,9 @@ class WalWriter:
             fsync_dir(self.directory)
         except BaseException as error:
             os.close(fd)
-            if isinstance(error, OSError) and error.errno in NO_SPACE_ERRNOS:
+            if isinstance(error, OSError) and error.errno in WAIT_ERRNOS:
                 path.unlink(missing_ok=True)  # holds no record: nothing depends on it
-                raise NoSpace(error.errno, error.strerror, str(path)) from error
+                raise MustWait(error.errno, error.strerror, str(path)) from error
             raise
         self.fd = fd
         self.segment = path
