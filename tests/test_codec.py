@@ -621,6 +621,19 @@ def test_fast_path_reply_equals_slow_path_reply(op, path):
     assert data == slow_reply(tree, 9, op, path, 0x42)
 
 
+def test_fast_path_stops_at_the_output_budget_but_finishes_a_started_reply():
+    tree = fast_tree()
+    frames = [frame(request(x, 4, ustr("/a") + boolean(False))) for x in range(1, 11)]
+    one = len(served(tree, frames[:1])[1])
+    rb = ReadBuffer(MAX_FRAME)
+    feed(rb, b"".join(frames))
+    out = WriteBuffer()
+    assert serve_reads(rb, tree, out, 0x42, 100, 2 * one + 1) == 3  # the third one started
+    assert len(out) == 3 * one
+    assert serve_reads(rb, tree, out, 0x42, 100, 3 * one) == 0  # budget used: nothing more
+    assert serve_reads(rb, tree, out, 0x42, 100, 1 << 30) == 7
+
+
 def test_fast_path_answers_ping_with_minus_two():
     n, data, _ = served(DataTree(), [frame(request(-2, 11))], zxid=7)
     assert n == 1
