@@ -191,7 +191,7 @@ class ClientProtocol(asyncio.BufferedProtocol):
                 # the output limit was reached: hand the replies to the transport; go on only
                 # if the socket took enough of them (else resume_writing calls back)
                 self.flush()
-                if self.writing_paused or client.closing:
+                if self.writing_paused or client.closing or self.transport.is_closing():
                     break
         except FrameError as error:
             size = error.args[0]
@@ -240,6 +240,10 @@ class ClientProtocol(asyncio.BufferedProtocol):
         client = self.client
         transport = self.transport
         if client is None or transport is None:
+            return
+        if transport.is_closing():
+            if len(client.out):
+                client.out.take()  # closed, or being closed: nobody will read it
             return
         if len(client.out):
             if len(client.out) >= TRIM_AFTER_BYTES:
@@ -344,6 +348,13 @@ class Server:
 
     def flush_dirty(self) -> None:
         node = self.node
+        if self.throttled and not self.over_outstanding():
+            # first, so that connections that hit the server-wide limits get their turn before
+            # the ones whose replies just went out take the room again
+            throttled = list(self.throttled)
+            self.throttled.clear()
+            for protocol in throttled:
+                protocol.process()
         while node.dirty:
             dirty = list(node.dirty)
             node.dirty.clear()
@@ -361,11 +372,6 @@ class Server:
                     protocol.process()
                 else:
                     protocol._update_reading()
-        if self.throttled and not self.over_outstanding():
-            throttled = list(self.throttled)
-            self.throttled.clear()
-            for protocol in throttled:
-                protocol.process()
         if node.log_batch and not self._commit_scheduled:
             self._commit_scheduled = True
             self.loop.call_soon(self._commit)
