@@ -13,9 +13,9 @@ never put at risk. ZooKeeper runs on JVM defaults (max heap a quarter of RAM), a
   sent) and never reads. Peak RSS over 4 s, RSS while the connection stays open, and the
   slowest of the pings another client sends meanwhile.
 * ``ten-readers``: ten such sessions reading a 100 KB znode (1,000 getData each).
-* ``big-writes``: 1 and then 3 sessions (a fresh server each time), each pipelining 400 setData of 1,000,000 bytes while
-  a thread reads its replies. Peak RSS, RSS 3 s after the last reply, whether every write was
-  acknowledged.
+* ``big-writes``: 1 and then 3 sessions (a fresh server each time), each pipelining 400
+  setData of 1,000,000 bytes while a thread reads its replies. Peak RSS, RSS 3 s after the
+  last reply, whether every write was acknowledged.
 * ``small-disk`` (root only): a 64 MB tmpfs with 8 MB used as the data dir; can a new client
   connect and create a znode?
 

@@ -164,7 +164,7 @@ def from_properties(props: dict[str, str], source: str, base: Path) -> Config:
             values["max_outstanding"] = _int(key, value, 1)
         elif key == "fastzk.clientOutstandingLimitBytes":
             values["client_outstanding_limit_bytes"] = _int(key, value, 1)
-        elif key == "globalOutstandingLimit":
+        elif bare == "globalOutstandingLimit":
             values["global_outstanding_limit"] = _int(key, value, 1)
         elif bare == "largeRequestMaxBytes":
             values["large_request_max_bytes"] = _int(key, value, 1)

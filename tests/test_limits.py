@@ -385,7 +385,8 @@ def test_watch_listings_print_paths_with_a_lone_surrogate(
         srv = make_server(kind)
         sock, resp = wire.handshake(srv.host, srv.port)
         try:
-            sock.sendall(wire.set_watches_request(1, 0, exist=[b"/s\xed\xa0\x80"]))  # type: ignore[list-item]
+            cesu8 = [b"/s\xed\xa0\x80"]
+            sock.sendall(wire.set_watches_request(1, 0, exist=cesu8))  # type: ignore[arg-type]
             hdr, _ = wire.read_reply_skipping_notifications(sock)
             assert hdr.err == wire.OK
             text = srv.four_letter_word(word).decode("utf-8")

@@ -194,10 +194,10 @@ class ClientProtocol(asyncio.BufferedProtocol):
                 if self.writing_paused or client.closing or self.transport.is_closing():
                     break
         except FrameError as error:
-            size = error.args[0]
+            size, limit = error.args[0], self.server.cfg.jute_max_buffer
             log.warning("closing %s: %s", self.ip,
-                        f"frame length {size} exceeds jute.maxbuffer ({self.server.cfg.jute_max_buffer})"
-                        if size > 0 else f"invalid frame length {size}")
+                        f"frame length {size} exceeds jute.maxbuffer ({limit})" if size > 0
+                        else f"invalid frame length {size}")
             client.out.take()
             self.transport.abort()
             return

@@ -21,12 +21,13 @@ zeros) when the disk has room for it; when it does not, the segment is extended 
 writes need them (a sixteenth of a segment, or just the write), so a nearly full disk keeps
 serving until the writes themselves no longer fit. Then the write waits: nothing of it has been
 written, so the writer retries every second (`/ready` says why) and goes on by itself once space
-is freed. The same holds when a new segment cannot be opened at the open-file limit. Either way the unwritten tail of a segment reads as zeros, as recovery expects.
+is freed. The same holds when a new segment cannot be opened at the open-file limit. Either
+way the unwritten tail of a segment reads as zeros, as recovery expects.
 
-A failed write or sync (EIO, an ENOSPC that reservation did not prevent, ...) is final: after a failed fsync the kernel may have
-dropped the dirty pages and a later fsync can succeed without them, so the writer never
-retries; it reports the txns of that write and of every later one as failed and writes nothing
-more. `WalFaults` is the fault-injection seam the tests use to make that happen.
+A failed write or sync (EIO, an ENOSPC that reservation did not prevent, ...) is final: after a
+failed fsync the kernel may have dropped the dirty pages and a later fsync can succeed without
+them, so the writer never retries; it reports the txns of that write and of every later one as
+failed and writes nothing more. `WalFaults` is the fault-injection seam the tests use to make that happen.
 """
 
 from __future__ import annotations
