@@ -2,7 +2,8 @@
 
 Usage::
 
-    python bench/limits.py [--only slow-reader,ten-readers,big-writes,small-disk] [--json FILE]
+    python bench/limits.py [--only slow-reader,ten-readers,big-writes,small-disk]
+                           [--kinds zookeeper,fastzk] [--json FILE]
 
 Each scenario starts a fresh server of each kind (servers.start_server, stopped by PID in
 ``finally``), does what a careless or hostile client would, and samples the server's RSS every
@@ -221,7 +222,7 @@ def small_disk(kind: str, workdir: Path) -> dict[str, Any]:
             sock.close()
 
 
-def run(only: list[str], kill_mb: float) -> dict[str, Any]:
+def run(only: list[str], kinds: list[str], kill_mb: float) -> dict[str, Any]:
     results: dict[str, Any] = {}
     work = Path(tempfile.mkdtemp(prefix="fastzk-limits-"))
     plans: dict[str, Callable[[servers.ServerProcess], Any]] = {
@@ -231,7 +232,7 @@ def run(only: list[str], kill_mb: float) -> dict[str, Any]:
         "big-writes-3": lambda p: big_writes(p, kill_mb, 3),
     }
     for name in only:
-        for kind in KINDS:
+        for kind in kinds:
             print(f"{name} on {kind} ...", file=sys.stderr, flush=True)
             if name == "small-disk":
                 results.setdefault(name, {})[kind] = small_disk(kind, work / f"{name}-{kind}")
@@ -245,6 +246,7 @@ def run(only: list[str], kill_mb: float) -> dict[str, Any]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--only", default=",".join(SCENARIOS))
+    parser.add_argument("--kinds", default=",".join(KINDS), help="servers to run")
     parser.add_argument("--kill-mb", type=float, default=3000.0)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
@@ -252,7 +254,10 @@ def main() -> int:
     unknown = set(only) - set(SCENARIOS)
     if unknown:
         parser.error(f"unknown scenarios {sorted(unknown)}; known: {', '.join(SCENARIOS)}")
-    results = run(only, args.kill_mb)
+    kinds = [k for k in args.kinds.split(",") if k]
+    if set(kinds) - set(KINDS):
+        parser.error(f"unknown server kinds; known: {', '.join(KINDS)}")
+    results = run(only, kinds, args.kill_mb)
     for name, by_kind in results.items():
         for kind, numbers in by_kind.items():
             print(f"{name:12} {kind:10} {json.dumps(numbers)}")
