@@ -117,7 +117,7 @@ class Limits:
     # replies queued behind a write are written only while the connection's pending output is
     # below this (0: unbounded); the runtime asks for the rest once the client reads (`drain`)
     output_limit_bytes: int = 0
-    large_request_threshold: int = -1  # only larger requests count in Node.fifo_bytes
+    large_request_threshold: int = -1  # only larger writes count in Node.inflight_write_bytes
 
 
 class Node:
@@ -138,10 +138,12 @@ class Node:
         self.now_ms = start_ms  # wall clock: txn times (ctime/mtime)
         self.mono_ms = 0  # monotonic clock: session deadlines
         self.stats = RequestStats()
-        # requests in every connection's FIFO (in flight), and the bytes of those larger than
-        # Limits.large_request_threshold: the server-wide bounds the runtime enforces
-        self.fifo_requests = 0
-        self.fifo_bytes = 0
+        # writes in every connection's FIFO (waiting for the log), and the bytes of those larger
+        # than Limits.large_request_threshold: what the runtime's server-wide bounds limit.
+        # Reads queued behind them are not counted: a client that does not read its replies
+        # holds them back, and must not use up the server's budget (they count per connection)
+        self.inflight_writes = 0
+        self.inflight_write_bytes = 0
         self._request_bytes = 0  # size of the request being handled
 
     # --- time --------------------------------------------------------------------------------
@@ -445,8 +447,6 @@ class Node:
         apply = self.applier.apply
         waiting = self.waiting
         dirty = self.dirty
-        record = self.stats.record
-        now_ms = self.now_ms
         for txn in txns:
             op = txn.op
             expiring = None
@@ -475,21 +475,37 @@ class Node:
             if client.state != State.READY:
                 continue
             fifo = client.fifo
-            head = self._dequeue(client)
-            assert head is txn, "replies must leave in request order"
-            write_reply(client.out, txn, result)
-            client.sent += 1
-            self.stats.packets_sent += 1
-            dirty.add(client)
-            latency = max(0, now_ms - txn.time_ms)
-            record(OP_NAMES[op], latency)
-            client.record_reply(txn.zxid, now_ms, latency)
-            if op == Op.CLOSE_SESSION:
-                self._close(client)
+            if fifo[0] is not txn:
+                self._reply_in_place(client, txn, result)
+                continue
+            self._dequeue(client)
+            self._reply(client, txn, result)
             if fifo and not isinstance(fifo[0], Txn):
                 self.drain(client)
         # prep's overlay only serves later preps, so one cleanup per batch suffices
         self.prep.applied(self.applied_zxid)
+
+    def _reply(self, client: Client, txn: Txn, result: Any) -> None:
+        write_reply(client.out, txn, result)
+        client.sent += 1
+        self.stats.packets_sent += 1
+        self.dirty.add(client)
+        latency = max(0, self.now_ms - txn.time_ms)
+        self.stats.record(OP_NAMES[txn.op], latency)
+        client.record_reply(txn.zxid, self.now_ms, latency)
+        if txn.op == Op.CLOSE_SESSION:
+            self._close(client)
+
+    def _reply_in_place(self, client: Client, txn: Txn, result: Any) -> None:
+        """A committed txn whose connection still holds earlier replies back (`drain` stopped
+        at the output limit): its reply takes its place in the FIFO and leaves in order. It no
+        longer waits for the log, so it leaves the server-wide count."""
+        fifo = client.fifo
+        index = next(i for i, entry in enumerate(fifo) if entry is txn)
+        fifo[index] = lambda: self._reply(client, txn, result)
+        self.inflight_writes -= 1
+        if client.fifo_sizes[index] > self.limits.large_request_threshold:
+            self.inflight_write_bytes -= client.fifo_sizes[index]
 
     def drain(self, client: Client) -> None:
         """Writes the replies queued at the head of the connection's FIFO (reads and errors
@@ -509,17 +525,20 @@ class Node:
         client.fifo.append(entry)
         client.fifo_sizes.append(size)
         client.fifo_bytes += size
-        self.fifo_requests += 1
-        if size > self.limits.large_request_threshold:
-            self.fifo_bytes += size
+        if isinstance(entry, Txn):
+            self.inflight_writes += 1
+            if size > self.limits.large_request_threshold:
+                self.inflight_write_bytes += size
 
     def _dequeue(self, client: Client) -> Txn | Callable[[], None]:
         size = client.fifo_sizes.popleft()
         client.fifo_bytes -= size
-        self.fifo_requests -= 1
-        if size > self.limits.large_request_threshold:
-            self.fifo_bytes -= size
-        return client.fifo.popleft()
+        entry = client.fifo.popleft()
+        if isinstance(entry, Txn):
+            self.inflight_writes -= 1
+            if size > self.limits.large_request_threshold:
+                self.inflight_write_bytes -= size
+        return entry
 
     def _clear_fifo(self, client: Client) -> None:
         while client.fifo:

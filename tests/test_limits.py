@@ -123,9 +123,12 @@ def test_clients_that_do_not_read_cannot_grow_the_server(
         with RssPeak(srv) as rss:
             for sock in socks:
                 payload = b"".join(wire.get_data_request(x, path) for x in range(2, requests + 2))
-                if behind_a_write:  # the reads wait in the connection's FIFO for the write
-                    payload = wire.set_data_request(2, path, b"w" * value_bytes) + payload[
-                        len(wire.get_data_request(2, path)):]
+                if behind_a_write:  # the reads wait in the connection's FIFO for the write,
+                    # and a second write commits while their replies are still held back
+                    one = len(wire.get_data_request(2, path))
+                    payload = (wire.set_data_request(2, path, b"w" * value_bytes)
+                               + payload[one:-one]
+                               + wire.set_data_request(requests + 1, path, b"w" * value_bytes))
                 flooder = Flooder(sock, payload)
                 flooders.append(flooder)
                 flooder.start()
@@ -135,6 +138,7 @@ def test_clients_that_do_not_read_cannot_grow_the_server(
             f"{kind} RSS grew from {rss.base_mb:.0f} MB to {rss.peak_mb:.0f} MB")
         xids, _ = drain_replies(socks[0], requests, timeout=60.0)
         assert xids == list(range(2, requests + 2)), "replies lost or out of order"
+        assert "Traceback" not in srv.log_text()
     finally:
         for flooder in flooders:
             flooder.close()
@@ -275,6 +279,43 @@ def test_server_wide_bytes_in_flight_are_bounded(
     assert rss_mb(srv.pid) - rss.base_mb <= 100, "memory not returned after the burst"
 
 
+def test_clients_that_do_not_read_cannot_use_up_the_server_wide_budget(
+    make_server: MakeServer, kazoo_factory: KazooFactory
+) -> None:
+    """fastzk only: replies a client does not read are held back, with the requests queued
+    behind its writes; those count against its own limits, not against
+    globalOutstandingLimit, or a few such clients would stop every other client's writes."""
+    srv = make_server("fastzk", globalOutstandingLimit=60,
+                      **{"fastzk.clientOutputLimitBytes": 65536})
+    if srv.kind != "fastzk":
+        pytest.skip("fastzk's own accounting")
+    socks: list[socket.socket] = []
+    flooders: list[Flooder] = []
+    try:
+        for index in range(4):
+            sock, _ = wire.handshake(srv.host, srv.port)
+            socks.append(sock)
+            path = f"/big{index}"
+            create_node(sock, path, b"v")
+            value = b"w" * 100_000  # more than the output limit: each read is held back
+            payload = b"".join(wire.set_data_request(2 * x, path, value)
+                               + wire.get_data_request(2 * x + 1, path) for x in range(1, 100))
+            flooders.append(Flooder(sock, payload))
+            flooders[-1].start()
+            wait_idle(srv.pid)
+        held = sum(int(c["outstanding_requests"])  # type: ignore[call-overload]
+                   for c in admin(srv, "connections")["connections"])  # type: ignore[union-attr]
+        assert held > 60, f"only {held} requests held back: they counted against the budget"
+        other = kazoo_factory(srv)
+        results = [other.create_async(f"/o{i}", b"o") for i in range(100)]
+        assert [r.get(timeout=20.0) for r in results] == [f"/o{i}" for i in range(100)]
+    finally:
+        for flooder in flooders:
+            flooder.close()
+        for sock in socks:
+            sock.close()
+
+
 # --- 3. a nearly full disk -------------------------------------------------------------------
 
 
@@ -300,6 +341,13 @@ def fill(path: Path) -> None:
             with contextlib.suppress(OSError):
                 while True:
                     handle.write(b"\1" * size)
+
+
+def admin(proc: ServerProcess, command: str) -> dict[str, object]:
+    """An AdminServer command of fastzk's HTTP endpoint."""
+    url = f"http://127.0.0.1:{proc.admin_port}/commands/{command}"
+    with urllib.request.urlopen(url, timeout=5.0) as reply:
+        return json.loads(reply.read())  # type: ignore[no-any-return]
 
 
 def ready(proc: ServerProcess) -> tuple[int, dict[str, object]]:

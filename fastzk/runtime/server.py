@@ -300,7 +300,7 @@ class Server:
         self.node = Node(limits, random.SystemRandom(), server_id=1, start_ms=self.started_ms)
         _now(self.node)
         self.protocols: dict[Client, ClientProtocol] = {}
-        # connections that stopped taking requests at the server-wide in-flight limits
+        # connections that stopped taking requests at the server-wide limits on writes in flight
         self.throttled: set[ClientProtocol] = set()
         self._fd_limit_logged_at: float | None = None
         self.burst = False  # many bytes were in flight at once: trim the heap once it drains
@@ -329,7 +329,7 @@ class Server:
         batch = self.node.take_log_batch()
         if batch:
             self.storage.submit(batch)
-        if self.node.fifo_bytes >= TRIM_AFTER_BYTES:
+        if self.node.inflight_write_bytes >= TRIM_AFTER_BYTES:
             self.burst = True
 
     def _durable(self, txns: list[Txn]) -> None:
@@ -394,18 +394,18 @@ class Server:
                         len(self.protocols), soft_limit)
 
     def over_outstanding(self) -> bool:
-        """The server-wide bounds on requests in flight (globalOutstandingLimit, and
+        """The server-wide bounds on writes in flight (globalOutstandingLimit, and
         largeRequestMaxBytes for their bytes): once reached, connections stop taking requests
         until commits bring the totals down. Nothing is refused or dropped."""
         node, cfg = self.node, self.cfg
-        return (node.fifo_requests >= cfg.global_outstanding_limit
-                or node.fifo_bytes >= cfg.large_request_max_bytes)
+        return (node.inflight_writes >= cfg.global_outstanding_limit
+                or node.inflight_write_bytes >= cfg.large_request_max_bytes)
 
     def _tick(self) -> None:
         _now(self.node)
         self.node.tick()
         self.after_input()
-        if self.burst and not self.node.fifo_bytes and MALLOC_TRIM is not None:
+        if self.burst and not self.node.inflight_write_bytes and MALLOC_TRIM is not None:
             self.burst = False  # it has drained: return its memory to the system
             MALLOC_TRIM(0)
         self.loop.call_later(self.cfg.tick_time / 1000, self._tick)
