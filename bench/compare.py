@@ -3,7 +3,7 @@
 One command runs the scenario matrix against both servers and writes JSON, a markdown
 table with fastzk ÷ ZooKeeper ratios, and PNG figures::
 
-    python bench/compare.py --save                  # default matrix, about 15 minutes
+    python bench/compare.py --save                  # default matrix, about 16 minutes
     python bench/compare.py --scenarios get,set --repeats 1 --no-znodes   # a quick look
     python bench/compare.py --scenarios ensemble-set,failover --repeats 1   # 3-server look
     python bench/compare.py --save --duration 20 --repeats 3 --znodes 1000000   # full
@@ -383,6 +383,11 @@ def print_run(done: int, total: int, scenario: str, mode: str, target: str,
 # --- 3-server ensembles -------------------------------------------------------------------------
 
 
+def sessions_per_member(sessions: int) -> list[int]:
+    """Load sessions on each member: `fastzk load` spreads them round-robin."""
+    return [len(range(i, sessions, ensembles.VOTERS)) for i in range(ensembles.VOTERS)]
+
+
 def run_ensemble_loads(args: argparse.Namespace, clusters: dict[str, Cluster], names: list[str],
                        runs: list[Run]) -> int:
     """The ensemble-* rows on running ensembles; 1 if a run failed or had errors."""
@@ -397,8 +402,7 @@ def run_ensemble_loads(args: argparse.Namespace, clusters: dict[str, Cluster], n
         plan.append((name, "closed", {"op": op}))
         if name in ENSEMBLE_OPEN:
             plan.append((name, "open", {"op": op, "rate": rate * args.rate_scale}))
-    endpoints = len(next(iter(clusters.values())).members)
-    per_member = [len(range(i, args.sessions, endpoints)) for i in range(endpoints)]
+    per_member = sessions_per_member(args.sessions)
     status = 0
     total, done = len(plan) * len(TARGETS) * args.repeats, 0
     for rep in range(args.repeats):
@@ -420,8 +424,14 @@ def run_ensemble_loads(args: argparse.Namespace, clusters: dict[str, Cluster], n
                 usage = cpu.result()
                 if usage is not None:
                     result.server_cpu, result.machine_cpu = usage["servers"], usage["machine"]
+                after = cluster.leader()
+                if after is not leader:
+                    print(f"{scenario} {mode} on the {target} ensemble: the leader changed "
+                          f"during the run ({leader and leader.sid} -> {after and after.sid})",
+                          flush=True)
                 result.extra["ensemble"] = {
                     "leader": leader.sid if leader else None,
+                    "leader_after": after.sid if after else None,
                     "sessions_by_member": dict(zip([m.sid for m in cluster.members], per_member,
                                                    strict=True)),
                     "cpu_by_member": usage["members"] if usage else None,
@@ -655,8 +665,8 @@ def headline(rows: list[dict[str, Any]]) -> list[tuple[str, str, str, str, str]]
     if idle.get("zookeeper") and idle.get("fastzk"):
         out.append(("server RSS, idle", "MB", f"{idle['zookeeper']:.0f}", f"{idle['fastzk']:.0f}",
                     _ratio(idle["fastzk"], idle["zookeeper"])))
-    loaded = {t: max((r.get("rss_after_mb") or 0) for r in rows
-                     if r["target"] == t and r["mode"] in ("closed", "open", "preset"))
+    loaded = {t: max(((r.get("rss_after_mb") or 0) for r in rows
+                      if r["target"] == t and r["mode"] in ("closed", "open", "preset")), default=0)
               for t in TARGETS}
     if all(loaded.values()):
         out.append(("server RSS, after the load runs (max)", "MB", f"{loaded['zookeeper']:.0f}",
@@ -751,13 +761,14 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any], args: argparse.Na
         "(neighbours, kernel); large values mean a noisy run.",
     ]
     if any(r["scenario"] in ENSEMBLE for r in rows):
-        spread = [len(range(i, args.sessions, ensembles.VOTERS)) for i in range(ensembles.VOTERS)]
+        spread = sessions_per_member(args.sessions)
         lines.append(
             f"- 3 servers: 3-voter ensembles (ZooKeeper's QuorumPeerMain, `fastzk serve`) started "
             f"by tests/cluster.py, tickTime {ENSEMBLE_TICK} (the production default), initLimit "
-            "10, syncLimit 5, the same fsync settings and JVM flags as standalone, data dirs in "
-            "the system temp dir; both kinds' ensembles are up during every run (six servers and "
-            f"the load on {m['cores']} cores). The load uses the connect string of the whole "
+            "10, syncLimit 5, the same fsync settings and JVM flags as standalone (ZooKeeper "
+            "logging at INFO, as tests/cluster.py sets it), data dirs in the system temp dir; "
+            "both kinds' ensembles are up during every run (six servers and the load on "
+            f"{m['cores']} cores). The load uses the connect string of the whole "
             f"ensemble: its {args.sessions} sessions are spread round-robin over the three "
             f"members' client ports ({'/'.join(map(str, spread))}), so reads are served by every "
             "member and writes are forwarded to the leader. Server CPU is the sum of the three "
@@ -772,8 +783,10 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any], args: argparse.Na
             "does synchronous setData of 100 B in a loop, each wait at most "
             f"{ensembles.WRITE_WAIT:g} s; {failover[0]['sessions']} idle kazoo sessions, session "
             "i trying member i mod 3 first (about a third on the leader); session timeout "
-            f"{ensembles.SESSION_TIMEOUT:g} s requested (the servers clamp it to at most 20 ticks: "
-            f"4 s at tickTime 200); kazoo reconnects with a "
+            f"{ensembles.SESSION_TIMEOUT:g} s requested (the servers allow at most 20 ticks: "
+            + ", ".join(f"{min(ensembles.SESSION_TIMEOUT, 20 * r['tick'] / 1000):g} s at "
+                        f"tickTime {r['tick']}" for r in failover if r["target"] == TARGETS[0])
+            + "); kazoo reconnects with a "
             f"{ensembles.RECONNECT['delay']:g}-{ensembles.RECONNECT['max_delay']:g} s back-off. "
             "The leader is SIGKILLed; 'first write' is the reply to the first setData issued "
             "after the kill, 'sessions back' the last idle session CONNECTED again with its own "

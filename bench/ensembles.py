@@ -127,7 +127,7 @@ def _client(hosts: Sequence[str]) -> KazooClient:
     try:
         zk.start(timeout=STARTED_BY_KAZOO)
     except BaseException:
-        zk.close()
+        _close(zk)  # a start that timed out leaves kazoo's connection thread trying
         raise
     return zk
 

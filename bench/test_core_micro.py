@@ -109,7 +109,7 @@ def test_serve_reads_64_pipelined_get_data(benchmark, big_tree):
         mv[: len(batch)] = batch
         del mv
         rb.buffer_updated(len(batch))
-        served = serve_reads(rb, big_tree, out, 0x100000005, 1000)
+        served = serve_reads(rb, big_tree, out, 0x100000005, 1000, 1 << 30)
         out.take()
         return served
 

@@ -232,12 +232,15 @@ def find_record(buf: Any, start: int, after_zxid: int) -> int:
     """Offset of the first CRC-valid record at or after `start` with a zxid above after_zxid
     (within 2**40), or -1."""
 
-def serve_reads(buf: ReadBuffer, tree: DataTree, out: WriteBuffer, zxid: int, limit: int) -> int:
+def serve_reads(
+    buf: ReadBuffer, tree: DataTree, out: WriteBuffer, zxid: int, limit: int, max_out_bytes: int
+) -> int:
     """The read fast path. Consumes and answers, in order, up to `limit` complete frames at the
     head of `buf` for as long as each one is a ping (-2/11) or an exists/getData/getChildren/
     getChildren2 request with watch false whose node either is missing (answer NO_NODE, body-
     less) or grants READ to world:anyone, writing each reply frame (ReplyHeader with `zxid`)
     into `out`. It stops, leaving that frame in `buf`, at the first frame it does not serve
     (any other op, a watch flag, a non-world-readable node, an undecodable body, an incomplete
-    frame). Raises FrameError as pop_frame does. Returns the number of frames served. Creates
-    no Python object per served request."""
+    frame), or before a frame once `out` holds `max_out_bytes` or more (the connection's
+    output budget: a reply started under it is completed). Raises FrameError as pop_frame
+    does. Returns the number of frames served. Creates no Python object per served request."""

@@ -20,7 +20,7 @@ ALL_4LW = frozenset(
 KNOWN_UNUSED = frozenset(
     {
         "autopurge.purgeInterval", "reconfigEnabled",
-        "globalOutstandingLimit", "secureClientPort", "secureClientPortAddress",
+        "secureClientPort", "secureClientPortAddress",
         "metricsProvider.className", "metricsProvider.httpPort",
         "quorumListenOnAllIPs", "syncEnabled", "clientPortListenBacklog",
         "forceSync", "leaderServes", "cnxTimeout", "audit.enable", "skipACL",
@@ -70,7 +70,14 @@ class Config:
     max_client_cnxns: int = 60
     jute_max_buffer: int = 0xFFFFF
     four_letter_words: frozenset[str] = DEFAULT_4LW
-    max_outstanding: int = 1000  # requests in flight per connection before reading pauses
+    # resource limits: reading from a connection pauses while one of them is reached
+    max_outstanding: int = 1000  # fastzk.clientOutstandingLimit: requests in flight per connection
+    client_outstanding_limit_bytes: int = 16 << 20  # fastzk.clientOutstandingLimitBytes
+    global_outstanding_limit: int = 1000  # globalOutstandingLimit: requests in flight, all clients
+    large_request_max_bytes: int = 100 << 20  # largeRequestMaxBytes: their bytes, all clients
+    large_request_threshold: int = -1  # largeRequestThreshold: only larger requests count (-1: all)
+    client_output_limit_bytes: int = 4 << 20  # fastzk.clientOutputLimitBytes: unsent replies
+    client_output_hard_limit_bytes: int = 64 << 20  # fastzk.clientOutputHardLimitBytes: closed
     super_digest: str | None = None
     ttl_enabled: bool = True  # extendedTypesEnabled: on by default (ZooKeeper: off)
     admin_enabled: bool = True
@@ -295,6 +302,20 @@ def from_properties(props: dict[str, str], source: str, base: Path) -> Config:
             max_timeout = _int(key, value, -1)
         elif key == "maxClientCnxns":
             values["max_client_cnxns"] = _int(key, value, 0)
+        elif key == "fastzk.clientOutstandingLimit":
+            values["max_outstanding"] = _int(key, value, 1)
+        elif key == "fastzk.clientOutstandingLimitBytes":
+            values["client_outstanding_limit_bytes"] = _int(key, value, 1)
+        elif bare == "globalOutstandingLimit":
+            values["global_outstanding_limit"] = _int(key, value, 1)
+        elif bare == "largeRequestMaxBytes":
+            values["large_request_max_bytes"] = _int(key, value, 1)
+        elif bare == "largeRequestThreshold":
+            values["large_request_threshold"] = _int(key, value, -1)
+        elif key == "fastzk.clientOutputLimitBytes":
+            values["client_output_limit_bytes"] = _int(key, value, 1)
+        elif key == "fastzk.clientOutputHardLimitBytes":
+            values["client_output_hard_limit_bytes"] = _int(key, value, 1)
         elif bare == "jute.maxbuffer":
             values["jute_max_buffer"] = _int(key, value, 1024)
         elif key == "4lw.commands.whitelist":
@@ -392,4 +413,8 @@ def from_properties(props: dict[str, str], source: str, base: Path) -> Config:
             raise ConfigError(f"server.{duplicates[0]} is given twice")
         _ensemble(values, members, props, values.get("data_dir"), warnings)  # type: ignore[arg-type]
     values["warnings"] = tuple(warnings)
-    return Config(**values)  # type: ignore[arg-type]
+    cfg = Config(**values)  # type: ignore[arg-type]
+    if cfg.client_output_hard_limit_bytes < cfg.client_output_limit_bytes:
+        raise ConfigError("fastzk.clientOutputHardLimitBytes must not be below "
+                          "fastzk.clientOutputLimitBytes")
+    return cfg

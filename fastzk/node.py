@@ -23,6 +23,7 @@ import random
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from fastzk._core import DataTree, JuteError, WriteBuffer, decode_connect, decode_request
@@ -54,11 +55,13 @@ class Pending:
     """A write (or sync) of a connection whose outcome is not known yet. `reply` is set when
     its answer is known but an earlier request of the connection is still pending."""
 
-    __slots__ = ("xid", "reply")
+    __slots__ = ("xid", "reply", "write", "size")
 
-    def __init__(self, xid: int) -> None:
+    def __init__(self, xid: int, write: bool) -> None:
         self.xid = xid
         self.reply: Callable[[], None] | None = None
+        self.write = write  # counted in Node.inflight_writes until its outcome is known
+        self.size = 0  # its bytes counted in Node.inflight_write_bytes
 
 
 class State:
@@ -75,7 +78,8 @@ class Client:
         "address", "out", "state", "session", "identities", "watches", "fifo", "closing",
         "read_only_byte", "received", "sent", "established_ms", "last_op", "last_xid",
         "last_zxid", "last_response_ms", "last_latency_ms", "min_latency_ms", "max_latency_ms",
-        "total_latency_ms", "replies", "read_only",
+        "total_latency_ms", "replies", "read_only", "fifo_sizes", "fifo_bytes",
+        "unsent_bytes",
     )
 
     def __init__(self, address: str) -> None:
@@ -88,6 +92,11 @@ class Client:
         # replies not yet sendable: a Pending write or sync waits for its outcome; a callable
         # writes its reply
         self.fifo: deque[Pending | Callable[[], None]] = deque()
+        self.fifo_sizes: deque[int] = deque()  # request bytes of each FIFO entry
+        self.fifo_bytes = 0  # their sum: what the connection's in-flight requests hold
+        # replies handed to the transport but not yet sent (set by the runtime): with `out`,
+        # the connection's pending output, which the node keeps under Limits.output_limit_bytes
+        self.unsent_bytes = 0
         self.closing = False  # the runtime closes the connection once `out` is flushed
         self.read_only_byte: bool | None = None
         self.established_ms = 0
@@ -133,6 +142,10 @@ class Limits:
     sync_window_txns: int = 20000  # applied log entries kept in memory to catch peers up
     sync_window_bytes: int = 64 << 20  # ... and at most this much of their payload
     read_only_enabled: bool = False  # without a quorum, serve read-only clients (ZooKeeper's)
+    # replies queued behind a write are written only while the connection's pending output is
+    # below this (0: unbounded); the runtime asks for the rest once the client reads (`drain`)
+    output_limit_bytes: int = 0
+    large_request_threshold: int = -1  # only larger writes count in Node.inflight_write_bytes
 
 
 BARRIER_OP = -100  # the no-op txn that opens every leader's epoch (never a client opcode)
@@ -202,6 +215,14 @@ class Node:
         self.held: list[tuple[int, int, int, Any, set, int | None]] = []  # writes awaiting
         # the next epoch (zxid counter used up)
         self.digest_checks: dict[int, int] = {}  # zxid -> the leader's digest there
+        # writes in this server's connections' FIFOs whose outcome is not known yet, and the
+        # bytes of those larger than Limits.large_request_threshold: what the runtime's
+        # server-wide bounds limit. Reads queued behind them are not counted: a client that
+        # does not read its replies holds them back, and must not use up the server's budget
+        # (they count per connection)
+        self.inflight_writes = 0
+        self.inflight_write_bytes = 0
+        self._request_bytes = 0  # size of the request being handled
         self.digests_compared = 0
         self.digest_mismatches: list[tuple[int, int, int]] = []  # (zxid, ours, the leader's)
 
@@ -258,7 +279,7 @@ class Node:
             return
         # lost the leader or the quorum: clients go elsewhere (ZooKeeper closes them too)
         for client in sorted(self.clients, key=lambda c: c.session_id):
-            client.fifo.clear()
+            self._clear_fifo(client)
             self._close(client)
         self.waiting.clear()
         self.pending_sessions.clear()
@@ -318,7 +339,7 @@ class Node:
 
     def connection_lost(self, client: Client) -> None:
         client.state = State.CLOSED
-        client.fifo.clear()
+        self._clear_fifo(client)
         self.clients.discard(client)
         self.dirty.discard(client)
         self.watches.drop_connection(client)
@@ -435,6 +456,7 @@ class Node:
             self._touch_session(session)
 
     def handle_request(self, client: Client, payload: bytes) -> None:
+        self._request_bytes = len(payload)
         client.received += 1
         self.stats.packets_received += 1
         session = client.session
@@ -460,7 +482,7 @@ class Node:
             self._sync(client, xid, body)
         elif op in READ_OPS:
             if client.fifo:
-                client.fifo.append(lambda: self._read(client, xid, op, body))
+                self._queue(client, lambda: self._read(client, xid, op, body))
             else:
                 self._read(client, xid, op, body)
         else:
@@ -479,7 +501,7 @@ class Node:
     def _in_order(self, client: Client, reply: Callable[[], None]) -> None:
         """Runs `reply` now, or once every earlier request of the connection is answered."""
         if client.fifo:
-            client.fifo.append(reply)
+            self._queue(client, reply)
         else:
             reply()
 
@@ -499,10 +521,10 @@ class Node:
         if self.log_failed or key in self.waiting:
             # the log cannot make writes durable (see abandon), or the client reused an xid
             # that is still in flight: its replies could not be told apart
-            client.fifo.clear()
+            self._clear_fifo(client)
             self._close(client)
             return
-        client.fifo.append(Pending(xid))
+        self._queue(client, Pending(xid, True))
         self.waiting[key] = client
         if self.replica.role == LEADER:
             self._decide(session.session_id, xid, op, body, client.identities, None)
@@ -562,11 +584,7 @@ class Node:
         else:
             def reply() -> None:
                 self._error(client, xid, verdict.err)
-        for entry in client.fifo:
-            if isinstance(entry, Pending) and entry.xid == xid and entry.reply is None:
-                entry.reply = reply
-                break
-        self._drain(client)
+        self._resolve(client, xid, reply)
 
     def _sync(self, client: Client, xid: int, path: str) -> None:
         """sync: answered once this server has applied everything the leader had committed
@@ -575,8 +593,8 @@ class Node:
         if client.read_only:
             self._in_order(client, lambda: self._error(client, xid, Err.NOT_READONLY))
             return
-        pending = Pending(xid)
-        client.fifo.append(pending)
+        pending = Pending(xid, False)
+        self._queue(client, pending)
         self.next_sync += 1
         ctx = self.next_sync
         self.syncs[ctx] = (client, pending, path)
@@ -603,7 +621,7 @@ class Node:
             self._sent(client)
             self.stats.record(OP_NAMES[Op.SYNC], 0)
         pending.reply = reply
-        self._drain(client)
+        self.drain(client)
 
     def _multi_failed(self, client: Client, xid: int, errors: list[int]) -> None:
         write_multi_failure(client.out, xid, self.applied_zxid, errors)
@@ -820,7 +838,10 @@ class Node:
                 replica.propose(self.proposals)
                 self.proposals = []
         self.proposals.clear()
-        replica.compact(self.limits.sync_window_txns, self.limits.sync_window_bytes)
+        if self.standalone:  # nobody to catch up: keep nothing that is applied
+            replica.compact(0, 0)
+        else:
+            replica.compact(self.limits.sync_window_txns, self.limits.sync_window_bytes)
         if self.outbox:
             out.messages.extend(self.outbox)
             self.outbox = []
@@ -868,20 +889,22 @@ class Node:
             if client.state != State.READY:
                 continue
             fifo = client.fifo
-            head = fifo.popleft()
-            assert isinstance(head, Pending) and head.xid == txn.xid, \
-                "replies must leave in request order"
-            write_reply(client.out, txn, result)
-            client.sent += 1
-            self.stats.packets_sent += 1
-            dirty.add(client)
-            latency = max(0, now_ms - txn.time_ms)
-            record(OP_NAMES[op], latency)
-            client.record_reply(txn.zxid, now_ms, latency)
-            if op == Op.CLOSE_SESSION:
-                self._close(client)
-            if fifo:
-                self._drain(client)
+            head = fifo[0] if fifo else None
+            if isinstance(head, Pending) and head.xid == txn.xid and head.reply is None:
+                self._dequeue(client)
+                write_reply(client.out, txn, result)
+                client.sent += 1
+                self.stats.packets_sent += 1
+                dirty.add(client)
+                latency = max(0, now_ms - txn.time_ms)
+                record(OP_NAMES[op], latency)
+                client.record_reply(txn.zxid, now_ms, latency)
+                if op == Op.CLOSE_SESSION:
+                    self._close(client)
+                if fifo:
+                    self.drain(client)
+            else:  # earlier replies are held back (output limit): it leaves after them
+                self._resolve(client, txn.xid, partial(self._reply, client, txn, result))
         # prep's overlay only serves later preps, so one cleanup per batch suffices
         self.prep.applied(self.applied_zxid)
         if self.sync_waits:
@@ -890,18 +913,77 @@ class Node:
             for ctx in done:
                 self._sync_done(ctx)
 
-    def _drain(self, client: Client) -> None:
+    def _reply(self, client: Client, txn: Txn, result: Any) -> None:
+        write_reply(client.out, txn, result)
+        client.sent += 1
+        self.stats.packets_sent += 1
+        self.dirty.add(client)
+        latency = max(0, self.now_ms - txn.time_ms)
+        self.stats.record(OP_NAMES[txn.op], latency)
+        client.record_reply(txn.zxid, self.now_ms, latency)
+        if txn.op == Op.CLOSE_SESSION:
+            self._close(client)
+
+    def _resolve(self, client: Client, xid: int, reply: Callable[[], None]) -> None:
+        """The outcome of a pending write or sync is known: its reply leaves once every
+        earlier request of the connection has been answered."""
+        for entry in client.fifo:
+            if isinstance(entry, Pending) and entry.xid == xid and entry.reply is None:
+                entry.reply = reply
+                self._settled(entry)
+                break
+        self.drain(client)
+
+    def replies_ready(self, client: Client) -> bool:
+        """Whether the head of the connection's FIFO can be written now."""
         fifo = client.fifo
+        return bool(fifo) and not (isinstance(fifo[0], Pending) and fifo[0].reply is None)
+
+    def drain(self, client: Client) -> None:
+        """Writes the replies that are ready at the head of the connection's FIFO while its
+        pending output stays under the limit: a client that pipelines large reads behind a
+        write and reads nothing must not make the server buffer all of their replies. The
+        runtime calls it again once the client has read."""
+        fifo = client.fifo
+        limit = self.limits.output_limit_bytes
         while fifo:
             head = fifo[0]
-            if isinstance(head, Pending):
-                if head.reply is None:
-                    return
-                fifo.popleft()
-                head.reply()
-            else:
-                fifo.popleft()
-                head()
+            if isinstance(head, Pending) and head.reply is None:
+                return
+            if limit and len(client.out) + client.unsent_bytes >= limit:
+                return
+            self._dequeue(client)
+            (head.reply if isinstance(head, Pending) else head)()  # type: ignore[misc]
+
+    def _queue(self, client: Client, entry: Pending | Callable[[], None]) -> None:
+        """Appends to the connection's FIFO, accounting the bytes of the current request; a
+        write counts in the server-wide totals until its outcome is known."""
+        size = self._request_bytes
+        client.fifo.append(entry)
+        client.fifo_sizes.append(size)
+        client.fifo_bytes += size
+        if isinstance(entry, Pending) and entry.write:
+            self.inflight_writes += 1
+            if size > self.limits.large_request_threshold:
+                entry.size = size
+                self.inflight_write_bytes += size
+
+    def _settled(self, pending: Pending) -> None:
+        if pending.write:
+            pending.write = False
+            self.inflight_writes -= 1
+            self.inflight_write_bytes -= pending.size
+
+    def _dequeue(self, client: Client) -> Pending | Callable[[], None]:
+        client.fifo_bytes -= client.fifo_sizes.popleft()
+        entry = client.fifo.popleft()
+        if isinstance(entry, Pending):
+            self._settled(entry)
+        return entry
+
+    def _clear_fifo(self, client: Client) -> None:
+        while client.fifo:
+            self._dequeue(client)
 
     # --- durability: start-up, snapshots from the leader, log failure ---------------------
     def recover(self, zxid: int, sessions: Iterable[tuple[int, int, bytes]],
@@ -988,7 +1070,7 @@ class Node:
         for client in sorted(set(self.waiting.values()) | set(self.pending_sessions.values()),
                              key=lambda c: c.session_id):
             if client.state != State.CLOSED:
-                client.fifo.clear()
+                self._clear_fifo(client)
                 self._close(client)
         self.waiting.clear()
         self.pending_sessions.clear()

@@ -542,7 +542,7 @@ def test_bad_length_prefix_is_refused_before_the_body(prefix):
     with pytest.raises(FrameError):
         rb.pop_frame()
     with pytest.raises(FrameError):
-        serve_reads(rb, DataTree(), WriteBuffer(), 0, 10)
+        serve_reads(rb, DataTree(), WriteBuffer(), 0, 10, 1 << 30)
 
 
 def test_frame_of_exactly_max_size_is_accepted():
@@ -608,7 +608,7 @@ def served(tree, frames, zxid=0x42, limit=100):
     rb = ReadBuffer(MAX_FRAME)
     feed(rb, b"".join(frames))
     out = WriteBuffer()
-    n = serve_reads(rb, tree, out, zxid, limit)
+    n = serve_reads(rb, tree, out, zxid, limit, 1 << 30)
     return n, out.take(), rb
 
 
@@ -619,6 +619,19 @@ def test_fast_path_reply_equals_slow_path_reply(op, path):
     n, data, rb = served(tree, [frame(request(9, op, ustr(path) + boolean(False)))])
     assert n == 1 and rb.pending == 0
     assert data == slow_reply(tree, 9, op, path, 0x42)
+
+
+def test_fast_path_stops_at_the_output_budget_but_finishes_a_started_reply():
+    tree = fast_tree()
+    frames = [frame(request(x, 4, ustr("/a") + boolean(False))) for x in range(1, 11)]
+    one = len(served(tree, frames[:1])[1])
+    rb = ReadBuffer(MAX_FRAME)
+    feed(rb, b"".join(frames))
+    out = WriteBuffer()
+    assert serve_reads(rb, tree, out, 0x42, 100, 2 * one + 1) == 3  # the third one started
+    assert len(out) == 3 * one
+    assert serve_reads(rb, tree, out, 0x42, 100, 3 * one) == 0  # budget used: nothing more
+    assert serve_reads(rb, tree, out, 0x42, 100, 1 << 30) == 7
 
 
 def test_fast_path_answers_ping_with_minus_two():

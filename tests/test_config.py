@@ -54,11 +54,33 @@ def test_unknown_and_unsupported_keys_are_warned_not_dropped(tmp_path: Path) -> 
         "dataDir=/tmp/x\ntickTime=fast\n",
         "dataDir=/tmp/x\nminSessionTimeout=9000\nmaxSessionTimeout=4000\n",
         "dataDir=/tmp/x\n4lw.commands.whitelist=ruok,nope\n",
+        "dataDir=/tmp/x\nfastzk.clientOutputLimitBytes=0\n",
+        "dataDir=/tmp/x\nglobalOutstandingLimit=-5\n",
+        "dataDir=/tmp/x\nlargeRequestThreshold=-2\n",
+        "dataDir=/tmp/x\nfastzk.clientOutputLimitBytes=2048\n"
+        "fastzk.clientOutputHardLimitBytes=1024\n",
     ],
 )
 def test_invalid_config_is_a_clear_error(tmp_path: Path, text: str) -> None:
     with pytest.raises(ConfigError):
         load(write_cfg(tmp_path, text))
+
+
+def test_resource_limit_keys_are_read_with_zookeeper_names_where_it_has_them(
+    tmp_path: Path,
+) -> None:
+    cfg = load(write_cfg(
+        tmp_path,
+        "dataDir=d\nglobalOutstandingLimit=50\nzookeeper.largeRequestMaxBytes=1000000\n"
+        "largeRequestThreshold=4096\nfastzk.clientOutstandingLimit=20\n"
+        "fastzk.clientOutstandingLimitBytes=300000\nfastzk.clientOutputLimitBytes=65536\n"
+        "fastzk.clientOutputHardLimitBytes=131072\n",
+    ))
+    assert (cfg.global_outstanding_limit, cfg.large_request_max_bytes,
+            cfg.large_request_threshold, cfg.max_outstanding,
+            cfg.client_outstanding_limit_bytes, cfg.client_output_limit_bytes,
+            cfg.client_output_hard_limit_bytes) == (50, 1000000, 4096, 20, 300000, 65536, 131072)
+    assert cfg.warnings == ()
 
 
 def test_embedded_default_matches_the_readme() -> None:

@@ -368,6 +368,31 @@ def test_disk_error_through_a_real_server(tmp_path: Path) -> None:
         again.stop()
 
 
+def test_a_small_disk_degrades_preallocation_and_keeps_the_zero_tail() -> None:
+    """Less free space than preAllocSize (64 MB on an 8 MB tmpfs): the segment is reserved in
+    steps instead of failing, and its unwritten tail still reads as zeros, which is what tells
+    recovery a clean end (or a torn write) from corruption."""
+    from test_limits import small_tmpfs
+
+    with small_tmpfs(8) as mount:
+        harness = _fill(mount / "a", 30)
+        writer = harness.storage.writer
+        assert writer is not None and writer.low_space is not None
+        zxid, digest = harness.node.applied_zxid, harness.node.tree.digest()
+        path = wal.list_segments(harness.storage.log_dir)[-1][1]
+        end = next(r for r in wal.scan_records(path) if r[0] == "end")[1]
+        size = path.stat().st_size
+        assert end < size < 8 << 20  # reserved ahead of the records, far less than 64 MB
+        with open(path, "rb") as handle:
+            handle.seek(end)
+            assert handle.read() == bytes(size - end)
+        harness.close()
+        again = _recovered(mount / "a")
+        assert again.report.torn is None and again.report.last_zxid == zxid
+        assert again.node.tree.digest() == digest
+        again.close()
+
+
 def test_durability_keys_are_read_from_zoo_cfg(tmp_path: Path) -> None:
     from fastzk.config import load
 

@@ -13,14 +13,18 @@ cdef int put_children(WriteBuffer out, _Node node) except -1:
     return 0
 
 
-def serve_reads(ReadBuffer buf, DataTree tree, WriteBuffer out, int64_t zxid, Py_ssize_t limit):
+def serve_reads(ReadBuffer buf, DataTree tree, WriteBuffer out, int64_t zxid, Py_ssize_t limit,
+                Py_ssize_t max_out_bytes):
+    """Answers up to `limit` frames; stops before a frame once `out` holds `max_out_bytes`, so
+    that a client that does not read its replies cannot make the server buffer them without
+    bound (a reply started under the budget is completed: one larger reply still goes out)."""
     cdef Py_ssize_t served = 0
     cdef Py_ssize_t n, plen
     cdef const unsigned char* p
     cdef int32_t xid, op
     cdef PyObject* found
     cdef _Node node
-    while served < limit:
+    while served < limit and out.length < max_out_bytes:
         n = buf._next_frame()
         if n < 8:
             break                           # incomplete, or too short for a header

@@ -12,11 +12,15 @@ node. Each connection's replies leave in one `transport.write` per iteration.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
 import random
+import re
+import resource
 import signal
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from pathlib import Path
 
 from fastzk._core import FrameError, ReadBuffer, serve_reads
@@ -37,7 +41,24 @@ log = logging.getLogger("fastzk")
 FAST_PATH_BATCH = 256  # frames per serve_reads call: bounds the work done between pause checks
 QUORUM_TICKS_PER_TICK = 10  # replication runs on tenths of tickTime
 SNAPSHOT_CHUNK_BYTES = 1 << 20  # snapshot bytes per peer message
+WRITE_HIGH_WATER_BYTES = 65536  # asyncio's default high-water mark, kept for large limits
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+FD_LIMIT_LOG_INTERVAL_S = 60.0  # at most one "open-file limit reached" line per interval
+TRIM_AFTER_BYTES = 16 << 20  # requests in flight or replies at once that make a burst
 FOUR_LETTER_WORDS = frozenset(word.encode("ascii") for word in ALL_4LW)
+
+
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's malloc_trim, or None (another libc): after a burst of large requests or replies
+    glibc keeps their freed memory in its heap, where large values end up once its dynamic
+    mmap threshold has grown; malloc_trim gives the free pages back to the system."""
+    try:
+        return ctypes.CDLL(None).malloc_trim  # type: ignore[no-any-return]
+    except (OSError, AttributeError):
+        return None
+
+
+MALLOC_TRIM = _malloc_trim()
 
 
 def _now(node: Node) -> None:
@@ -62,12 +83,19 @@ class ClientProtocol(asyncio.BufferedProtocol):
         peer = transport.get_extra_info("peername")
         self.ip = peer[0] if peer else ""
         server = self.server
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            server.check_fd_limit(sock.fileno())
         limit = server.cfg.max_client_cnxns
         if limit and server.per_ip[self.ip] >= limit:
             log.warning("too many connections from %s (maxClientCnxns=%d)", self.ip, limit)
             transport.abort()
             return
         server.per_ip[self.ip] += 1
+        # the transport pauses us (and resume_writing wakes us) well below the output limit,
+        # so that whenever writing is not paused there is room to answer (see process)
+        transport.set_write_buffer_limits(  # type: ignore[attr-defined]
+            high=min(server.cfg.client_output_limit_bytes // 2, WRITE_HIGH_WATER_BYTES))
         self.client = Client(self.ip)
         self.client.established_ms = int(time.time() * 1000)
         server.protocols[self.client] = self
@@ -86,6 +114,7 @@ class ClientProtocol(asyncio.BufferedProtocol):
         if not server.per_ip[self.ip]:
             del server.per_ip[self.ip]
         server.protocols.pop(self.client, None)
+        server.throttled.discard(self)
         self.node.connection_lost(self.client)
         self.client = None
 
@@ -108,6 +137,8 @@ class ClientProtocol(asyncio.BufferedProtocol):
 
     def resume_writing(self) -> None:
         self.writing_paused = False
+        if self.client is not None and self.transport is not None:
+            self.client.unsent_bytes = self.transport.get_write_buffer_size()
         self._update_reading()
         self.process()
         self.server.after_input()
@@ -119,12 +150,16 @@ class ClientProtocol(asyncio.BufferedProtocol):
             self.transport.abort()
 
     def _blocked(self) -> bool:
+        """Whether no request of this connection may be taken now (reading then pauses)."""
         client = self.client
+        cfg = self.server.cfg
         return (
             client is None
             or client.closing
             or self.writing_paused
-            or len(client.fifo) >= self.server.cfg.max_outstanding
+            or len(client.fifo) >= cfg.max_outstanding
+            or client.fifo_bytes >= cfg.client_outstanding_limit_bytes
+            or self in self.server.throttled
         )
 
     def _update_reading(self) -> None:
@@ -161,33 +196,80 @@ class ClientProtocol(asyncio.BufferedProtocol):
                     self.handshake_timer.cancel()
                     self.handshake_timer = None
                 node.handle_connect(client, frame)
-            out = client.out
-            while client.state == State.READY and not self._blocked():
-                if not client.fifo and (node.serving or client.read_only):
-                    served = serve_reads(buf, node.tree, out, node.applied_zxid, FAST_PATH_BATCH)
-                    if served:
-                        node.touch(client, served)
-                        if served == FAST_PATH_BATCH:
-                            continue
-                frame = buf.pop_frame()
-                if frame is None:
+            while self._serve(client):
+                # the output limit was reached: hand the replies to the transport; go on only
+                # if the socket took enough of them (else resume_writing calls back)
+                self.flush()
+                if self.writing_paused or client.closing or self.transport.is_closing():
                     break
-                node.handle_request(client, frame)
         except FrameError as error:
-            log.info("closing %s: %s", self.ip, error)
+            size, limit = error.args[0], self.server.cfg.jute_max_buffer
+            log.warning("closing %s: %s", self.ip,
+                        f"frame length {size} exceeds jute.maxbuffer ({limit})" if size > 0
+                        else f"invalid frame length {size}")
             client.out.take()
             self.transport.abort()
             return
         self.flush()
         self._update_reading()
 
+    def _serve(self, client: Client) -> bool:
+        """Answers every request that may be answered now while the connection's pending
+        output (`client.out` plus what the transport still holds) is under
+        `fastzk.clientOutputLimitBytes`; the limit is checked before each reply, not only after
+        a flush, so a client that does not read cannot grow the server. Returns True when it
+        stopped at that limit (more may be answered once the output is flushed)."""
+        assert self.transport is not None
+        node, buf, out, fifo = self.node, self.buf, client.out, client.fifo
+        limit = self.server.cfg.client_output_limit_bytes
+        client.unsent_bytes = self.transport.get_write_buffer_size()
+        if node.replies_ready(client):
+            node.drain(client)  # replies queued behind a write that the limit held back
+        while client.state == State.READY and not self._blocked():
+            room = limit - client.unsent_bytes
+            if not fifo and (node.serving or client.read_only):
+                served = serve_reads(buf, node.tree, out, node.applied_zxid, FAST_PATH_BATCH,
+                                     room)
+                if served:
+                    node.touch(client, served)
+                    if served == FAST_PATH_BATCH:
+                        continue
+            if len(out) >= room:
+                return True
+            if self.server.over_outstanding():
+                self.server.throttled.add(self)  # resumed when requests in flight drop
+                break
+            frame = buf.pop_frame()
+            if frame is None:
+                break
+            node.handle_request(client, frame)
+        return False
+
     def flush(self) -> None:
         client = self.client
         transport = self.transport
         if client is None or transport is None:
             return
+        if transport.is_closing():
+            if len(client.out):
+                client.out.take()  # closed, or being closed: nobody will read it
+            return
         if len(client.out):
+            if len(client.out) >= TRIM_AFTER_BYTES:
+                self.server.burst = True
             transport.write(client.out.take())
+            client.unsent_bytes = unsent = transport.get_write_buffer_size()
+            hard_limit = self.server.cfg.client_output_hard_limit_bytes
+            if unsent > hard_limit:
+                # only output that cannot wait gets here (watch events, write replies): a
+                # client this far behind is hopeless; closed, it reconnects and its client
+                # library re-registers its watches (setWatches reports what it missed)
+                log.warning(
+                    "closing %s (session %#x): %d bytes of replies and watch events not read "
+                    "(fastzk.clientOutputHardLimitBytes=%d)",
+                    self.ip, client.session_id, unsent, hard_limit)
+                transport.abort()
+                return
         if client.closing and not transport.is_closing():
             transport.close()
 
@@ -204,7 +286,9 @@ class ClientProtocol(asyncio.BufferedProtocol):
             text = f"{word} is not executed because it is not in the whitelist.\n"
         else:
             text = admin.four_letter_word(word, self.server, argument)
-        self.transport.write(text.encode("utf-8"))
+        # a path may hold a lone surrogate (CESU-8 from a Java client): ZooKeeper's decoder
+        # made it U+FFFD, so that is what it prints
+        self.transport.write(LONE_SURROGATE.sub("\ufffd", text).encode("utf-8"))
         self.transport.close()
 
 
@@ -237,12 +321,18 @@ class Server:
             ttl_enabled=cfg.ttl_enabled,
             sync_window_txns=cfg.sync_window_txns,
             read_only_enabled=cfg.read_only_enabled,
+            output_limit_bytes=cfg.client_output_limit_bytes,
+            large_request_threshold=cfg.large_request_threshold,
         )
         self.node = Node(limits, random.SystemRandom(), server_id=cfg.server_id,
                          start_ms=self.started_ms, quorum=quorum_config(cfg),
                          membership=cfg.membership.encode())
         _now(self.node)
         self.protocols: dict[Client, ClientProtocol] = {}
+        # connections that stopped taking requests at the server-wide limits on writes in flight
+        self.throttled: set[ClientProtocol] = set()
+        self._fd_limit_logged_at: float | None = None
+        self.burst = False  # many bytes were in flight at once: trim the heap once it drains
         self.per_ip: Counter[str] = Counter()
         self._step_scheduled = False
         self._tcp: asyncio.base_events.Server | None = None
@@ -289,6 +379,8 @@ class Server:
             self.storage.truncate_after(argument)
         if batch:
             self._submit(batch, out.gen)
+        if node.inflight_write_bytes >= TRIM_AFTER_BYTES:
+            self.burst = True
         if node.role != self.role:
             self._role_changed()
         if len(node.digest_mismatches) > self._digest_mismatches_logged:
@@ -385,6 +477,13 @@ class Server:
 
     def flush_dirty(self) -> None:
         node = self.node
+        if self.throttled and not self.over_outstanding():
+            # first, so that connections that hit the server-wide limits get their turn before
+            # the ones whose replies just went out take the room again
+            throttled = list(self.throttled)
+            self.throttled.clear()
+            for protocol in throttled:
+                protocol.process()
         while node.dirty:
             dirty = list(node.dirty)
             node.dirty.clear()
@@ -394,8 +493,10 @@ class Server:
                     continue
                 protocol.flush()
                 # a connection whose handshake or queued writes just completed may now
-                # handle frames it had to leave buffered
-                if client.state == State.READY and protocol.buf.pending:
+                # handle frames it had to leave buffered, or replies the output limit held
+                if client.state == State.READY and (
+                    protocol.buf.pending or node.replies_ready(client)
+                ):
                     protocol.process()
                 else:
                     protocol._update_reading()
@@ -404,10 +505,38 @@ class Server:
             self._step_scheduled = True
             self.loop.call_soon(self._step)
 
+    def check_fd_limit(self, fd: int) -> None:
+        """Logs (once per interval) when a connection took one of the last file descriptors:
+        the event loop then accepts and closes every further connection without telling us,
+        so this is the only place the refusals can be reported. File descriptors are handed
+        out lowest first, so a connection's fd number shows how close the limit is."""
+        soft_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        if soft_limit == resource.RLIM_INFINITY or fd < soft_limit - 2:
+            return
+        now = time.monotonic()
+        if self._fd_limit_logged_at is None or now - self._fd_limit_logged_at >= (
+            FD_LIMIT_LOG_INTERVAL_S
+        ):
+            self._fd_limit_logged_at = now
+            log.warning("open-file limit reached (%d connections, RLIMIT_NOFILE %d): new "
+                        "connections are refused until some close; raise the limit (ulimit -n)",
+                        len(self.protocols), soft_limit)
+
+    def over_outstanding(self) -> bool:
+        """The server-wide bounds on writes in flight (globalOutstandingLimit, and
+        largeRequestMaxBytes for their bytes): once reached, connections stop taking requests
+        until commits bring the totals down. Nothing is refused or dropped."""
+        node, cfg = self.node, self.cfg
+        return (node.inflight_writes >= cfg.global_outstanding_limit
+                or node.inflight_write_bytes >= cfg.large_request_max_bytes)
+
     def _tick(self) -> None:
         _now(self.node)
         self.node.tick()
         self.after_input()
+        if self.burst and not self.node.inflight_write_bytes and MALLOC_TRIM is not None:
+            self.burst = False  # it has drained: return its memory to the system
+            MALLOC_TRIM(0)
         self.loop.call_later(self.cfg.tick_time / 1000, self._tick)
 
     def _quorum_tick(self) -> None:
@@ -471,6 +600,9 @@ class Server:
             return False, "not serving client requests"
         if self.log_failure is not None:
             return False, f"log stage failed: {self.log_failure}"
+        writer = self.storage.writer
+        if writer is not None and writer.waiting is not None:
+            return False, writer.waiting
         node = self.node
         if not node.serving:
             return False, f"not in a quorum (state: {node.role})"
@@ -484,6 +616,8 @@ class Server:
                 return False, "writes are waiting for the log stage"
         else:
             self._log_waiting_since = None
+        if writer is not None and writer.low_space is not None:
+            return True, f"serving reads and writes; {writer.low_space}"
         return True, "serving reads and writes"
 
     async def stop(self) -> None:

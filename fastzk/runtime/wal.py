@@ -16,10 +16,18 @@ loop with `call_soon_threadsafe`. Meanwhile the loop goes on reading, preparing 
 those txns form the next write. One write is in flight at a time, so after a crash only the
 last write can be torn, and the `batch` stamp tells its records apart from earlier ones.
 
-A failed write or sync (EIO, ENOSPC, ...) is final: after a failed fsync the kernel may have
-dropped the dirty pages and a later fsync can succeed without them, so the writer never
-retries; it reports the txns of that write and of every later one as failed and writes nothing
-more. `WalFaults` is the fault-injection seam the tests use to make that happen.
+Space: a new segment is preallocated whole (`posix_fallocate`, unwritten extents that read as
+zeros) when the disk has room for it; when it does not, the segment is extended in steps as
+writes need them (a sixteenth of a segment, or just the write), so a nearly full disk keeps
+serving until the writes themselves no longer fit. Then the write waits: nothing of it has been
+written, so the writer retries every second (`/ready` says why) and goes on by itself once space
+is freed. The same holds when a new segment cannot be opened at the open-file limit. Either
+way the unwritten tail of a segment reads as zeros, as recovery expects.
+
+A failed write or sync (EIO, an ENOSPC that reservation did not prevent, ...) is final: after a
+failed fsync the kernel may have dropped the dirty pages and a later fsync can succeed without
+them, so the writer never retries; it reports the txns of that write and of every later one as
+failed and writes nothing more. `WalFaults` is the fault-injection seam the tests use to make that happen.
 """
 
 from __future__ import annotations
@@ -49,11 +57,20 @@ SEGMENT_HEADER = 32
 RECORD_HEADER = 24
 IOV_MAX = 1024
 CRASH_POINT_STATUS = 86
+NO_SPACE_ERRNOS = (errno_module.ENOSPC, errno_module.EDQUOT)
+# what a write may wait for: disk space, or file descriptors for a new segment
+WAIT_ERRNOS = (*NO_SPACE_ERRNOS, errno_module.EMFILE, errno_module.ENFILE)
+WAIT_RETRY_S = 1.0  # how often a waiting write tries again
 
 
 class RecoveryError(Exception):
     """The data on disk cannot be turned into a trustworthy state (corruption in the middle of
     the log, a gap, no usable snapshot): the server must not start."""
+
+
+class MustWait(OSError):
+    """The next write cannot start for want of disk space or of a file descriptor; nothing of
+    it was written, so it may wait and be tried again (unlike a failed write or fsync)."""
 
 
 def log_dir_of(base: Path) -> Path:
@@ -200,6 +217,11 @@ class WalWriter:
         self.fd: int | None = None
         self.segment: Path | None = None
         self.pos = 0
+        self.allocated = 0  # bytes of the active segment reserved on disk
+        # set by the writer thread, read by the loop for `ready`: why segments are not
+        # preallocated whole (low space), and why a write is waiting (MustWait)
+        self.low_space: str | None = None
+        self.waiting: str | None = None
         # statistics (read by the loop for metrics and the benchmark)
         self.writes = 0
         self.synced_bytes = 0
@@ -378,10 +400,7 @@ class WalWriter:
         for blob in buffers:
             records += seal_records(blob, first)
         total = sum(len(b) for b in buffers)
-        if self.fd is None or (
-            self.pos > SEGMENT_HEADER and self.pos + total > self.segment_bytes
-        ):
-            self._roll(first)
+        self._make_room(first, total)
         assert self.fd is not None
         fault = self.faults.take_write()
         if fault is not None:
@@ -414,34 +433,110 @@ class WalWriter:
             if written:
                 views[0] = views[0][written:]
 
+    def _make_room(self, first: int, total: int) -> None:
+        """Rolls the segment if the write does not fit in it and reserves the disk space the
+        write needs. Without space (or a file descriptor) it waits: nothing is written yet, so
+        retrying is safe, until the resource is back or the writer is stopped (then MustWait
+        fails the write)."""
+        while True:
+            try:
+                if self.fd is None or (
+                    self.pos > SEGMENT_HEADER and self.pos + total > self.segment_bytes
+                ):
+                    self._roll(first)
+                self._reserve(total)
+            except MustWait as error:
+                if self.waiting is None:
+                    log.error("cannot write the write-ahead log in %s: %s. Writes wait and are "
+                              "retried every %.0fs: free space on that disk (or raise the "
+                              "open-file limit)", self.directory, error.strerror, WAIT_RETRY_S)
+                self.waiting = f"writes are waiting: {error.strerror} ({self.directory})"
+                with self._cond:
+                    if not self._stopping:
+                        self._cond.wait(WAIT_RETRY_S)
+                    if self._stopping:
+                        raise
+                continue
+            if self.waiting is not None:
+                log.warning("the write-ahead log can be written again: writes go on")
+                self.waiting = None
+            return
+
+    def _reserve(self, total: int) -> None:
+        """Makes sure the active segment has disk space reserved up to pos + total: in steps of
+        a sixteenth of a segment, or exactly what the write needs when that is all there is."""
+        assert self.fd is not None
+        need = self.pos + total
+        if need <= self.allocated:
+            return
+        step = min(self.segment_bytes, self.allocated + max(self.segment_bytes // 16, total))
+        for target in sorted({max(step, need), need}, reverse=True):
+            try:
+                os.posix_fallocate(self.fd, self.allocated, target - self.allocated)
+            except OSError as error:
+                if error.errno not in NO_SPACE_ERRNOS:
+                    raise
+                continue
+            self.allocated = target
+            return
+        raise MustWait(errno_module.ENOSPC, os.strerror(errno_module.ENOSPC), str(self.segment))
+
+    def _preallocate(self, fd: int, path: Path) -> int:
+        """Reserves a whole segment if the disk has room for it; returns the bytes reserved
+        (just the header when it has not: the segment then grows in steps, see _reserve)."""
+        try:
+            os.posix_fallocate(fd, 0, max(self.segment_bytes, SEGMENT_HEADER))
+        except OSError as error:
+            if error.errno in (errno_module.EOPNOTSUPP, errno_module.EINVAL):
+                return 1 << 62  # the filesystem cannot reserve: writes just go
+            if error.errno not in NO_SPACE_ERRNOS:
+                raise
+            if self.low_space is None:
+                log.warning("low disk space: cannot preallocate a %d KB log segment in %s; "
+                            "segments now grow as writes need them. Free space on that disk.",
+                            self.segment_bytes // 1024, self.directory)
+            self.low_space = f"low disk space in {self.directory}: log segments not preallocated"
+            return SEGMENT_HEADER
+        if self.low_space is not None:
+            log.info("log segments are preallocated again (%s has room)", path.parent)
+            self.low_space = None
+        return max(self.segment_bytes, SEGMENT_HEADER)
+
     def _roll(self, base_zxid: int) -> None:
         """Closes the active segment (synced already), cut to its records so that a closed
-        segment ends at its end of file, and opens a new preallocated one."""
+        segment ends at its end of file, and opens a new, preallocated one. Raises MustWait
+        (leaving no new file behind) when the disk has no room even for its header or no file
+        descriptor is left."""
         if self.fd is not None:
             os.ftruncate(self.fd, self.pos)
             os.fsync(self.fd)
         self._close_fd()
         path = self.directory / segment_name(base_zxid)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except OSError as error:
+            if error.errno in WAIT_ERRNOS:
+                raise MustWait(error.errno, error.strerror, str(path)) from error
+            raise
         try:
             header = segment_header(base_zxid)
             fault = self.faults.take_write()
             if fault is not None:
                 raise OSError(fault[0], f"{os.strerror(fault[0])} (injected)", str(path))
             os.write(fd, header)
-            try:
-                os.posix_fallocate(fd, 0, max(self.segment_bytes, SEGMENT_HEADER))
-            except OSError as error:
-                if error.errno not in (errno_module.EOPNOTSUPP, errno_module.EINVAL):
-                    raise
+            allocated = self._preallocate(fd, path)
             os.fsync(fd)
             fsync_dir(self.directory)
-        except BaseException:
+        except BaseException as error:
             os.close(fd)
+            if isinstance(error, OSError) and error.errno in WAIT_ERRNOS:
+                path.unlink(missing_ok=True)  # holds no record: nothing depends on it
+                raise MustWait(error.errno, error.strerror, str(path)) from error
             raise
         self.fd = fd
         self.segment = path
         self.pos = SEGMENT_HEADER
+        self.allocated = allocated
         os.lseek(fd, SEGMENT_HEADER, os.SEEK_SET)
 
     def _close_fd(self) -> None:

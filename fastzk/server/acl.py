@@ -23,20 +23,29 @@ def digest_id(credentials: str) -> str:
     return f"{user}:{base64.b64encode(hashed).decode('ascii')}"
 
 
-def _ip_matches(pattern: str, address: str) -> bool:
+def _ip_network(pattern: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
+    """An ip ACL id: an address, or address/prefix-length as ZooKeeper reads it. Python's
+    ipaddress also reads address/netmask and address/hostmask, which ZooKeeper refuses (and
+    a hostmask would silently mean a different network), so the prefix must be a number."""
+    _, slash, bits = pattern.partition("/")
+    if slash and not (bits.isascii() and bits.isdigit()):
+        return None
     try:
-        network = ipaddress.ip_network(pattern, strict=False)
-        return ipaddress.ip_address(address) in network
+        return ipaddress.ip_network(pattern, strict=False)
+    except ValueError:
+        return None
+
+
+def _ip_matches(pattern: str, address: str) -> bool:
+    network = _ip_network(pattern)
+    try:
+        return network is not None and ipaddress.ip_address(address) in network
     except ValueError:
         return False
 
 
 def _valid_ip_pattern(pattern: str) -> bool:
-    try:
-        ipaddress.ip_network(pattern, strict=False)
-    except ValueError:
-        return False
-    return True
+    return _ip_network(pattern) is not None
 
 
 def _valid_digest_id(ident: str) -> bool:
