@@ -451,6 +451,8 @@ class Cluster:
         chosen = list(members) if members is not None else None
 
         def settled() -> Member | None:
+            if not any(m.running for m in self.members):
+                raise ClusterTimeout(f"every member has exited\n{self.describe()}")
             group = chosen if chosen is not None else self.reachable()
             modes = {m.sid: m.mode() for m in group}
             leaders = [m for m in group if modes[m.sid] == "leader"]
