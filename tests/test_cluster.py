@@ -246,14 +246,17 @@ def test_restarted_follower_catches_up_from_the_log() -> None:
         assert "a snapshot at zxid" not in leader.log_tail(200)  # caught up from the log
 
 
-def test_wiped_follower_gets_a_snapshot() -> None:
+@pytest.mark.parametrize(("nodes", "size"), [(400, 100), (100, 1_000_000)])
+def test_wiped_follower_gets_a_snapshot(nodes: int, size: int) -> None:
+    """400 small nodes: beyond the 100-txn log window. 80 nodes of 1 MB: a snapshot larger
+    than a peer link's send bound (64 MB), so it must be paced to the link."""
     with Cluster("fastzk", 3, cfg=FAST) as cluster:
         leader = cluster.wait_for_leader()
         follower = cluster.followers()[0]
         with client(leader.connect_string()) as zk:
             zk.create("/t", b"")
-            for i in range(400):  # beyond the 100-txn log window
-                zk.create_async(f"/t/n{i}", b"v" * 100)
+            for i in range(nodes):
+                zk.create_async(f"/t/n{i}", b"v" * size)
             zk.sync("/t")
             follower.kill()
             follower.wipe()
@@ -261,7 +264,7 @@ def test_wiped_follower_gets_a_snapshot() -> None:
             cluster.wait_serving(follower)
             zk.set("/t/n0", b"changed")
         tree = converge(cluster)
-        assert len(tree) == 401 and tree["/t/n0"] == b"changed"
+        assert len(tree) == nodes + 1 and tree["/t/n0"] == b"changed"
         assert f"sending server.{follower.sid} a snapshot" in leader.log_tail(400)
         # the installed snapshot is durable: a restart of the follower keeps everything
         follower.kill()

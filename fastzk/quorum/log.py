@@ -83,6 +83,15 @@ class Log:
         end = bisect_right(self._zxids, high)
         return list(zip(self._zxids[start:end], self._payloads[start:end], strict=True))
 
+    def bytes_between(self, low: int, high: int) -> int:
+        """Payload bytes of the entries with low < zxid <= high."""
+        start = bisect_right(self._zxids, low)
+        end = bisect_right(self._zxids, high)
+        if end <= start:
+            return 0
+        return self._ends[end - 1] - (self._ends[start - 1] if start else
+                                      self._ends[0] - self.size_of(self._payloads[0]))
+
     def count_between(self, low: int, high: int) -> int:
         return bisect_right(self._zxids, high) - bisect_right(self._zxids, low)
 

@@ -64,6 +64,7 @@ class QuorumConfig:
     max_batch_entries: int = 512  # entries per Append
     max_batch_bytes: int = 1 << 20  # payload bytes per Append (at least one entry)
     max_inflight: int = 64  # Appends in flight to one peer before the leader waits
+    max_inflight_bytes: int = 8 << 20  # ... or this much payload in flight
     snapshot_ticks: int = 100  # a snapshot not acknowledged this long is sent again
     first_counter: int = 1  # counter of each epoch's barrier (tests start it near the end)
 
@@ -467,7 +468,9 @@ class Replica:
     def _send_append(self, peer: int, pr: Progress) -> None:
         if self.renewing or pr.state == SNAPSHOT or (pr.state == PROBE and pr.probing):
             return
-        if pr.state == REPLICATE and len(pr.inflight) >= self.cfg.max_inflight:
+        if pr.state == REPLICATE and pr.inflight and (
+                len(pr.inflight) >= self.cfg.max_inflight
+                or self.log.bytes_between(pr.match, pr.sent) >= self.cfg.max_inflight_bytes):
             return
         prev = pr.sent
         if prev < self.log.base or not self.log.has(prev):
@@ -504,11 +507,13 @@ class Replica:
                 return
             if pr.state == PROBE and msg.prev_zxid != pr.sent:
                 return  # an answer to an older probe
+            # a log shorter than what the peer acknowledged: its disk was replaced or wiped
+            pr.match = min(pr.match, msg.last_zxid)
             before = self.log.before(msg.prev_zxid) if self.log.has(msg.prev_zxid) else -1
             floor = self.log.floor(msg.last_zxid)
             self._probe_from(sender, pr, min(before, floor) if before >= 0 else -1)
             return
-        if msg.match_zxid > pr.match:
+        if msg.match_zxid > pr.match or pr.state == PROBE:  # a probe's answer is the truth
             pr.match = msg.match_zxid
             pr.idle_ticks = 0
             while pr.inflight and pr.inflight[0] <= pr.match:

@@ -18,7 +18,7 @@ import asyncio
 import ipaddress
 import logging
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from fastzk._core import decode_value, encode_value
@@ -35,6 +35,8 @@ LENGTH = struct.Struct(">I")
 RETRY_S = 0.05
 HELLO_TIMEOUT_S = 5.0
 SEND_BUFFER_LIMIT = 64 * 1024 * 1024
+PACED_BUFFER_BYTES = 4 * 1024 * 1024  # bulk messages wait while more than this is queued
+PACED_POLL_S = 0.002
 
 KINDS: tuple[type, ...] = msgs.QUORUM_MESSAGES + msgs.HOST_MESSAGES
 CODES = {kind: code for code, kind in enumerate(KINDS)}
@@ -287,6 +289,30 @@ class PeerNetwork:
                 self.on_down(peer)
                 self.after_input()
                 await asyncio.sleep(RETRY_S)
+
+    def send_paced(self, peer: int, messages: Iterator[Any],
+                   done: Callable[[], None]) -> None:
+        """Bulk messages (a snapshot) sent as the link drains, with at most PACED_BUFFER_BYTES
+        queued: they neither trip the link's bound nor hold the replication messages behind
+        them for long. Given up when the link closes (the replication core asks again);
+        `done()` once the last one is queued."""
+        task = self.loop.create_task(self._paced(peer, messages, done))
+        self._tasks.append(task)
+        task.add_done_callback(self._tasks.remove)
+
+    async def _paced(self, peer: int, messages: Iterator[Any],
+                     done: Callable[[], None]) -> None:
+        transport = self.links.get(peer)
+        for message in messages:
+            while True:
+                if transport is None or transport.is_closing() \
+                        or self.links.get(peer) is not transport:
+                    return
+                if transport.get_write_buffer_size() < PACED_BUFFER_BYTES:
+                    break
+                await asyncio.sleep(PACED_POLL_S)
+            self.send(peer, message)
+        done()
 
     def send(self, peer: int, message: Any) -> None:
         transport = self.links.get(peer)

@@ -442,19 +442,22 @@ class Server:
             self.node.peer_message(sender, message)
 
     def _send_snapshot(self, peer: int) -> None:
-        """The leader's applied state for a follower its log cannot catch up, serialized at
-        once (blocking the loop for as long as that takes) and sent in chunks."""
+        """The leader's applied state for a follower its log cannot catch up: serialized at
+        once (blocking the loop for as long as that takes), sent in chunks as the link drains.
+        The follower has initLimit ticks from the start and again from the last chunk to
+        acknowledge it, or it is sent again."""
         assert self.peers is not None
         node = self.node
         zxid = node.applied_zxid
         data = snapshots.serialize(node, self.cfg.snapshot_chunk_nodes)
         log.info("sending server.%d a snapshot at zxid %#x (%d bytes)", peer, zxid, len(data))
         epoch = node.replica.epoch
-        for offset in range(0, len(data), SNAPSHOT_CHUNK_BYTES):
-            part = data[offset:offset + SNAPSHOT_CHUNK_BYTES]
-            self.peers.send(peer, msgs.SnapshotChunk(epoch, zxid, offset, part,
-                                                     offset + len(part) >= len(data)))
+        chunks = (msgs.SnapshotChunk(epoch, zxid, offset,
+                                     data[offset:offset + SNAPSHOT_CHUNK_BYTES],
+                                     offset + SNAPSHOT_CHUNK_BYTES >= len(data))
+                  for offset in range(0, len(data), SNAPSHOT_CHUNK_BYTES))
         node.replica.snapshot_sent(peer, zxid)
+        self.peers.send_paced(peer, chunks, lambda: node.replica.snapshot_sent(peer, zxid))
 
     def _snapshot_chunk(self, sender: int, chunk: msgs.SnapshotChunk) -> None:
         data = self.node.snapshot_chunk(sender, chunk)
