@@ -555,3 +555,34 @@ def test_sync_on_a_cut_off_old_leader_never_returns_stale_data() -> None:
             assert value in (None, b"v1"), value
         cluster.heal()
         assert converge(cluster)["/t/x"] == b"v1"
+
+
+def test_zkcli_writes_through_a_leader_kill() -> None:
+    """The README's promise with ZooKeeper's own CLI: kill any one server of the ensemble
+    and zkCli, given the whole connect string, keeps writing and reading everything back.
+    A one-shot zkCli that happens to try the dead server first fails with ConnectionLoss
+    (it does the same against ZooKeeper): it is run again, as a user would."""
+    from types import SimpleNamespace
+
+    from test_zkcli import ZKCLI, CliResult, zkcli
+
+    if not ZKCLI.exists():
+        pytest.skip("the Debian zookeeper package (zkCli.sh) is required")
+
+    def cli(*args: str) -> CliResult:
+        for _ in range(6):
+            result = zkcli(ensemble, *args)  # type: ignore[arg-type]
+            if "ConnectionLoss" not in result.text:
+                break
+        assert result.returncode == 0, result.raw
+        return result
+
+    with Cluster("fastzk", 3) as cluster:
+        ensemble = SimpleNamespace(connect_string=cluster.connect_string())
+        cli("create", "/cli1", "one")
+        leader = cluster.wait_for_leader()
+        leader.kill()
+        cluster.wait_for_leader(members=[m for m in cluster.members if m is not leader])
+        cli("create", "/cli2", "two")
+        assert "one" in cli("get", "/cli1").lines
+        assert "two" in cli("get", "/cli2").lines
