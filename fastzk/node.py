@@ -55,10 +55,11 @@ class Pending:
     """A write (or sync) of a connection whose outcome is not known yet. `reply` is set when
     its answer is known but an earlier request of the connection is still pending."""
 
-    __slots__ = ("xid", "reply", "write", "size")
+    __slots__ = ("xid", "reply", "write", "size", "since")
 
-    def __init__(self, xid: int, write: bool) -> None:
+    def __init__(self, xid: int, write: bool, since: int) -> None:
         self.xid = xid
+        self.since = since  # quorum tick when it was sent on its way
         self.reply: Callable[[], None] | None = None
         self.write = write  # counted in Node.inflight_writes until its outcome is known
         self.size = 0  # its bytes counted in Node.inflight_write_bytes
@@ -151,6 +152,7 @@ class Limits:
 BARRIER_OP = -100  # the no-op txn that opens every leader's epoch (never a client opcode)
 SESSION_REPORT_TICKS = 5  # quorum ticks between a follower's session liveness reports
 DIGEST_CHECK_TICKS = 10  # quorum ticks between the leader's digest announcements
+STUCK_CHECK_TICKS = 10  # quorum ticks between looks for writes stuck without an outcome
 PENDING_DIGEST_CHECKS = 64  # announcements a lagging follower keeps until it gets there
 
 
@@ -199,6 +201,10 @@ class Node:
         self.outbox: list[tuple[int, Any]] = []
         self.waiting: dict[tuple[int, int], Client] = {}  # (session, xid) -> its connection
         self.pending_sessions: dict[int, Client] = {}  # session id -> connection awaiting it
+        self.revalidating: dict[int, Client] = {}  # resumed sessions the leader must confirm
+        # leader: the member each session last connected through (unknown: not checked), for
+        # ZooKeeper's SessionMoved
+        self.owners: dict[int, int] = {}
         self.syncs: dict[int, tuple[Client, Pending, str]] = {}
         self.sync_waits: list[tuple[int, int]] = []  # (zxid to apply first, sync ctx)
         self.next_sync = 0
@@ -283,6 +289,8 @@ class Node:
             self._close(client)
         self.waiting.clear()
         self.pending_sessions.clear()
+        self.revalidating.clear()
+        self.owners.clear()
         self.held.clear()
         self.syncs.clear()
         self.sync_waits.clear()
@@ -318,6 +326,21 @@ class Node:
                 and leader is not None and leader != self.server_id):
             self.outbox.append((leader, msgs.SessionPing(tuple(self.touched))))
             self.touched.clear()
+        if self.quorum_ticks % STUCK_CHECK_TICKS == 0 and not self.standalone:
+            self._close_stuck()
+
+    def _close_stuck(self) -> None:
+        """A write or sync with no outcome for twice the time a healthy quorum needs to notice
+        any failure (messages lost with a link that did not even close): its connection is
+        closed, so that the client learns the outcome is unknown and retries elsewhere,
+        rather than wait forever."""
+        limit = 2 * self.quorum.check_quorum_ticks
+        for client in sorted(self.clients, key=lambda c: c.session_id):
+            head = client.fifo[0] if client.fifo else None
+            if (isinstance(head, Pending) and head.reply is None
+                    and self.quorum_ticks - head.since > limit):
+                self._clear_fifo(client)
+                self._close(client)
 
     def reap(self, limit: int) -> int:
         """Deletes up to `limit` expired containers and TTL nodes; returns how many."""
@@ -380,6 +403,7 @@ class Node:
             self.pending_sessions[session_id] = client
             if self.replica.role == LEADER:
                 if self._counter_left():
+                    self.owners[session_id] = self.server_id
                     self._propose(self.prep.create_session(session_id, timeout, passwd,
                                                            self.now_ms))
             else:
@@ -390,6 +414,20 @@ class Node:
             self._reply_connect(client, 0, 0, NO_PASSWORD)
             self._close(client)
             return
+        if self.replica.role != LEADER:
+            # the leader says whether it is still alive (ZooKeeper's revalidation)
+            client.state = State.CONNECTING
+            displaced = self.revalidating.get(session_id)
+            if displaced is not None and displaced is not client:
+                self._close(displaced)
+            self.revalidating[session_id] = client
+            session.timeout = timeout
+            self._to_leader(msgs.Revalidate(session_id, passwd, timeout))
+            return
+        self.owners[session_id] = self.server_id
+        self._resume(client, session, timeout)
+
+    def _resume(self, client: Client, session: Session, timeout: int) -> None:
         previous = session.conn
         if previous is not None and previous is not client:
             previous.closing = True  # taken over: closed with no message
@@ -524,7 +562,7 @@ class Node:
             self._clear_fifo(client)
             self._close(client)
             return
-        self._queue(client, Pending(xid, True))
+        self._queue(client, Pending(xid, True, self.quorum_ticks))
         self.waiting[key] = client
         if self.replica.role == LEADER:
             self._decide(session.session_id, xid, op, body, client.identities, None)
@@ -552,6 +590,11 @@ class Node:
             # its closeSession txn is decided: a write now (an ephemeral above all) would
             # outlive the session
             self._verdict(origin, session_id, xid, Err.SESSION_EXPIRED, None)
+            return
+        owner = self.owners.get(session_id)
+        if owner is not None and owner != (self.server_id if origin is None else origin):
+            # the session moved to another member since: its old connection is stale
+            self._verdict(origin, session_id, xid, Err.SESSION_MOVED, None)
             return
         if op == Op.CLOSE_SESSION:
             session.closing = True
@@ -593,7 +636,7 @@ class Node:
         if client.read_only:
             self._in_order(client, lambda: self._error(client, xid, Err.NOT_READONLY))
             return
-        pending = Pending(xid, False)
+        pending = Pending(xid, False, self.quorum_ticks)
         self._queue(client, pending)
         self.next_sync += 1
         ctx = self.next_sync
@@ -740,8 +783,22 @@ class Node:
             self._on_forward(sender, message)
         elif kind is msgs.CreateSession:
             if self.serving and self.replica.role == LEADER and self._counter_left():
+                self.owners[message.session_id] = sender
                 self._propose(self.prep.create_session(message.session_id, message.timeout_ms,
                                                        message.passwd, self.now_ms))
+        elif kind is msgs.Revalidate:
+            if self.serving and self.replica.role == LEADER:
+                session = self.sessions.get(message.session_id)
+                alive = (session is not None and not session.closing
+                         and session.passwd == message.passwd)
+                if session is not None and alive:
+                    session.timeout = message.timeout_ms
+                    self.sessions.touch(session, self.mono_ms)
+                    self.owners[message.session_id] = sender
+                self.outbox.append((sender, msgs.Revalidated(message.session_id, alive)))
+        elif kind is msgs.Revalidated:
+            if sender == self.replica.leader_id:
+                self._revalidated(message.session_id, message.alive)
         elif kind is msgs.Verdict:
             if sender == self.replica.leader_id:
                 self._on_verdict(message)
@@ -776,6 +833,17 @@ class Node:
         mine = self.tree.digest()
         if mine != digest:
             self.digest_mismatches.append((zxid, mine, digest))
+
+    def _revalidated(self, session_id: int, alive: bool) -> None:
+        client = self.revalidating.pop(session_id, None)
+        if client is None or client.state != State.CONNECTING:
+            return
+        session = self.sessions.get(session_id)
+        if not alive or session is None:
+            self._reply_connect(client, 0, 0, NO_PASSWORD)
+            self._close(client)
+            return
+        self._resume(client, session, session.timeout)
 
     def _on_forward(self, sender: int, message: msgs.Forward) -> None:
         if not (self.serving and self.replica.role == LEADER):
@@ -838,6 +906,9 @@ class Node:
                 replica.propose(self.proposals)
                 self.proposals = []
         self.proposals.clear()
+        # a lost link to the leader changes no replica output, yet it must close the clients:
+        # writes they forwarded over it may be gone
+        self._check_serving()
         if self.standalone:  # nobody to catch up: keep nothing that is applied
             replica.compact(0, 0)
         else:

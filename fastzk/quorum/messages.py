@@ -116,6 +116,22 @@ class CreateSession:
 
 
 @dataclass(frozen=True, slots=True)
+class Revalidate:
+    """A client resumes a session on a member that does not lead: only the leader, which
+    expires sessions, may say whether it is still alive (and it now owns the session)."""
+
+    session_id: int
+    passwd: bytes
+    timeout_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Revalidated:
+    session_id: int
+    alive: bool
+
+
+@dataclass(frozen=True, slots=True)
 class Verdict:
     """The leader's answer to a forwarded write that failed: an error code, or the per-op
     errors of a failed multi. Sent on the ordered link, so it arrives after every proposal of
@@ -172,5 +188,5 @@ class SnapshotChunk:
 
 QUORUM_MESSAGES = (PreVote, PreVoteResp, Vote, VoteResp, Append, AppendResp, Commit, Heartbeat,
                    HeartbeatResp)
-HOST_MESSAGES = (Forward, CreateSession, Verdict, SessionPing, SyncRequest, SyncReply,
-                 DigestCheck, SnapshotChunk)
+HOST_MESSAGES = (Forward, CreateSession, Revalidate, Revalidated, Verdict, SessionPing,
+                 SyncRequest, SyncReply, DigestCheck, SnapshotChunk)
