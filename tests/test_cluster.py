@@ -87,8 +87,9 @@ class Writers:
     up to `depth` creates (plain and sequential) and setData in flight and records exactly
     what was acknowledged."""
 
-    def __init__(self, hosts: str, count: int = 3, depth: int = 16) -> None:
+    def __init__(self, hosts: str, count: int = 3, depth: int = 16, name: str = "w") -> None:
         self.hosts = hosts
+        self.name = name  # writers of one instance write under /t/<name><index>
         self.count = count
         self.depth = depth
         self.acked: dict[str, bytes] = {}
@@ -97,6 +98,7 @@ class Writers:
         self.stop = threading.Event()
         self.errors: list[BaseException] = []
         self.losses = 0  # writes whose outcome the client never learned (connection loss)
+        self.loss_kinds: dict[str, int] = {}
         self.sessions: list[int] = []
         self.threads = [threading.Thread(target=self._run, args=(i,), daemon=True)
                         for i in range(count)]
@@ -113,7 +115,7 @@ class Writers:
 
     def _run(self, index: int) -> None:
         with client(self.hosts, timeout=6.0) as zk:
-            zk.ensure_path(f"/t/w{index}")
+            zk.ensure_path(f"/t/{self.name}{index}")
             zk.ensure_path("/t/seq")
             session = zk.client_id[0]
             self.sessions.append(session)
@@ -122,7 +124,7 @@ class Writers:
                 batch = []
                 for _ in range(self.depth):
                     counter += 1
-                    path = f"/t/w{index}/n{counter}"
+                    path = f"/t/{self.name}{index}/n{counter}"
                     value = f"{index}-{counter}".encode()
                     if counter % 3 == 0:
                         batch.append(("seq", zk.create_async("/t/seq/s-", value, sequence=True),
@@ -132,8 +134,10 @@ class Writers:
                 for path, result, value in batch:
                     try:
                         got = result.get(timeout=30)
-                    except (ConnectionLoss, SessionExpiredError, KazooException):
+                    except (ConnectionLoss, SessionExpiredError, KazooException) as error:
                         self.losses += 1  # outcome unknown: neither counted nor required
+                        kind = type(error).__name__
+                        self.loss_kinds[kind] = self.loss_kinds.get(kind, 0) + 1
                         continue
                     except BaseException as error:  # noqa: BLE001 - reported by the test
                         self.errors.append(error)
@@ -151,7 +155,8 @@ class Writers:
         deadline = time.monotonic() + timeout
         while len(self.acked) < count:
             if time.monotonic() > deadline:
-                raise AssertionError(f"only {len(self.acked)} writes acknowledged")
+                raise AssertionError(f"only {len(self.acked)} writes acknowledged; lost: "
+                                     f"{self.loss_kinds}")
             time.sleep(0.05)
 
 
@@ -331,8 +336,8 @@ def test_paused_leader_steps_down_and_acknowledges_nothing_after() -> None:
     the old leader must step down, and every write any client saw acknowledged is kept."""
     with Cluster("fastzk", 3) as cluster:
         old = cluster.wait_for_leader()
-        with Writers(old.connect_string(), count=1, depth=8) as stuck, \
-                Writers(cluster.connect_string(), count=1, depth=8) as moving:
+        with Writers(old.connect_string(), count=1, depth=8, name="stuck") as stuck, \
+                Writers(cluster.connect_string(), count=1, depth=8, name="moving") as moving:
             stuck.wait_for(50)
             moving.wait_for(50)
             old.pause()
