@@ -235,7 +235,8 @@ class Node:
     def _new_replica(self, epoch: int, voted_for: int, base: int,
                      entries: list[tuple[int, Txn]]) -> Replica:
         return Replica(self.quorum, self.rng, epoch=epoch, voted_for=voted_for, base_zxid=base,
-                       entries=entries, barrier=self._barrier, size_of=_txn_size)
+                       entries=entries, barrier=self._barrier,
+                       size_of=None if self.standalone else _txn_size)
 
     def _barrier(self, zxid: int) -> Txn:
         return Txn(zxid, self.now_ms, 0, 0, BARRIER_OP, [(BARRIER, self.replica.log.last)])
@@ -556,14 +557,15 @@ class Node:
             self._in_order(client, lambda: self._error(client, xid, Err.NOT_READONLY))
             return
         key = (session.session_id, xid)
-        if self.log_failed or key in self.waiting:
+        waiting = self.waiting
+        if key in waiting or self.log_failed:
             # the log cannot make writes durable (see abandon), or the client reused an xid
             # that is still in flight: its replies could not be told apart
             self._clear_fifo(client)
             self._close(client)
             return
         self._queue(client, Pending(xid, True, self.quorum_ticks))
-        self.waiting[key] = client
+        waiting[key] = client
         if self.replica.role == LEADER:
             self._decide(session.session_id, xid, op, body, client.identities, None)
         else:
@@ -582,7 +584,8 @@ class Node:
                 origin: int | None) -> None:
         """The leader turns a write into a txn, or into a verdict for the connection's server
         (`origin`, None for this one)."""
-        if not self._counter_left():
+        prep = self.prep
+        if prep.last_zxid & MAX_COUNTER == MAX_COUNTER and not self._counter_left():
             self.held.append((session_id, xid, op, body, identities, origin))
             return
         session = self.sessions.get(session_id)
@@ -591,18 +594,19 @@ class Node:
             # outlive the session
             self._verdict(origin, session_id, xid, Err.SESSION_EXPIRED, None)
             return
-        owner = self.owners.get(session_id)
-        if owner is not None and owner != (self.server_id if origin is None else origin):
-            # the session moved to another member since: its old connection is stale
-            self._verdict(origin, session_id, xid, Err.SESSION_MOVED, None)
-            return
+        if not self.standalone:
+            owner = self.owners.get(session_id)
+            if owner is not None and owner != (self.server_id if origin is None else origin):
+                # the session moved to another member since: its old connection is stale
+                self._verdict(origin, session_id, xid, Err.SESSION_MOVED, None)
+                return
         if op == Op.CLOSE_SESSION:
             session.closing = True
-            self._propose(self.prep.close_session(session_id, xid, self.now_ms))
+            self._propose(prep.close_session(session_id, xid, self.now_ms))
             return
-        outcome = self.prep.write(session_id, xid, op, body, identities, self.now_ms)
-        if isinstance(outcome, Txn):
-            self._propose(outcome)
+        outcome = prep.write(session_id, xid, op, body, identities, self.now_ms)
+        if type(outcome) is Txn:
+            self.proposals.append((outcome.zxid, outcome))
         elif isinstance(outcome, list):
             self._verdict(origin, session_id, xid, Err.OK, tuple(outcome))
         else:
@@ -921,14 +925,14 @@ class Node:
     def persisted(self, gen: int, zxid: int) -> None:
         self.replica.persisted(gen, zxid)
 
-    def _apply(self, entries: list[tuple[int, Txn]]) -> None:
+    def _apply(self, txns: list[Txn]) -> None:
         """Applies committed txns in zxid order and writes their notifications and replies."""
         apply = self.applier.apply
         waiting = self.waiting
         dirty = self.dirty
         record = self.stats.record
         now_ms = self.now_ms
-        for _, txn in entries:
+        for txn in txns:
             op = txn.op
             expiring = None
             if op == Op.CLOSE_SESSION:
@@ -973,7 +977,9 @@ class Node:
                 if op == Op.CLOSE_SESSION:
                     self._close(client)
                 if fifo:
-                    self.drain(client)
+                    head = fifo[0]
+                    if type(head) is not Pending or head.reply is not None:
+                        self.drain(client)
             else:  # earlier replies are held back (output limit): it leaves after them
                 self._resolve(client, txn.xid, partial(self._reply, client, txn, result))
         # prep's overlay only serves later preps, so one cleanup per batch suffices
@@ -1033,7 +1039,7 @@ class Node:
         client.fifo.append(entry)
         client.fifo_sizes.append(size)
         client.fifo_bytes += size
-        if isinstance(entry, Pending) and entry.write:
+        if type(entry) is Pending and entry.write:
             self.inflight_writes += 1
             if size > self.limits.large_request_threshold:
                 entry.size = size
@@ -1048,8 +1054,10 @@ class Node:
     def _dequeue(self, client: Client) -> Pending | Callable[[], None]:
         client.fifo_bytes -= client.fifo_sizes.popleft()
         entry = client.fifo.popleft()
-        if isinstance(entry, Pending):
-            self._settled(entry)
+        if type(entry) is Pending and entry.write:
+            entry.write = False
+            self.inflight_writes -= 1
+            self.inflight_write_bytes -= entry.size
         return entry
 
     def _clear_fifo(self, client: Client) -> None:

@@ -71,7 +71,10 @@ class Server:
                 self.unsynced.append((op, arg, ready.gen))
             for to, msg in ready.messages:
                 self.net.send(self.sid, to, msg)
-            for zxid, payload in ready.committed:
+            # committed payloads come in log order after what this server applied already
+            after = self.applied[-1][0] if self.applied else replica.log.base
+            zxids = [z for z, _ in replica.log.between(after, 1 << 62)][:len(ready.committed)]
+            for zxid, payload in zip(zxids, ready.committed, strict=True):
                 assert not self.applied or zxid > self.applied[-1][0]
                 self.applied.append((zxid, payload))
                 self.net.record_commit(self.sid, zxid, payload)

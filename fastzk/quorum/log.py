@@ -17,7 +17,9 @@ Entry = tuple[int, Any]
 
 class Log:
     def __init__(self, base: int = 0, entries: list[Entry] | None = None,
-                 size_of: Callable[[Any], int] = lambda payload: 0) -> None:
+                 size_of: Callable[[Any], int] | None = None) -> None:
+        """`size_of` measures payloads for the byte bounds; None: sizes are not kept (a lone
+        server has nobody to send its log to)."""
         self.base = base
         self._zxids: list[int] = []
         self._payloads: list[Any] = []
@@ -29,13 +31,13 @@ class Log:
     @property
     def bytes(self) -> int:
         """Payload bytes held (as size_of counts them)."""
-        if not self._ends:
+        if not self._ends or self.size_of is None:
             return 0
         return self._ends[-1] - (self._ends[0] - self.size_of(self._payloads[0]))
 
     def first_to_keep(self, keep_bytes: int) -> int:
         """Index of the oldest entry that the newest `keep_bytes` of payload still include."""
-        if not self._ends:
+        if not self._ends or self.size_of is None:
             return 0
         return bisect_left(self._ends, self._ends[-1] - keep_bytes)
 
@@ -83,11 +85,15 @@ class Log:
         end = bisect_right(self._zxids, high)
         return list(zip(self._zxids[start:end], self._payloads[start:end], strict=True))
 
+    def payloads_between(self, low: int, high: int) -> list[Any]:
+        """The payloads of the entries with low < zxid <= high (each knows its zxid)."""
+        return self._payloads[bisect_right(self._zxids, low):bisect_right(self._zxids, high)]
+
     def bytes_between(self, low: int, high: int) -> int:
         """Payload bytes of the entries with low < zxid <= high."""
         start = bisect_right(self._zxids, low)
         end = bisect_right(self._zxids, high)
-        if end <= start:
+        if end <= start or self.size_of is None:
             return 0
         return self._ends[end - 1] - (self._ends[start - 1] if start else
                                       self._ends[0] - self.size_of(self._payloads[0]))
@@ -96,17 +102,20 @@ class Log:
         return bisect_right(self._zxids, high) - bisect_right(self._zxids, low)
 
     def append(self, entries: list[Entry]) -> None:
-        last = self.last
-        total = self._ends[-1] if self._ends else 0
+        zxids = [zxid for zxid, _ in entries]
+        if zxids and (zxids[0] <= self.last
+                      or any(b <= a for a, b in zip(zxids, zxids[1:], strict=False))):
+            raise ValueError(f"log append out of order: {zxids[0]:#x}... after {self.last:#x}")
+        self._zxids.extend(zxids)
+        self._payloads.extend(payload for _, payload in entries)
         size_of = self.size_of
-        for zxid, payload in entries:
-            if zxid <= last:
-                raise ValueError(f"log append out of order: {zxid:#x} after {last:#x}")
-            self._zxids.append(zxid)
-            self._payloads.append(payload)
+        if size_of is None:
+            self._ends.extend(0 for _ in entries)
+            return
+        total = self._ends[-1] if self._ends else 0
+        for _, payload in entries:
             total += size_of(payload)
             self._ends.append(total)
-            last = zxid
 
     def truncate_after(self, zxid: int) -> None:
         if zxid < self.base:

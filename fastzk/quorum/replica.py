@@ -100,7 +100,7 @@ class Ready:
     log_ops: list[tuple[str, Any]] = field(default_factory=list)  # ("truncate", z) | ("append", [...])
     gen: int = 0  # log generation the appends belong to (for persisted())
     messages: list[tuple[int, Any]] = field(default_factory=list)
-    committed: list[Entry] = field(default_factory=list)
+    committed: list[Any] = field(default_factory=list)  # payloads, in zxid order
     snapshots: list[int] = field(default_factory=list)
     reads: list[tuple[Any, int]] = field(default_factory=list)
 
@@ -112,11 +112,12 @@ class Ready:
 class Replica:
     def __init__(self, cfg: QuorumConfig, rng: random.Random, *, epoch: int = 0,
                  voted_for: int = 0, base_zxid: int = 0, entries: list[Entry] | None = None,
-                 barrier: Callable[[int], Any], size_of: Callable[[Any], int] = len) -> None:
+                 barrier: Callable[[int], Any],
+                 size_of: Callable[[Any], int] | None = len) -> None:
         """`epoch`/`voted_for` come from the durable epoch file, `base_zxid` is the applied
         (snapshot) state and `entries` the durable log after it, not yet known committed.
         `barrier(zxid)` makes the payload of a new epoch's first entry; `size_of(payload)`
-        bounds message sizes."""
+        bounds message sizes and the log in memory (None: nothing is bounded by bytes)."""
         self.cfg = cfg
         self.id = cfg.server_id
         self.rng = rng
@@ -192,7 +193,7 @@ class Replica:
 
     def _hand_out(self) -> None:
         if self.commit > self.handed_out:
-            self._ready.committed.extend(self.log.between(self.handed_out, self.commit))
+            self._ready.committed.extend(self.log.payloads_between(self.handed_out, self.commit))
             self.handed_out = self.commit
 
     # --- time ----------------------------------------------------------------------------------
@@ -483,12 +484,14 @@ class Replica:
         entries = self.log.after(prev, self.cfg.max_batch_entries)
         if pr.state == REPLICATE and not entries:
             return
-        size = 0
-        for index, (_, payload) in enumerate(entries):
-            size += self.size_of(payload)
-            if size > self.cfg.max_batch_bytes and index:
-                entries = entries[:index]
-                break
+        size_of = self.size_of
+        if size_of is not None:
+            size = 0
+            for index, (_, payload) in enumerate(entries):
+                size += size_of(payload)
+                if size > self.cfg.max_batch_bytes and index:
+                    entries = entries[:index]
+                    break
         self._send(peer, Append(self.epoch, prev, tuple(entries), self.commit))
         if pr.state == PROBE:
             pr.probing = True
