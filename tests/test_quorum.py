@@ -105,7 +105,7 @@ class Net:
     def cfg(self, sid: int) -> QuorumConfig:
         # messages take up to 3 steps here, far more of a tick than on a real network: the
         # timeouts are long enough for the two round trips of an election
-        return QuorumConfig(sid, self.voters, self.observers, election_ticks=30,
+        return QuorumConfig(sid, self.voters, self.observers, election_ticks=30, looking_ticks=6,
                             check_quorum_ticks=30, max_batch_entries=8, max_inflight=4,
                             snapshot_ticks=60)
 

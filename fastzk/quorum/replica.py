@@ -59,6 +59,7 @@ class QuorumConfig:
     voters: tuple[int, ...]
     observers: tuple[int, ...] = ()
     election_ticks: int = 10  # a follower that hears no leader for [e, 2e) ticks campaigns
+    looking_ticks: int = 2  # ... and one that knows no leader after [l, 2l) ticks
     heartbeat_ticks: int = 1
     check_quorum_ticks: int = 10  # a leader that hears no majority this long steps down
     max_batch_entries: int = 512  # entries per Append
@@ -198,13 +199,11 @@ class Replica:
 
     # --- time ----------------------------------------------------------------------------------
     def _random_timeout(self) -> int:
-        """[e, 2e) ticks while a leader is known (the silence that means it is gone); a fifth
-        of that while looking (at start-up, after a failed round): pre-vote keeps an early
-        campaign from disturbing anyone who still hears a leader."""
-        ticks = self.cfg.election_ticks
-        if self.leader_id is None:
-            ticks = max(2, ticks // 5)
-        return ticks + self.rng.randrange(ticks)
+        """[e, 2e) ticks while a leader is known (the silence that means it is gone); [l, 2l)
+        while looking (at start-up, after a failed round), l much shorter: pre-vote keeps an
+        early campaign from disturbing anyone who still hears a leader."""
+        ticks = self.cfg.election_ticks if self.leader_id is not None else self.cfg.looking_ticks
+        return ticks + self.rng.randrange(max(1, ticks))
 
     def start(self) -> None:
         """Called once the host has recovered: a lone voter leads at once."""
@@ -725,7 +724,7 @@ class Replica:
             # out of the lease at once; campaign after a random share of the timeout, so that
             # the survivors rarely split their votes
             self.elapsed = max(self.elapsed, self.cfg.election_ticks)
-            self.timeout = self.elapsed + 1 + self.rng.randrange(max(1, self.cfg.election_ticks // 5))
+            self.timeout = self.elapsed + 1 + self.rng.randrange(max(1, self.cfg.looking_ticks))
 
     def peer_up(self, peer: int) -> None:
         if self.role == LEADER:

@@ -302,6 +302,7 @@ def quorum_config(cfg: Config) -> QuorumConfig:
         voters=cfg.voters,
         observers=cfg.observers,
         election_ticks=cfg.sync_limit * per_tick,
+        looking_ticks=per_tick // 2,  # half a tick: a few round trips, even on a busy machine
         check_quorum_ticks=cfg.sync_limit * per_tick,
         snapshot_ticks=cfg.init_limit * per_tick,
         first_counter=cfg.first_zxid_counter,
