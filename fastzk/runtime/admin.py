@@ -476,7 +476,7 @@ def _grouped(mapping: dict[str, list[str]]) -> str:
 
 
 NEEDS_SERVING = frozenset({"srvr", "stat", "cons", "crst", "srst", "dump", "wchs", "wchc",
-                           "wchp", "mntr", "dirs", "hash"})
+                           "wchp", "mntr", "dirs", "hash", "conf"})
 NOT_SERVING = "This ZooKeeper instance is not currently serving requests\n"
 
 
@@ -510,7 +510,7 @@ def four_letter_word(word: str, server: Server, argument: bytes = b"") -> str:
         text = "".join(f"{names[key]}={value}\n" for key, value in cfg.items()
                        if key != "membership")
         if "membership" in cfg:
-            text += "membership: \n" + cfg["membership"] + "\n"
+            text += "membership: \n" + cfg["membership"]  # no newline after it: ZooKeeper's
         return text
     if word == "envi":
         return "Environment:\n" + "".join(f"{k}={v}\n" for k, v in environment(server).items())
