@@ -1054,10 +1054,8 @@ class Node:
     def _dequeue(self, client: Client) -> Pending | Callable[[], None]:
         client.fifo_bytes -= client.fifo_sizes.popleft()
         entry = client.fifo.popleft()
-        if type(entry) is Pending and entry.write:
-            entry.write = False
-            self.inflight_writes -= 1
-            self.inflight_write_bytes -= entry.size
+        if type(entry) is Pending:
+            self._settled(entry)
         return entry
 
     def _clear_fifo(self, client: Client) -> None:
