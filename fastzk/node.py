@@ -80,7 +80,7 @@ class Client:
         "read_only_byte", "received", "sent", "established_ms", "last_op", "last_xid",
         "last_zxid", "last_response_ms", "last_latency_ms", "min_latency_ms", "max_latency_ms",
         "total_latency_ms", "replies", "read_only", "fifo_sizes", "fifo_bytes",
-        "unsent_bytes",
+        "unsent_bytes", "connecting_since",
     )
 
     def __init__(self, address: str) -> None:
@@ -106,6 +106,7 @@ class Client:
         self.last_zxid = 0
         self.last_response_ms = 0
         self.read_only = False  # a read-only session, served while this member has no quorum
+        self.connecting_since = 0  # quorum tick its session creation or revalidation was sent
         self.reset_stats()
 
     def reset_stats(self) -> None:
@@ -202,9 +203,6 @@ class Node:
         self.waiting: dict[tuple[int, int], Client] = {}  # (session, xid) -> its connection
         self.pending_sessions: dict[int, Client] = {}  # session id -> connection awaiting it
         self.revalidating: dict[int, Client] = {}  # resumed sessions the leader must confirm
-        # leader: the member each session last connected through (unknown: not checked), for
-        # ZooKeeper's SessionMoved
-        self.owners: dict[int, int] = {}
         self.syncs: dict[int, tuple[Client, Pending, str]] = {}
         self.sync_waits: list[tuple[int, int]] = []  # (zxid to apply first, sync ctx)
         self.next_sync = 0
@@ -291,7 +289,6 @@ class Node:
         self.waiting.clear()
         self.pending_sessions.clear()
         self.revalidating.clear()
-        self.owners.clear()
         self.held.clear()
         self.syncs.clear()
         self.sync_waits.clear()
@@ -331,15 +328,17 @@ class Node:
             self._close_stuck()
 
     def _close_stuck(self) -> None:
-        """A write or sync with no outcome for twice the time a healthy quorum needs to notice
-        any failure (messages lost with a link that did not even close): its connection is
-        closed, so that the client learns the outcome is unknown and retries elsewhere,
-        rather than wait forever."""
+        """A write or sync with no outcome, or a session creation or revalidation with no
+        answer, for twice the time a healthy quorum needs to notice any failure (messages lost
+        with a link that did not even close): its connection is closed, so that the client
+        learns the outcome is unknown and retries elsewhere, rather than wait forever."""
         limit = 2 * self.quorum.check_quorum_ticks
         for client in sorted(self.clients, key=lambda c: c.session_id):
             head = client.fifo[0] if client.fifo else None
             if (isinstance(head, Pending) and head.reply is None
-                    and self.quorum_ticks - head.since > limit):
+                    and self.quorum_ticks - head.since > limit) or (
+                    client.state == State.CONNECTING
+                    and self.quorum_ticks - client.connecting_since > limit):
                 self._clear_fifo(client)
                 self._close(client)
 
@@ -401,10 +400,10 @@ class Node:
                 return
             session_id, passwd = self.sessions.allocate()
             client.state = State.CONNECTING
+            client.connecting_since = self.quorum_ticks
             self.pending_sessions[session_id] = client
             if self.replica.role == LEADER:
                 if self._counter_left():
-                    self.owners[session_id] = self.server_id
                     self._propose(self.prep.create_session(session_id, timeout, passwd,
                                                            self.now_ms))
             else:
@@ -418,6 +417,7 @@ class Node:
         if self.replica.role != LEADER:
             # the leader says whether it is still alive (ZooKeeper's revalidation)
             client.state = State.CONNECTING
+            client.connecting_since = self.quorum_ticks
             displaced = self.revalidating.get(session_id)
             if displaced is not None and displaced is not client:
                 self._close(displaced)
@@ -425,7 +425,6 @@ class Node:
             session.timeout = timeout
             self._to_leader(msgs.Revalidate(session_id, passwd, timeout))
             return
-        self.owners[session_id] = self.server_id
         self._resume(client, session, timeout)
 
     def _resume(self, client: Client, session: Session, timeout: int) -> None:
@@ -594,12 +593,6 @@ class Node:
             # outlive the session
             self._verdict(origin, session_id, xid, Err.SESSION_EXPIRED, None)
             return
-        if not self.standalone:
-            owner = self.owners.get(session_id)
-            if owner is not None and owner != (self.server_id if origin is None else origin):
-                # the session moved to another member since: its old connection is stale
-                self._verdict(origin, session_id, xid, Err.SESSION_MOVED, None)
-                return
         if op == Op.CLOSE_SESSION:
             session.closing = True
             self._propose(prep.close_session(session_id, xid, self.now_ms))
@@ -787,7 +780,6 @@ class Node:
             self._on_forward(sender, message)
         elif kind is msgs.CreateSession:
             if self.serving and self.replica.role == LEADER and self._counter_left():
-                self.owners[message.session_id] = sender
                 self._propose(self.prep.create_session(message.session_id, message.timeout_ms,
                                                        message.passwd, self.now_ms))
         elif kind is msgs.Revalidate:
@@ -798,7 +790,6 @@ class Node:
                 if session is not None and alive:
                     session.timeout = message.timeout_ms
                     self.sessions.touch(session, self.mono_ms)
-                    self.owners[message.session_id] = sender
                 self.outbox.append((sender, msgs.Revalidated(message.session_id, alive)))
         elif kind is msgs.Revalidated:
             if sender == self.replica.leader_id:

@@ -118,7 +118,7 @@ class CreateSession:
 @dataclass(frozen=True, slots=True)
 class Revalidate:
     """A client resumes a session on a member that does not lead: only the leader, which
-    expires sessions, may say whether it is still alive (and it now owns the session)."""
+    expires sessions, may say whether it is still alive."""
 
     session_id: int
     passwd: bytes
