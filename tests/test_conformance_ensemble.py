@@ -618,7 +618,7 @@ def test_a_write_forwarded_into_a_lost_link_is_not_left_hanging(kind: Kind) -> N
         for round_ in range(3):
             cluster.wait_for_leader()
             follower = cluster.followers()[0]
-            sock, _ = handshake("127.0.0.1", follower.client_port)
+            sock, _ = handshake("127.0.0.1", follower.client_port, timeout=15.0)
             with sock:
                 cluster.isolate(follower.sid, "blackhole")
                 sock.sendall(create_request(1, f"/lost{round_}", b""))
