@@ -619,8 +619,7 @@ class Node:
         xid, errors = verdict.xid, verdict.multi_errors
         if errors is not None:
             def reply() -> None:
-                write_multi_failure(client.out, xid, self.applied_zxid, list(errors))
-                self._sent(client)
+                self._multi_failed(client, xid, list(errors))
         else:
             def reply() -> None:
                 self._error(client, xid, verdict.err)

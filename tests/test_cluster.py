@@ -217,7 +217,7 @@ def test_kill_the_leader_under_pipelined_writers_repeatedly() -> None:
         cluster.wait_for_leader()
         with Writers(cluster.connect_string()) as writers:
             writers.wait_for(200)
-            for round_ in range(10):
+            for _ in range(10):
                 leader = cluster.wait_for_leader()
                 before = len(writers.acked)
                 leader.kill()
@@ -225,7 +225,6 @@ def test_kill_the_leader_under_pipelined_writers_repeatedly() -> None:
                 writers.wait_for(before + 100)  # writes go on without the old leader
                 leader.restart()
                 cluster.wait_serving(leader)
-                assert round_ < 10
         _check_writes(cluster, writers)
         assert len(set(writers.sessions)) == 3
         for member in cluster.followers():  # the replicas compared digests and agreed

@@ -31,7 +31,7 @@ needs_zookeeper = pytest.mark.skipif(
 )
 
 #: kazoo's default reconnect backoff grows to a minute; an election takes about a second.
-FAST_RETRY: dict[str, Any] = {"max_tries": -1, "delay": 0.1, "backoff": 1.5, "max_delay": 1.0}
+FAST_RETRY: dict[str, Any] = {"max_tries": -1, "delay": 0.05, "max_delay": 0.5}
 
 
 # -- the proxy ---------------------------------------------------------------------------------

@@ -24,18 +24,17 @@ import re
 import socket
 import struct
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
 import pytest
 from cluster import Cluster, Kind, Member, zookeeper_installed
-from conftest import stop_client
 from kazoo.client import KazooClient
 from kazoo.exceptions import NoAuthError
 from kazoo.protocol.states import WatchedEvent
 from servers import four_letter_word
+from test_cluster_reference import kazoo
 from wire import (
     NO_NODE,
     XID_NOTIFICATION,
@@ -64,23 +63,11 @@ KINDS = [pytest.param("zookeeper", marks=needs_zookeeper), "fastzk"]
 CFG = {"maxSessionTimeout": 10000}
 SESSION_TIMEOUT = 8.0
 #: kazoo's default reconnect backoff grows to a minute; an election takes well under a second.
-FAST_RETRY = {"max_tries": -1, "delay": 0.05, "max_delay": 0.5}
 #: Below the tests' own timeout, so that an ensemble that never elects fails with its logs.
 START_TIMEOUT = 60.0
 NOT_SERVING = "This ZooKeeper instance is not currently serving requests\n"
 
 # -- helpers -----------------------------------------------------------------------------------
-
-
-@contextmanager
-def kazoo(hosts: str, **kw: Any) -> Iterator[KazooClient]:
-    """A started kazoo client, stopped (bounded) before the ensemble goes away."""
-    client = KazooClient(hosts=hosts, connection_retry=FAST_RETRY, **kw)
-    try:
-        client.start(timeout=30)
-        yield client
-    finally:
-        stop_client(client)
 
 
 def word(member: Member, cmd: str) -> str:

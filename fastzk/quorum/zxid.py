@@ -17,6 +17,3 @@ def epoch_of(zxid: int) -> int:
 def counter_of(zxid: int) -> int:
     return zxid & MAX_COUNTER
 
-
-def hex_zxid(zxid: int) -> str:
-    return f"{zxid:#x}"

@@ -241,8 +241,6 @@ class PeerNetwork:
         self.links: dict[int, asyncio.Transport | None] = {
             peer: None for peer in self.members if peer != cfg.server_id}
         self.inbound: dict[int, _Inbound] = {}
-        self.sent = dict.fromkeys(self.links, 0)
-        self.dropped = dict.fromkeys(self.links, 0)
         self._server: asyncio.base_events.Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
@@ -317,10 +315,8 @@ class PeerNetwork:
     def send(self, peer: int, message: Any) -> None:
         transport = self.links.get(peer)
         if transport is None or transport.is_closing():
-            self.dropped[peer] = self.dropped.get(peer, 0) + 1
-            return
+            return  # lost with the link: the replication core resends, the host gives up
         transport.write(encode(message))
-        self.sent[peer] += 1
         if transport.get_write_buffer_size() > SEND_BUFFER_LIMIT:
             log.warning("server.%d is not reading (more than %d MB queued): link closed",
                         peer, SEND_BUFFER_LIMIT >> 20)
@@ -360,6 +356,3 @@ class PeerNetwork:
             if not self._closing:
                 self.on_down(peer)
                 self.after_input()
-
-    def connected(self) -> list[int]:
-        return sorted(p for p, t in self.links.items() if t is not None)
