@@ -148,6 +148,7 @@ class Limits:
     # below this (0: unbounded); the runtime asks for the rest once the client reads (`drain`)
     output_limit_bytes: int = 0
     large_request_threshold: int = -1  # only larger writes count in Node.inflight_write_bytes
+    bugs: frozenset[str] = frozenset()  # planted bugs (fastzk/sim/bugs.py), for the simulator
 
 
 BARRIER_OP = -100  # the no-op txn that opens every leader's epoch (never a client opcode)
@@ -303,6 +304,11 @@ class Node:
     def tick(self) -> None:
         """Session time (every tickTime): the leader expires the sessions whose deadline has
         passed (one closeSession txn each)."""
+        if "follower-expires-sessions" in self.limits.bugs and self.serving \
+                and self.replica.role != LEADER:
+            for session in self.sessions.due(self.mono_ms):
+                self.applier.apply(self.prep.close_session(session.session_id, 0, self.now_ms))
+            return
         if not (self.serving and self.replica.role == LEADER):
             return
         for session in self.sessions.due(self.mono_ms):
@@ -1073,8 +1079,13 @@ class Node:
         replay = self.applier.replay
         replayed = 0
         rest: list[tuple[int, Txn]] = []
+        twice = "replay-twice" in self.limits.bugs
         for txn in txns:
+            if twice and txn.zxid > zxid:
+                rest.append((txn.zxid, txn))
             if txn.zxid > fuzzy_until:
+                if twice:
+                    continue
                 if rest and txn.zxid <= rest[-1][0]:
                     raise ValueError(f"txn {txn.zxid:#x} out of order")
                 rest.append((txn.zxid, txn))
@@ -1085,7 +1096,8 @@ class Node:
                 raise ValueError(f"txn {txn.zxid:#x} does not apply: {error}") from None
             self.applied_zxid = txn.zxid
             replayed += 1
-        self.replica = self._new_replica(epoch, voted_for, self.applied_zxid, rest)
+        self.replica = self._new_replica(epoch, voted_for, zxid if twice else self.applied_zxid,
+                                         rest)
         self.prep.last_zxid = self.replica.log.last
         self.tree.set_config(self.membership)  # this member's view, not the snapshot's
         for session in list(self.sessions.sessions.values()):
@@ -1105,7 +1117,7 @@ class Node:
         if not chunk.last:
             return None
         data = b"".join(self.snapshot_parts.pop(sender))
-        if not self.replica.accept_snapshot(sender, chunk.epoch):
+        if not self.replica.accept_snapshot(sender, chunk.epoch, chunk.zxid):
             return None
         if self.serving:  # the state is about to be replaced: clients reconnect afterwards
             self._set_serving(False)

@@ -123,7 +123,7 @@ class Net:
         if not target.alive or not leader.applied:
             return
         zxid = leader.applied[-1][0]
-        if not target.replica.accept_snapshot(sender, leader.replica.epoch):
+        if not target.replica.accept_snapshot(sender, leader.replica.epoch, zxid):
             return
         leader.replica.snapshot_sent(to, zxid)
         target.snapshot = list(leader.applied)

@@ -68,6 +68,8 @@ class QuorumConfig:
     max_inflight_bytes: int = 8 << 20  # ... or this much payload in flight
     snapshot_ticks: int = 100  # a snapshot not acknowledged this long is sent again
     first_counter: int = 1  # counter of each epoch's barrier (tests start it near the end)
+    # planted bugs (fastzk/sim/bugs.py): the simulator's proof that its checkers can fire
+    bugs: frozenset[str] = frozenset()
 
     @property
     def quorum(self) -> int:
@@ -144,6 +146,7 @@ class Replica:
         self.renewing = 0  # the epoch this leader is moving to (renew_epoch), or 0
         self.renew_ticks = 0
         self.sync_target: int | None = None  # follower: the leader's commit when it joined
+        self.installing = 0  # a snapshot accepted and being made durable: the log waits
         self.hb_seq = 0
         self.reads: deque[tuple[int, Any, int]] = deque()  # (seq, ctx, commit) awaiting a quorum
         self.reads_before_barrier: list[Any] = []
@@ -255,7 +258,7 @@ class Replica:
 
     # --- election ------------------------------------------------------------------------------
     def _log_ok(self, last_zxid: int) -> bool:
-        return last_zxid >= self.log.last
+        return last_zxid >= self.log.last or "vote-for-stale-log" in self.cfg.bugs
 
     def _in_lease(self, candidate: int) -> bool:
         """A follower that hears from a leader refuses to help unseat it (but follows the
@@ -546,7 +549,8 @@ class Replica:
             [self.durable] + [pr.match for p, pr in self.progress.items() if p in self.cfg.voters],
             reverse=True,
         )
-        candidate = matches[self.cfg.quorum - 1]
+        candidate = matches[self.cfg.quorum - (2 if "commit-without-quorum" in self.cfg.bugs
+                                               and self.cfg.quorum > 1 else 1)]
         if candidate > self.commit and epoch_of(candidate) == self.epoch:
             self.commit = candidate
             self._hand_out()
@@ -611,6 +615,8 @@ class Replica:
         if not self._follow(sender, msg.epoch):
             self._send(sender, AppendResp(self.epoch, False, 0, self.log.last, msg.prev_zxid))
             return
+        if self.installing:
+            return  # the log is about to be replaced: the leader sends again once it is
         log = self.log
         if msg.prev_zxid > log.base and not log.has(msg.prev_zxid):
             self._send(sender, AppendResp(self.epoch, False, 0, log.last, msg.prev_zxid))
@@ -658,8 +664,10 @@ class Replica:
 
     def _ack(self) -> None:
         if self.leader_id is not None and self.role in (FOLLOWER, OBSERVER):
-            self._send(self.leader_id, AppendResp(self.epoch, True, min(self.durable, self.verified),
-                                                  self.log.last, 0))
+            match = min(self.durable, self.verified)
+            if "follower-acks-unsynced" in self.cfg.bugs:
+                match = self.verified
+            self._send(self.leader_id, AppendResp(self.epoch, True, match, self.log.last, 0))
 
     def _on_heartbeat(self, sender: int, msg: Heartbeat) -> None:
         if not self._follow(sender, msg.epoch):
@@ -681,23 +689,33 @@ class Replica:
         else:
             self._ack()
 
-    def accept_snapshot(self, sender: int, epoch: int) -> bool:
-        """Whether a snapshot from `sender` in `epoch` comes from the current leader."""
-        return self._follow(sender, epoch)
+    def accept_snapshot(self, sender: int, epoch: int, zxid: int) -> bool:
+        """Whether to install the snapshot at `zxid` that `sender` sent in `epoch`: it must
+        come from the current leader and be newer than anything committed here or already
+        being installed (a stale one, delivered late, would take the state back). Once
+        accepted, the log takes no entries until it is installed: the install replaces it."""
+        if zxid <= max(self.commit, self.installing) or not self._follow(sender, epoch):
+            return False
+        self.installing = zxid
+        return True
 
     def snapshot_installed(self, sender: int, epoch: int, zxid: int) -> None:
-        """The host made the snapshot at `zxid` durable, discarded its old log and loaded the
-        state: the log starts afresh there (everything in it was committed)."""
-        if not self._follow(sender, epoch):
-            return
+        """The host made the accepted snapshot at `zxid` durable, discarded its old log and
+        loaded the state: the log starts afresh there. The snapshot is committed state, so
+        this holds even if the leader changed meanwhile; only the acknowledgement is for the
+        leader that sent it."""
+        if self.installing == zxid:
+            self.installing = 0
         self.log.reset(zxid)
         self.gen += 1
         self._ready.log_ops.append(("truncate", zxid))
         self.durable = self.verified = zxid
         self.commit = self.handed_out = max(self.commit, zxid)
-        if self.sync_target is None:
-            self.sync_target = zxid
-        self._ack()
+        if epoch == self.epoch and sender == self.leader_id and self.role in (FOLLOWER,
+                                                                               OBSERVER):
+            if self.sync_target is None:
+                self.sync_target = zxid
+            self._ack()
 
     def compact(self, keep: int, keep_bytes: int) -> None:
         """Forgets handed-out entries beyond the newest `keep`, or beyond the newest

@@ -23,6 +23,7 @@ the chunks between log writes and does the final fsync + rename.
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import struct
@@ -31,7 +32,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from fastzk._core import DataTree, crc32c, decode_value, encode_value
 from fastzk.runtime.wal import fsync_dir, list_segments, list_zxid_files
@@ -91,33 +92,37 @@ class SnapshotInfo:
     size: int = 0
 
 
-def _blocks(path: Path) -> Iterator[tuple[int, bytes]]:
-    """(offset, payload) of each block, CRC-checked; raises SnapshotError."""
-    with open(path, "rb") as handle:
-        size = os.fstat(handle.fileno()).st_size
-        if handle.read(8) != SNAP_MAGIC:
-            raise SnapshotError(f"{path}: not a fastzk snapshot (bad magic)")
-        offset = 8
-        while offset < size:
-            head = handle.read(BLOCK_HEADER.size)
-            if len(head) < BLOCK_HEADER.size:
-                raise SnapshotError(f"{path} offset {offset}: truncated block header")
-            length, crc = BLOCK_HEADER.unpack(head)
-            if length == 0 or length > size - offset - BLOCK_HEADER.size:
-                raise SnapshotError(
-                    f"{path} offset {offset}: block length {length} beyond the end of the file")
-            payload = handle.read(length)
-            if crc32c(payload) != crc:
-                raise SnapshotError(f"{path} offset {offset}: block CRC mismatch")
-            yield offset, payload
-            offset += BLOCK_HEADER.size + length
+def _blocks(path: Path | str, handle: BinaryIO, size: int) -> Iterator[tuple[int, bytes]]:
+    """(offset, payload) of each block, CRC-checked; raises SnapshotError naming `path`."""
+    if handle.read(8) != SNAP_MAGIC:
+        raise SnapshotError(f"{path}: not a fastzk snapshot (bad magic)")
+    offset = 8
+    while offset < size:
+        head = handle.read(BLOCK_HEADER.size)
+        if len(head) < BLOCK_HEADER.size:
+            raise SnapshotError(f"{path} offset {offset}: truncated block header")
+        length, crc = BLOCK_HEADER.unpack(head)
+        if length == 0 or length > size - offset - BLOCK_HEADER.size:
+            raise SnapshotError(
+                f"{path} offset {offset}: block length {length} beyond the end of the file")
+        payload = handle.read(length)
+        if crc32c(payload) != crc:
+            raise SnapshotError(f"{path} offset {offset}: block CRC mismatch")
+        yield offset, payload
+        offset += BLOCK_HEADER.size + length
 
 
 def _walk(path: Path, on_chunk: Callable[[bytes], None] | None) -> SnapshotInfo:
+    with open(path, "rb") as handle:
+        return _walk_stream(path, handle, os.fstat(handle.fileno()).st_size, on_chunk)
+
+
+def _walk_stream(path: Path, handle: BinaryIO, size: int,
+                 on_chunk: Callable[[bytes], None] | None) -> SnapshotInfo:
     info = SnapshotInfo(path, 0)
-    info.size = path.stat().st_size
+    info.size = size
     header_seen = end_seen = False
-    for offset, payload in _blocks(path):
+    for offset, payload in _blocks(path, handle, size):
         kind = payload[:1]
         if end_seen:
             raise SnapshotError(f"{path} offset {offset}: data after the end block")
@@ -154,6 +159,17 @@ def verify(path: Path) -> SnapshotInfo:
 
 def load(path: Path, tree: DataTree) -> SnapshotInfo:
     """Loads a snapshot (verified first: `verify`) into a fresh tree."""
+    with open(path, "rb") as handle:
+        return _load_stream(path, handle, os.fstat(handle.fileno()).st_size, tree)
+
+
+def load_bytes(data: bytes, name: str, tree: DataTree) -> SnapshotInfo:
+    """Verifies and loads a snapshot held in memory (a simulated disk's) into a fresh tree;
+    raises SnapshotError naming `name`."""
+    return _load_stream(Path(name), io.BytesIO(data), len(data), tree)
+
+
+def _load_stream(path: Path, handle: BinaryIO, size: int, tree: DataTree) -> SnapshotInfo:
     acls: dict[int, Any] = {}
     count = 0
 
@@ -161,7 +177,7 @@ def load(path: Path, tree: DataTree) -> SnapshotInfo:
         nonlocal count
         count += tree.load_snapshot_chunk(data, acls)
 
-    info = _walk(path, chunk)
+    info = _walk_stream(path, handle, size, chunk)
     if count != info.nodes:
         raise SnapshotError(f"{path}: {count} nodes read, the end block says {info.nodes}")
     return info
@@ -195,7 +211,7 @@ class SnapshotTask:
         self.aborted = False
         self.finished = False
         self._synced_to = 0
-        self._header = _header(node)
+        self._header = header(node)
 
     def start(self) -> None:
         self.writer.run_job(partial(self._open, self._header), self._step)
@@ -266,17 +282,19 @@ class SnapshotTask:
         self.tmp.unlink(missing_ok=True)
 
 
-def _header(node: Node) -> bytes:
+def header(node: Node) -> bytes:
     """The magic and header block: the applied zxid and the whole session table, now."""
     sessions = [(s.session_id, s.timeout, s.passwd) for s in node.sessions.sessions.values()]
     return SNAP_MAGIC + block(
         b"H" + encode_value((FORMAT, node.applied_zxid, node.now_ms, sessions)))
 
 
-def serialize(node: Node, chunk_nodes: int) -> bytes:
-    """The node's applied state as one snapshot file, all at once (not fuzzy: start and end
-    zxid are equal), for a follower too far behind the leader's log."""
-    parts = [_header(node)]
+def serialize(node: Node, chunk_nodes: int, start: bytes | None = None) -> bytes:
+    """The node's applied state as one snapshot file, all at once, for a follower too far
+    behind the leader's log (not fuzzy: start and end zxid are equal). With `start`, a
+    `header(node)` taken earlier, it is a fuzzy snapshot begun then and ended now (the
+    simulator's way to take one)."""
+    parts = [start if start is not None else header(node)]
     cursor = node.tree.snapshot_cursor()
     chunks = 0
     while True:
