@@ -37,6 +37,12 @@ def _snap_dump(args: argparse.Namespace) -> int:
     return snap_dump(args.file, sys.stdout, nodes=not args.summary, data=args.data)
 
 
+def _sim(args: argparse.Namespace) -> int:
+    from fastzk.sim.run import run_from_args
+
+    return run_from_args(args)
+
+
 def _shell(args: argparse.Namespace) -> int:
     from fastzk.client.shell import run_from_args
 
@@ -73,6 +79,14 @@ def build_parser() -> argparse.ArgumentParser:
     shell = commands.add_parser("shell", help="interactive client, like zkCli.sh")
     add_shell_arguments(shell)
     shell.set_defaults(handler=_shell)
+
+    from fastzk.sim.run import add_arguments as add_sim_arguments
+
+    sim = commands.add_parser(
+        "sim", help="deterministic simulation of an ensemble under faults, checked after "
+        "every event (a seed replays a run exactly)")
+    add_sim_arguments(sim)
+    sim.set_defaults(handler=_sim)
 
     from pathlib import Path
 

@@ -694,7 +694,14 @@ class Replica:
         come from the current leader and be newer than anything committed here or already
         being installed (a stale one, delivered late, would take the state back). Once
         accepted, the log takes no entries until it is installed: the install replaces it."""
-        if zxid <= max(self.commit, self.installing) or not self._follow(sender, epoch):
+        if not self._follow(sender, epoch):
+            return False
+        if zxid <= max(self.commit, self.installing):
+            if zxid <= self.commit:
+                # everything in it is committed here already, and a committed prefix matches
+                # any leader's log: say so, or the leader would send the snapshot forever
+                self.verified = max(self.verified, self.commit)
+                self._ack()
             return False
         self.installing = zxid
         return True

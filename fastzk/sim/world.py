@@ -18,6 +18,7 @@ import heapq
 import json
 import random
 import time
+import traceback
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ from fastzk.sim.server import TICK_MS, SimServer
 
 LIVENESS_US = 60_000_000  # after healing, everything must work again within this
 TRACE_EVENTS = 200
+MAX_SESSION_TICKS = 20
 
 
 @dataclass
@@ -99,7 +101,7 @@ class World:
                              check_quorum_ticks=10, snapshot_ticks=40, max_batch_entries=16,
                              bugs=quorum_bugs),
                 Limits(tick_ms=TICK_MS, min_session_timeout=2 * TICK_MS,
-                       max_session_timeout=20 * TICK_MS, sync_window_txns=sync_window,
+                       max_session_timeout=MAX_SESSION_TICKS * TICK_MS, sync_window_txns=sync_window,
                        sync_window_bytes=1 << 20, bugs=node_bugs),
                 shell_bugs)
             for sid in ids}
@@ -276,23 +278,20 @@ class World:
                     checked_at = self.events
                     self.checks.ephemerals(final=False)
             self._heal()
-            deadline = self.now_us + LIVENESS_US
-            while True:
-                for _ in range(200):
-                    self._one()
-                if self._settled():
-                    break
-                if self.now_us > deadline:
-                    self.checks.fail("liveness", "the ensemble did not recover within "
-                                     f"{LIVENESS_US / 1e6:.0f} s of the faults ending: "
-                                     + self._describe())
+            self._until_settled()
+            # sessions whose clients gave up on them expire within their timeout: only
+            # then must their ephemerals be gone everywhere
+            quiet_until = self.now_us + (MAX_SESSION_TICKS + 2) * TICK_MS * 1000
+            while self.now_us < quiet_until:
+                self._one()
+            self._until_settled()
             self._final(result, check_history)
         except Violation as violation:
-            result.ok = False
-            result.kind = violation.kind
-            result.message = violation.message
-            result.step = self.events
-            result.trace = self._trace_lines()
+            self._failed(result, violation.kind, violation.message)
+        except Exception as error:  # noqa: BLE001 - production code raised: a finding too
+            where = traceback.extract_tb(error.__traceback__)[-1]
+            self._failed(result, "exception", f"{type(error).__name__}: {error} (at "
+                         f"{where.filename.rsplit('/', 1)[-1]}:{where.lineno})")
         result.events = self.events
         result.ops = sum(c.ops for c in self.clients)
         result.faults = self.faults
@@ -301,6 +300,25 @@ class World:
         result.history = self.history
         result.digest = self._digest()
         return result
+
+    def _until_settled(self) -> None:
+        deadline = self.now_us + LIVENESS_US
+        while True:
+            for _ in range(200):
+                self._one()
+            if self._settled():
+                return
+            if self.now_us > deadline:
+                self.checks.fail("liveness", "the ensemble did not recover within "
+                                 f"{LIVENESS_US / 1e6:.0f} s of the faults ending: "
+                                 + self._describe())
+
+    def _failed(self, result: Result, kind: str, message: str) -> None:
+        result.ok = False
+        result.kind = kind
+        result.message = message
+        result.step = self.events
+        result.trace = self._trace_lines()
 
     def _final(self, result: Result, check_history: bool) -> None:
         nodes = {sid: s.node for sid, s in sorted(self.servers.items())}
