@@ -257,6 +257,8 @@ class Node:
 
     def _ready_to_serve(self) -> bool:
         replica = self.replica
+        if replica.installing:  # a snapshot is about to replace the state (and the watches)
+            return False
         if replica.role == LEADER:
             return replica.leading and self.applied_zxid >= replica.first_barrier
         target = replica.sync_target
@@ -1128,6 +1130,10 @@ class Node:
         """The leader's snapshot at `zxid` is durable here and loaded into `tree`: it replaces
         this server's state, and the replica's log starts afresh at `zxid`."""
         tree.set_config(self.membership)
+        for client in sorted(self.clients, key=lambda c: c.session_id):
+            # their watches go with the old state: they reconnect and register them again
+            self._clear_fifo(client)
+            self._close(client)
         self.tree = tree
         self.watches = WatchManager()
         self.sessions.sessions.clear()

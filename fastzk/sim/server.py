@@ -264,6 +264,7 @@ class SimServer:
         if type(message) is msgs.SnapshotChunk:
             data = node.snapshot_chunk(sender, message)
             if data is not None:
+                self.snapshot_start = None  # the runtime aborts a snapshot in progress too
                 self._submit(DiskOp("install", (Snap(message.zxid, message.zxid, data),),
                                     (sender, message.epoch)))
         else:
