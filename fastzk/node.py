@@ -285,7 +285,11 @@ class Node:
                     session.closing = False
                     self.sessions.touch(session, self.mono_ms)
             return
-        # lost the leader or the quorum: clients go elsewhere (ZooKeeper closes them too)
+        # lost the leader or the quorum: clients go elsewhere (ZooKeeper closes them too).
+        # Expiries this server decided as leader are the next leader's to decide again: left
+        # marked, they would make it tell clients of live sessions that theirs expired
+        for session in self.sessions.sessions.values():
+            session.closing = False
         for client in sorted(self.clients, key=lambda c: c.session_id):
             self._clear_fifo(client)
             self._close(client)

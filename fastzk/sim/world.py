@@ -34,7 +34,7 @@ from fastzk.sim.server import TICK_MS, SimServer
 
 LIVENESS_US = 60_000_000  # after healing, everything must work again within this
 TRACE_EVENTS = 200
-MAX_SESSION_TICKS = 20
+MAX_SESSION_TICKS = 20  # maxSessionTimeout in ticks
 
 
 @dataclass
@@ -281,10 +281,7 @@ class World:
             self._until_settled()
             # sessions whose clients gave up on them expire within their timeout: only
             # then must their ephemerals be gone everywhere
-            quiet_until = self.now_us + (MAX_SESSION_TICKS + 2) * TICK_MS * 1000
-            while self.now_us < quiet_until:
-                self._one()
-            self._until_settled()
+            self._until_settled(self._sessions_gone)
             self._final(result, check_history)
         except Violation as violation:
             self._failed(result, violation.kind, violation.message)
@@ -301,12 +298,12 @@ class World:
         result.digest = self._digest()
         return result
 
-    def _until_settled(self) -> None:
+    def _until_settled(self, also: Callable[[], bool] | None = None) -> None:
         deadline = self.now_us + LIVENESS_US
         while True:
             for _ in range(200):
                 self._one()
-            if self._settled():
+            if self._settled() and (also is None or also()):
                 return
             if self.now_us > deadline:
                 self.checks.fail("liveness", "the ensemble did not recover within "
@@ -338,6 +335,14 @@ class World:
         if verdict.verdict == "not linearizable":
             self.checks.fail("linearizability", verdict.report())
 
+    def _sessions_gone(self) -> bool:
+        """Sessions whose clients were told they are closed or expired are gone everywhere
+        (an expiry the clients learned before the ensemble committed it takes up to a
+        session timeout after a new leader is elected)."""
+        gone = self.checks.gone
+        return not any(server.node is not None and any(s in server.node.sessions for s in gone)
+                       for server in self.servers.values())
+
     def _describe(self) -> str:
         parts = []
         for sid, server in sorted(self.servers.items()):
@@ -348,7 +353,10 @@ class World:
             parts.append(f"server.{sid} {node.role} epoch {node.replica.epoch} applied "
                          f"{node.applied_zxid:#x} serving {node.serving}")
         stuck = [c.cid for c in self.clients if not c.probe_done or c.pending]
-        return "; ".join(parts) + f"; clients not done: {stuck}"
+        alive = sorted({f"{s:#x}" for s in self.checks.gone for server in self.servers.values()
+                        if server.node is not None and s in server.node.sessions})
+        return "; ".join(parts) + f"; clients not done: {stuck}; sessions said to be gone " \
+            f"but alive: {alive}"
 
     def _digest(self) -> str:
         """Identifies the run: the same seed must give the same digest, on any machine."""
