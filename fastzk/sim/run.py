@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import ExitStack
 from typing import TextIO
 
 from fastzk.sim.bugs import BUGS
-from fastzk.sim.world import World
+from fastzk.sim.world import Result, World
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,6 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--list-bugs", action="store_true", help="list the planted bugs")
     parser.add_argument("--no-check", action="store_true",
                         help="skip the linearizability check of each run's history")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="processes running seeds side by side (default 1)")
     parser.add_argument("--history", metavar="FILE",
                         help="write the run's client history (JSON lines, for fastzk check)")
 
@@ -36,6 +41,15 @@ def _seeds(text: str) -> range:
         return range(int(first), int(last) + 1)
     except ValueError:
         raise SystemExit(f"fastzk sim: --seeds wants A..B, got {text!r}") from None
+
+
+def _run_one(run: tuple[int, int, int, int, frozenset[str], bool, bool]) -> Result:
+    seed, servers, steps, clients, bugs, check, keep_history = run
+    result = World(seed, servers=servers, steps=steps, clients=clients, bugs=bugs).run(
+        check_history=check)
+    if not keep_history:
+        result.history = []  # not sent back from a worker process
+    return result
 
 
 def run_from_args(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
@@ -54,26 +68,32 @@ def run_from_args(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     failed: list[int] = []
     events = 0
     started = time.perf_counter()
-    for seed in seeds:
-        result = World(seed, servers=args.servers, steps=args.steps, clients=args.clients,
-                       bugs=bugs).run(check_history=not args.no_check)
-        events += result.events
-        if single or not result.ok:
-            print(result.summary(), file=out)
-        if not result.ok:
-            failed.append(seed)
-            print(f"  {result.kind}: {result.message}", file=out)
-            if single:
-                print("  last events:", file=out)
-                for line in result.trace:
-                    print(f"    {line}", file=out)
-            print(f"  replay: fastzk sim --seed {seed} --steps {args.steps} "
-                  f"--servers {args.servers} --clients {args.clients}"
-                  + "".join(f" --bug {name}" for name in sorted(bugs)), file=out)
-        if args.history and single:
-            with open(args.history, "w") as handle:
-                for event in result.history:
-                    handle.write(json.dumps(event) + "\n")
+    runs = ((seed, args.servers, args.steps, args.clients, bugs, not args.no_check, single)
+            for seed in seeds)
+    with ExitStack() as stack:
+        if args.jobs > 1 and not single:
+            pool = stack.enter_context(multiprocessing.Pool(args.jobs))
+            results: Iterator[Result] = pool.imap(_run_one, runs)
+        else:
+            results = map(_run_one, runs)
+        for result in results:
+            events += result.events
+            if single or not result.ok:
+                print(result.summary(), file=out)
+            if not result.ok:
+                failed.append(result.seed)
+                print(f"  {result.kind}: {result.message}", file=out)
+                if single:
+                    print("  last events:", file=out)
+                    for line in result.trace:
+                        print(f"    {line}", file=out)
+                print(f"  replay: fastzk sim --seed {result.seed} --steps {args.steps} "
+                      f"--servers {args.servers} --clients {args.clients}"
+                      + "".join(f" --bug {name}" for name in sorted(bugs)), file=out)
+            if args.history and single:
+                with open(args.history, "w") as handle:
+                    for event in result.history:
+                        handle.write(json.dumps(event) + "\n")
     elapsed = time.perf_counter() - started
     if not single:
         print(f"seeds {seeds.start}..{seeds.stop - 1}: {len(seeds) - len(failed)} kept every "
