@@ -176,11 +176,14 @@ def _key_order(key: str | None) -> tuple[bool, str]:
 def _search(ops: list[Operation], spec: Model, deadline: float):
     """None when the partition linearizes, "unknown" past the deadline, else (the window of a
     CheckResult, the state after the longest linearizable prefix, that prefix's length)."""
+    # The search wants the operations that may never take effect numbered last.
+    ops = sorted(ops, key=lambda op: (op.status != "ok", op.index))
     n = len(ops)
     before = [-1] * n
     call_time: list[tuple[int, int]] = [(0, 0)] * n
     last: dict[int, int] = {}
     for i, op in enumerate(ops):
+        # Invocation order per process, since each process's info operation is its last.
         previous = last.get(op.pid, -1)
         before[i] = previous
         last[op.pid] = i
@@ -197,6 +200,7 @@ def _search(ops: list[Operation], spec: Model, deadline: float):
     order.sort()
     entries = [item[3] for item in order]
     maybe = bytes(op.status != "ok" for op in ops)
+    readonly = bytes(spec.read_only(op) for op in ops)
 
     states: list[Any] = [spec.initial]
     ids: dict[Any, int] = {spec.initial: 0}
@@ -210,7 +214,7 @@ def _search(ops: list[Operation], spec: Model, deadline: float):
             states.append(after)
         return ids[after]
 
-    status, prefix = lin_search(entries, maybe, before, step, 0, time.monotonic, deadline)
+    status, prefix = lin_search(entries, maybe, readonly, before, step, 0, time.monotonic, deadline)
     if status == 0:
         return None
     if status == 2:
