@@ -152,6 +152,7 @@ class Limits:
     bugs: frozenset[str] = frozenset()  # planted bugs (fastzk/sim/bugs.py), for the simulator
 
 
+VERDICT = -1  # ReadIndex contexts (origin, ctx) of verdicts; origins are member ids or None
 BARRIER_OP = -100  # the no-op txn that opens every leader's epoch (never a client opcode)
 SESSION_REPORT_TICKS = 5  # quorum ticks between a follower's session liveness reports
 DIGEST_CHECK_TICKS = 10  # quorum ticks between the leader's digest announcements
@@ -208,6 +209,9 @@ class Node:
         self.syncs: dict[int, tuple[Client, Pending, str]] = {}
         self.sync_waits: list[tuple[int, int]] = []  # (zxid to apply first, sync ctx)
         self.verdict_waits: list[msgs.Verdict] = []  # failed writes waiting for after_zxid
+        # leader: verdicts waiting for a quorum to confirm its leadership (ReadIndex)
+        self.verdicts: dict[int, tuple[int | None, msgs.Verdict]] = {}
+        self.next_verdict = 0
         self.next_sync = 0
         self.touched: dict[int, None] = {}  # sessions active since the last report (ordered)
         self.quorum_ticks = 0
@@ -302,6 +306,7 @@ class Node:
         self.syncs.clear()
         self.sync_waits.clear()
         self.verdict_waits.clear()
+        self.verdicts.clear()
         self.proposals.clear()
         self.prep = Prep(self.tree, self.replica.log.last, self.limits.ttl_enabled)
 
@@ -625,7 +630,22 @@ class Node:
         """*after_zxid* defaults to the last zxid prepared: a failure decided against prep's
         overlay is answered once those writes are applied (0: it depends on none of them)."""
         after = self.prep.last_zxid if after_zxid is None else after_zxid
-        verdict = msgs.Verdict(session_id, xid, err, multi_errors, after)
+        bugs = self.limits.bugs
+        if "verdict-before-commit" in bugs:
+            after = 0
+        # A failed write reads the leader's state: like a sync, it leaves only once a quorum
+        # confirms this server still leads (a deposed leader that does not know it yet would
+        # answer from a stale state: "nonode" for a node created meanwhile)
+        self.next_verdict += 1
+        self.verdicts[self.next_verdict] = (origin, msgs.Verdict(session_id, xid, err,
+                                                                 multi_errors, after))
+        if "stale-leader-verdicts" in bugs:
+            self._verdict_confirmed(self.next_verdict)
+            return
+        self.replica.read_index((VERDICT, self.next_verdict))
+
+    def _verdict_confirmed(self, ctx: int) -> None:
+        origin, verdict = self.verdicts.pop(ctx)
         if origin is None:
             self._on_verdict(verdict)
         else:
@@ -906,7 +926,9 @@ class Node:
             if ready.committed:
                 self._apply(ready.committed)
             for (origin, ctx), zxid in ready.reads:
-                if origin is None:
+                if origin == VERDICT:
+                    self._verdict_confirmed(ctx)
+                elif origin is None:
                     self._sync_confirmed(ctx, zxid)
                 else:
                     self.outbox.append((origin, msgs.SyncReply(ctx, zxid)))

@@ -33,6 +33,12 @@ BUGS: dict[str, Bug] = {bug.name: bug for bug in (
     Bug("replay-twice", "node",
         "after a restart, txns replayed over a fuzzy snapshot stay in the replication log and "
         "are applied a second time when the leader commits them", 20),
+    Bug("verdict-before-commit", "node",
+        "a failed write is answered at once, although the writes it was decided against may "
+        "not be applied (or committed) yet: a read right after it misses them", 60),
+    Bug("stale-leader-verdicts", "node",
+        "a leader answers failed writes from its own state without confirming it still "
+        "leads: a deposed leader says \"nonode\" for a node created meanwhile", 60),
     Bug("follower-expires-sessions", "node",
         "a follower expires the sessions it does not hear from on its own, without a txn",
         20),

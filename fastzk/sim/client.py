@@ -24,9 +24,8 @@ from fastzk.client.codec import Op
 from fastzk.proto import Op as ServerOp
 
 if TYPE_CHECKING:
-    from fastzk.sim.world import World
-
     from fastzk.sim.server import SimConn
+    from fastzk.sim.world import World
 
 KEYS = ("/k0", "/k1", "/k2", "/k3")
 ABSENT = -1  # a watch set on a node that did not exist (exists)
@@ -71,7 +70,6 @@ class SimClient:
         self.last_send_us = 0
         self.send_at_us = 0  # FIFO on the client's connection
         self.recv_at_us = 0
-        self.busy = False  # a recorded operation is outstanding
         self.next_value = 0
         self.probe_done = False
         self.ops = 0
@@ -146,7 +144,6 @@ class SimClient:
                     self._complete(request, "info", None)
                     lost_write = True
         self.pending.clear()
-        self.busy = False
         if lost_write:  # its outcome is unknown: later operations are another history process
             self.process = self.world.new_process()
         self.world.at(self.world.rng.randrange(10_000, 100_000), self._connect)
@@ -229,7 +226,6 @@ class SimClient:
         if err == SESSION_EXPIRED:
             if request.recorded:
                 self._complete(request, "fail", None)
-            self.busy = False
             return
         self._outcome(request, zxid, err, body)
 
@@ -304,7 +300,6 @@ class SimClient:
             self._complete(request, "ok", result)
             if kind in ("create", "set", "delete", "multi") and err == 0:
                 world.checks.acknowledged(zxid)
-        self.busy = False
         self._schedule()
 
     def _require(self, err: int, allowed: tuple[int, ...], request: Request) -> str | None:
@@ -349,7 +344,9 @@ class SimClient:
 
     # --- operations -------------------------------------------------------------------------
     def _schedule(self) -> None:
-        if self.connected and not self.busy:
+        """The next operation, once every earlier one is answered (one history operation per
+        process at a time; only an unrecorded read is ever pipelined behind a write)."""
+        if self.connected and not self.pending:
             world = self.world
             world.at(world.rng.randrange(0, 20_000), self._next, self.conn)
 
@@ -359,11 +356,7 @@ class SimClient:
         request = Request(self.xid, kind, key, value, watch, recorded)
         self.pending.append(request)
         if recorded:
-            self.busy = True
             self.world.record(self, "invoke", kind, key, value)
-        else:
-            self.busy = self.busy or kind in ("ephemeral", "exists", "children", "close",
-                                              "probe")
         self._send(codec.frame(self.xid, op, body))
 
     def _complete(self, request: Request, outcome: str, value: Any) -> None:
@@ -384,7 +377,7 @@ class SimClient:
         return rng.randrange(0, 5)
 
     def _next(self, conn: SimConn) -> None:
-        if conn is not self.conn or not self.connected or self.busy:
+        if conn is not self.conn or not self.connected or self.pending:
             return
         world = self.world
         rng = world.rng
