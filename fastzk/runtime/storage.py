@@ -352,6 +352,8 @@ class Storage:
         """Starts a fuzzy snapshot now (None if one is running or nothing changed)."""
         if self.snapshot is not None or self.writer is None:
             return None
+        if self.node.replica.installing:
+            return None  # the leader's snapshot is about to replace this state
         if self.last_snapshot is not None and self.last_snapshot.name == snapshots.snapshot_name(
             self.node.applied_zxid
         ):

@@ -40,7 +40,7 @@ class SimDisk:
     hard_state: tuple[int, int] = (0, 0)
     zxids: list[int] = field(default_factory=list)  # the durable log, in order
     txns: list[Txn] = field(default_factory=list)
-    snapshots: list[Snap] = field(default_factory=list)  # oldest first
+    snapshots: list[Snap] = field(default_factory=list)  # by zxid, oldest first
     queue: list[DiskOp] = field(default_factory=list)  # submitted, not yet being written
     writing: list[DiskOp] = field(default_factory=list)  # the group commit in progress
     fail_next: str | None = None  # "EIO" or "ENOSPC": the next group commit fails
@@ -62,15 +62,15 @@ class SimDisk:
         elif op.kind == "truncate":
             keep = bisect.bisect_right(self.zxids, op.args[0])
             del self.zxids[keep:], self.txns[keep:]
-        elif op.kind == "snapshot":
-            self.snapshots.append(op.args[0])
-            if len(self.snapshots) > self.retain:
-                del self.snapshots[:-self.retain]
+        elif op.kind == "snapshot":  # the newest `retain` by zxid are kept, as the runtime's
+            self.snapshots = sorted(self.snapshots + [op.args[0]],
+                                    key=lambda s: s.zxid)[-self.retain:]
             cut = bisect.bisect_right(self.zxids, self.snapshots[0].zxid)
             del self.zxids[:cut], self.txns[:cut]
-        else:  # install: the leader's snapshot replaces the log
-            self.snapshots.append(op.args[0])
-            del self.snapshots[:-self.retain]
+        else:  # install: the leader's snapshot replaces the log and the older snapshots
+            snap = op.args[0]
+            self.snapshots = [s for s in self.snapshots if s.zxid > snap.zxid] + [snap]
+            self.snapshots.sort(key=lambda s: s.zxid)
             self.zxids.clear()
             self.txns.clear()
 

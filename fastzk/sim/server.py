@@ -162,7 +162,7 @@ class SimServer:
         disk = self.disk
         reach = disk.zxids[-1] if disk.zxids else 0
         chosen = None
-        for snap in reversed(disk.snapshots):
+        for snap in sorted(disk.snapshots, key=lambda s: s.zxid, reverse=True):
             if max(reach, snap.zxid) >= snap.end_zxid:
                 chosen = snap
                 break
@@ -344,7 +344,7 @@ class SimServer:
         begins, the tree when it ends a little later, after more txns may have applied."""
         node = self.node
         assert node is not None
-        if self.snapshot_start is None and \
+        if self.snapshot_start is None and not node.replica.installing and \
                 node.applied_zxid - self.applied_at_snapshot >= self.snapshot_every:
             self.applied_at_snapshot = node.applied_zxid
             self.snapshot_start = (node.applied_zxid, snapshots.header(node))
