@@ -123,7 +123,7 @@ class SimClient:
         if conn is self.conn:
             self._lost()
 
-    def _drop(self) -> None:
+    def drop_connection(self) -> None:
         """The client gives up on its connection (silent server): closes it, goes elsewhere."""
         conn = self.conn
         assert conn is not None
@@ -154,7 +154,7 @@ class SimClient:
         world = self.world
         third_us = self.negotiated_ms * 1000 // 3
         if world.now_us - self.last_recv_us > 2 * third_us:
-            self._drop()
+            self.drop_connection()
             return
         if self.connected and world.now_us - self.last_send_us >= third_us:
             self._send(codec.PING_FRAME)
@@ -198,7 +198,7 @@ class SimClient:
         self.connected = True
         if self.watches:
             self._set_watches()
-        self._schedule()
+        self.schedule()
 
     def _new_session(self) -> None:
         self.session_id = 0
@@ -300,7 +300,7 @@ class SimClient:
             self._complete(request, "ok", result)
             if kind in ("create", "set", "delete", "multi") and err == 0:
                 world.checks.acknowledged(zxid)
-        self._schedule()
+        self.schedule()
 
     def _require(self, err: int, allowed: tuple[int, ...], request: Request) -> str | None:
         if err not in allowed:
@@ -343,7 +343,7 @@ class SimClient:
         self._send(codec.frame(-8, ServerOp.SET_WATCHES, body))
 
     # --- operations -------------------------------------------------------------------------
-    def _schedule(self) -> None:
+    def schedule(self) -> None:
         """The next operation, once every earlier one is answered (one history operation per
         process at a time; only an unrecorded read is ever pipelined behind a write)."""
         if self.connected and not self.pending:

@@ -224,7 +224,7 @@ class World:
         else:
             client = rng.choice(self.clients)
             if client.conn is not None:
-                client._drop()
+                client.drop_connection()
         self.at(rng.randrange(100_000, 1_500_000), self._fault)
 
     def _cut(self, links: list[Any]) -> None:
@@ -247,7 +247,7 @@ class World:
             if server.node is None:
                 self.restart(sid)
         for client in self.clients:
-            client._schedule()
+            client.schedule()
 
     def _settled(self) -> bool:
         nodes = [s.node for s in self.servers.values()]
