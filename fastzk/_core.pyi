@@ -264,5 +264,5 @@ def lin_search(
     leaves every state it applies to unchanged (never retried elsewhere); before[op] is an operation that must
     be linearized before op, or -1; step(state, op) is the interned state after op or -1
     (memoised per (state, op)). Returns (0, []) linearizable, (2, []) once clock() passed
-    deadline (looked at every 4096 steps) or the memo cache holds 10 million configurations,
+    deadline (looked at every 4096 steps) or the memo cache holds 5 million configurations,
     or (1, the longest linearizable prefix found)."""

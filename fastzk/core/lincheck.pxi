@@ -10,8 +10,9 @@ cdef enum:
     LIN_UNKNOWN = 2
     # iterations between two looks at the clock: a few milliseconds' worth of work
     LIN_CLOCK_EVERY = 4096
-    # memo cache entries (about 100 bytes each) beyond which the answer is "unknown"
-    LIN_MAX_CACHED = 10000000
+    # memo cache entries (70 to 150 bytes each) beyond which the answer is "unknown": a hard
+    # history must not take all the memory before its time limit
+    LIN_MAX_CACHED = 5000000
 
 
 cdef inline void _lin_lift(int* nxt, int* prv, int entry, int match) noexcept nogil:
