@@ -15,6 +15,11 @@ and lets no operation be linearized before that previous one. Within a partition
 means the previous operation of the process *in that partition*: the constraints that cross
 partitions (a session that reads key a after writing key b) are dropped. That can only accept
 more histories, never report a violation that a whole-history search would not.
+
+Budget. The search is exponential in the worst case (many concurrent writes that no read
+orders; timed-out writes, which may take effect at any later point): it gives up with "unknown"
+at the time limit, or when one partition's memo cache holds 12 million configurations
+(256 MB: the cache keeps 128-bit fingerprints, see core/lincheck.pxi).
 """
 
 from __future__ import annotations
@@ -30,7 +35,6 @@ from fastzk._core import lin_search
 from fastzk.check.history import HistoryError, Operation, pair_operations
 from fastzk.check.models import IMPOSSIBLE, MODELS, Model
 
-VERDICTS = ("linearizable", "not linearizable", "unknown")
 # Operations of the linearizable prefix shown before the ones that could not be placed next.
 PREFIX_SHOWN = 8
 
@@ -61,7 +65,8 @@ class CheckResult:
             return head
         where = "the default key" if self.key is None else f"key {self.key!r}"
         if self.verdict == "unknown":
-            return f"{head}\nthe search of {where} did not finish within the time limit"
+            return (f"{head}\nthe search of {where} did not finish within the time limit (or "
+                    "before its memo cache reached 12 million configurations)")
         lines = [head, f"in {where}:"]
         done = [entry for entry in self.window if entry["role"] == "linearized"]
         earlier = self.prefix_length - len(done)
@@ -110,24 +115,22 @@ def check_history(events: Iterable[dict[str, Any]], model: str,
     partitions = _partition(
         [op for op in operations if op.status != "fail" and spec.informative(op)], spec
     )
-    undecided: str | None = None
-    undecided_seen = False
+    undecided: list[str | None] = []
     for keys, ops in partitions:
         outcome = _search(ops, spec, deadline)
         label = None if keys == (None,) else ", ".join(str(key) for key in keys)
         if outcome == "unknown":
-            if not undecided_seen:
-                undecided, undecided_seen = label, True
-            continue
-        if outcome is not None:
+            undecided.append(label)
+        elif outcome is not None:
             window, state, prefix_length = outcome
             return CheckResult(
                 "not linearizable", len(operations), len(partitions),
                 time.monotonic() - started, label, window, state, prefix_length,
             )
-    verdict = "unknown" if undecided_seen else "linearizable"
-    return CheckResult(verdict, len(operations), len(partitions), time.monotonic() - started,
-                       undecided)
+    elapsed_s = time.monotonic() - started
+    if undecided:
+        return CheckResult("unknown", len(operations), len(partitions), elapsed_s, undecided[0])
+    return CheckResult("linearizable", len(operations), len(partitions), elapsed_s)
 
 
 def _partition(ops: list[Operation], spec: Model) -> list[tuple[tuple, list[Operation]]]:
@@ -173,7 +176,9 @@ def _key_order(key: str | None) -> tuple[bool, str]:
     return key is not None, key or ""
 
 
-def _search(ops: list[Operation], spec: Model, deadline: float):
+def _search(
+    ops: list[Operation], spec: Model, deadline: float
+) -> None | str | tuple[list[dict[str, Any]], str, int]:
     """None when the partition linearizes, "unknown" past the deadline, else (the window of a
     CheckResult, the state after the longest linearizable prefix, that prefix's length)."""
     # The search wants the operations that may never take effect numbered last.
