@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from fastzk.quorum.messages import AppendResp, Vote
+from fastzk.quorum.messages import Append, AppendResp, Heartbeat, Vote
 from fastzk.quorum.replica import LEADER, QuorumConfig, Replica
 from fastzk.quorum.zxid import epoch_of
 
@@ -453,3 +453,42 @@ def test_the_in_memory_log_is_bounded_by_entries_and_by_bytes() -> None:
     assert replica.log.base > 0 and replica.log.bytes >= 20_000
     replica.compact(keep=10, keep_bytes=1 << 30)
     assert len(replica.log) <= 13
+
+
+def _follower_of_2() -> Replica:
+    """Server 1, following server 2 in epoch 3, with entries up to 0x300000004 committed."""
+    replica = Replica(QuorumConfig(1, (1, 2, 3)), random.Random(1), epoch=3,
+                      entries=[(0x300000001 + i, f"e{i}") for i in range(4)],
+                      barrier=lambda z: ("barrier", z))
+    replica.step(2, Append(3, 0x300000004, (), 0x300000004))
+    replica.take_ready()
+    return replica
+
+
+def test_a_snapshot_not_newer_than_the_commit_is_answered_not_installed() -> None:
+    """Found by the simulator: installing it took the state back; refusing it silently made
+    the leader send it forever. The follower acknowledges what it has instead."""
+    replica = _follower_of_2()
+    assert replica.commit == 0x300000004
+    assert not replica.accept_snapshot(2, 3, 0x300000003)
+    acks = [m for to, m in replica.take_ready().messages if isinstance(m, AppendResp)]
+    assert [(a.ok, a.match_zxid) for a in acks] == [(True, 0x300000004)]
+    assert not replica.accept_snapshot(3, 2, 0x300000009)  # from a deposed leader
+
+
+def test_an_accepted_snapshot_is_installed_even_after_the_leader_changed() -> None:
+    """Found by the simulator: the tree was replaced but the log kept (the epoch had moved
+    on), so later entries were applied to the wrong state."""
+    replica = _follower_of_2()
+    assert replica.accept_snapshot(2, 3, 0x300000009)
+    replica.step(2, Append(3, 0x300000004, ((0x300000005, "late"),), 0x300000004))
+    assert replica.log.last == 0x300000004  # the log takes nothing while it is replaced
+    assert not replica.accept_snapshot(2, 3, 0x300000008)  # older than the one in progress
+    replica.step(3, Heartbeat(4, 0x300000004, 0x300000004, 1))  # server 3 leads now
+    replica.take_ready()
+    replica.snapshot_installed(2, 3, 0x300000009)
+    assert (replica.log.base, replica.log.last) == (0x300000009, 0x300000009)
+    assert replica.commit == replica.handed_out == 0x300000009 and not replica.installing
+    ready = replica.take_ready()
+    assert ready.log_ops == [("truncate", 0x300000009)]
+    assert not [m for _, m in ready.messages if isinstance(m, AppendResp)]  # not its leader
