@@ -752,10 +752,14 @@ class Replica:
             self.timeout = self.elapsed + 1 + self.rng.randrange(max(1, self.cfg.looking_ticks))
 
     def peer_up(self, peer: int) -> None:
+        """A peer whose match is unknown (or compacted away) is probed from the end of the
+        log, as a new leader probes: its own log may still be enough to catch it up, and
+        only the answer can tell (it used to get a snapshot at once)."""
         if self.role == LEADER:
             pr = self.progress.get(peer)
             if pr is not None and pr.state != SNAPSHOT:
-                self._probe_from(peer, pr, pr.match if pr.match >= self.log.base else -1)
+                self._probe_from(peer, pr,
+                                 pr.match if pr.match >= self.log.base else self.log.last)
 
     # --- dispatch ------------------------------------------------------------------------------
     def step(self, sender: int, msg: Any) -> None:
