@@ -31,8 +31,9 @@ import wire
 from kazoo.client import KazooClient
 from kazoo.exceptions import InvalidACLError
 from kazoo.security import make_acl
-from servers import ServerProcess
 from test_bad_input import Flooder, assert_still_serving, create_node, drain_replies, rss_mb
+
+from fastzk.nemesis.servers import ServerProcess
 
 KINDS = ["zookeeper", "fastzk"]
 MakeServer = Callable[..., ServerProcess]

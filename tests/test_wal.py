@@ -14,7 +14,6 @@ import pytest
 from durable import OPEN_ACL, Harness, InProcessServer, make_cfg, random_writes, tree_state
 from kazoo.client import KazooClient
 from kazoo.exceptions import ConnectionLoss
-from servers import free_port
 
 from fastzk._core import (
     WalScanner,
@@ -25,6 +24,7 @@ from fastzk._core import (
     find_record,
     seal_records,
 )
+from fastzk.nemesis.servers import free_port
 from fastzk.proto import Op
 from fastzk.quorum.zxid import counter_of
 from fastzk.runtime import tools, wal
