@@ -43,6 +43,12 @@ def _shell(args: argparse.Namespace) -> int:
     return run_from_args(args)
 
 
+def _nemesis(args: argparse.Namespace) -> int:
+    from fastzk.nemesis.run import run_from_args
+
+    return run_from_args(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fastzk", description="A fast ZooKeeper-protocol coordination server."
@@ -73,6 +79,14 @@ def build_parser() -> argparse.ArgumentParser:
     shell = commands.add_parser("shell", help="interactive client, like zkCli.sh")
     add_shell_arguments(shell)
     shell.set_defaults(handler=_shell)
+
+    from fastzk.nemesis.run import add_arguments as add_nemesis_arguments
+
+    nemesis = commands.add_parser(
+        "nemesis", help="faults on a real local ensemble while a checked history is recorded"
+    )
+    add_nemesis_arguments(nemesis)
+    nemesis.set_defaults(handler=_nemesis)
 
     from pathlib import Path
 

@@ -252,13 +252,15 @@ class Cluster:
         jvm_flags: Iterable[str] = (),
         keep: bool = False,
         start_timeout: float = START_TIMEOUT,
+        parent_dir: Path | None = None,
     ) -> None:
         """*cfg* adds or overrides zoo.cfg keys on every member; *jvm_flags* are extra
-        ZooKeeper JVM arguments (ignored for fastzk)."""
+        ZooKeeper JVM arguments (ignored for fastzk); the member directories go in a new
+        directory under *parent_dir* (default: the system's temporary directory)."""
         if voters < 1 or observers < 0:
             raise ValueError("need at least one voter and a non-negative number of observers")
         self.kind = kind
-        self.root = Path(tempfile.mkdtemp(prefix=f"cluster-{kind}-"))
+        self.root = Path(tempfile.mkdtemp(prefix=f"cluster-{kind}-", dir=parent_dir))
         self.keep = keep
         self.start_timeout = start_timeout
         count = voters + observers
