@@ -13,6 +13,7 @@ Conventions
 - ACL is a list of (perms, scheme, id) tuples.
 """
 
+from collections.abc import Callable
 from typing import Any
 
 Stat = tuple[int, int, int, int, int, int, int, int, int, int, int]
@@ -244,3 +245,21 @@ def serve_reads(
     frame), or before a frame once `out` holds `max_out_bytes` or more (the connection's
     output budget: a reply started under it is completed). Raises FrameError as pop_frame
     does. Returns the number of frames served. Creates no Python object per served request."""
+
+def lin_search(
+    entries: list[int],
+    maybe: bytes,
+    before: list[int],
+    step: Callable[[int, int], int],
+    initial_state: int,
+    clock: Callable[[], float],
+    deadline: float,
+) -> tuple[int, list[int]]:
+    """The linearizability checker's search over one partition (fastzk/check/search.py):
+    Wing & Gong with Lowe's just-in-time linearization and memo cache of (linearized set,
+    state). Operations are 0..n-1; `entries` are the 2n call (op*2) and return (op*2+1) entries
+    in time order; maybe[op] != 0 marks an operation that may never have taken effect, whose
+    return entry must come after every other operation's; before[op] is an operation that must
+    be linearized before op, or -1; step(state, op) is the interned state after op or -1
+    (memoised per (state, op)). Returns (0, []) linearizable, (2, []) once clock() passed
+    deadline (looked at every 4096 steps), or (1, the longest linearizable prefix found)."""

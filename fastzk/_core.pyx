@@ -1,6 +1,7 @@
 # cython: language_level=3
 """fastzk's Cython core: framing buffers, the jute codec, the WAL record codec, the data tree
-(with its snapshot serialization) and the read fast path.
+(with its snapshot serialization), the read fast path and the inner loop of the linearizability
+checker.
 
 One compilation unit so that the fast path can reach buffer memory, tree nodes and encoders
 as plain C calls, with no Python-level attribute access in between.
@@ -21,3 +22,4 @@ include "core/jute.pxi"
 include "core/wal.pxi"
 include "core/tree.pxi"
 include "core/fastpath.pxi"
+include "core/lincheck.pxi"

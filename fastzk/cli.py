@@ -49,6 +49,18 @@ def _nemesis(args: argparse.Namespace) -> int:
     return run_from_args(args)
 
 
+def _check(args: argparse.Namespace) -> int:
+    from fastzk.check import HistoryError, check_history, read_history
+
+    try:
+        result = check_history(read_history(args.history), args.model, args.time_limit_s)
+    except HistoryError as error:
+        print(f"fastzk check: {args.history}: {error}", file=sys.stderr)
+        return 2
+    print(result.report())
+    return {"linearizable": 0, "not linearizable": 1}.get(result.verdict, 2)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fastzk", description="A fast ZooKeeper-protocol coordination server."
@@ -112,6 +124,21 @@ def build_parser() -> argparse.ArgumentParser:
     snap_dump.add_argument("--summary", action="store_true", help="no per-node lines")
     snap_dump.add_argument("--data", action="store_true", help="print each node's data too")
     snap_dump.set_defaults(handler=_snap_dump)
+
+    check = commands.add_parser(
+        "check",
+        help="is a recorded history linearizable? exit 0 yes, 1 no, 2 unknown or bad input",
+    )
+    check.add_argument(
+        "--model", required=True, choices=["register", "kv", "znode"],
+        help="the sequential specification (znode: ZooKeeper's contract, reads sequential)",
+    )
+    check.add_argument("history", type=Path, help="a JSON-lines history of invoke/ok/fail/info")
+    check.add_argument(
+        "--time-limit-s", type=float, default=60.0,
+        help="give up with verdict unknown after this many seconds (default 60)",
+    )
+    check.set_defaults(handler=_check)
     return parser
 
 
