@@ -12,7 +12,8 @@ of its own writes / write: on the leader, prep -> txn proposed; elsewhere, forwa
 leader ... once a quorum has the txn durably it is committed; every server applies committed
 txns in zxid order -> notifications, then the reply on the server the client is connected to
 (matched by session and xid), then every read that was queued behind that write. A failed write
-uses no zxid: the leader's verdict travels back on the same ordered link as its proposals.
+uses no zxid: the leader's verdict travels back on the same ordered link as its proposals and
+is answered once every write prepared before it is applied (its outcome may depend on them).
 
 A standalone server is an ensemble of one voter: the same path, with commit = local durability.
 """
@@ -205,6 +206,7 @@ class Node:
         self.revalidating: dict[int, Client] = {}  # resumed sessions the leader must confirm
         self.syncs: dict[int, tuple[Client, Pending, str]] = {}
         self.sync_waits: list[tuple[int, int]] = []  # (zxid to apply first, sync ctx)
+        self.verdict_waits: list[msgs.Verdict] = []  # failed writes waiting for after_zxid
         self.next_sync = 0
         self.touched: dict[int, None] = {}  # sessions active since the last report (ordered)
         self.quorum_ticks = 0
@@ -292,6 +294,7 @@ class Node:
         self.held.clear()
         self.syncs.clear()
         self.sync_waits.clear()
+        self.verdict_waits.clear()
         self.proposals.clear()
         self.prep = Prep(self.tree, self.replica.log.last, self.limits.ttl_enabled)
 
@@ -591,7 +594,7 @@ class Node:
         if session is None or session.closing:
             # its closeSession txn is decided: a write now (an ephemeral above all) would
             # outlive the session
-            self._verdict(origin, session_id, xid, Err.SESSION_EXPIRED, None)
+            self._verdict(origin, session_id, xid, Err.SESSION_EXPIRED, None, after_zxid=0)
             return
         if op == Op.CLOSE_SESSION:
             session.closing = True
@@ -606,13 +609,20 @@ class Node:
             self._verdict(origin, session_id, xid, outcome, None)
 
     def _verdict(self, origin: int | None, session_id: int, xid: int, err: int,
-                 multi_errors: tuple[int, ...] | None) -> None:
+                 multi_errors: tuple[int, ...] | None, after_zxid: int | None = None) -> None:
+        """*after_zxid* defaults to the last zxid prepared: a failure decided against prep's
+        overlay is answered once those writes are applied (0: it depends on none of them)."""
+        after = self.prep.last_zxid if after_zxid is None else after_zxid
+        verdict = msgs.Verdict(session_id, xid, err, multi_errors, after)
         if origin is None:
-            self._on_verdict(msgs.Verdict(session_id, xid, err, multi_errors))
+            self._on_verdict(verdict)
         else:
-            self.outbox.append((origin, msgs.Verdict(session_id, xid, err, multi_errors)))
+            self.outbox.append((origin, verdict))
 
     def _on_verdict(self, verdict: msgs.Verdict) -> None:
+        if verdict.after_zxid > self.applied_zxid:
+            self.verdict_waits.append(verdict)
+            return
         client = self.waiting.pop((verdict.session_id, verdict.xid), None)
         if client is None or client.state != State.READY:
             return
@@ -979,6 +989,12 @@ class Node:
             self.sync_waits = [(z, c) for z, c in self.sync_waits if z > self.applied_zxid]
             for ctx in done:
                 self._sync_done(ctx)
+        if self.verdict_waits:
+            ready = [v for v in self.verdict_waits if v.after_zxid <= self.applied_zxid]
+            self.verdict_waits = [v for v in self.verdict_waits
+                                  if v.after_zxid > self.applied_zxid]
+            for verdict in ready:
+                self._on_verdict(verdict)
 
     def _reply(self, client: Client, txn: Txn, result: Any) -> None:
         write_reply(client.out, txn, result)

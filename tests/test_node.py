@@ -117,6 +117,24 @@ def test_failed_write_reply_keeps_request_order(node: Node) -> None:
     assert replies(client) == [(1, 0), (2, -101)]
 
 
+def test_failure_decided_on_another_sessions_pending_write_waits_for_it(node: Node) -> None:
+    """A setData refused because of another session's uncommitted write is answered only once
+    that write is applied: a read right after the refusal must see the version that made it
+    fail (found by the nemesis history check: the read returned the version expected)."""
+    writer = connected(node)
+    reader = connected(node)
+    node.handle_request(writer, payload(create_request(1, "/v", b"0")))
+    settle(node)
+    replies(writer)
+    node.handle_request(writer, payload(set_data_request(2, "/v", b"1", version=0)))
+    node.handle_request(reader, payload(set_data_request(1, "/v", b"x", version=0)))
+    assert replies(reader) == []  # refused against the overlay, but the write is not applied
+    settle(node)
+    assert replies(writer) == [(2, 0)]
+    assert replies(reader) == [(1, -103)]
+    assert node.tree.stat("/v")[4] == 1  # dataVersion: the refusal followed the write
+
+
 def test_session_expires_on_ticks_and_its_ephemerals_go(node: Node) -> None:
     owner = connected(node, timeout_ms=2 * TICK)
     watcher = connected(node, timeout_ms=20 * TICK)

@@ -135,12 +135,15 @@ class Revalidated:
 class Verdict:
     """The leader's answer to a forwarded write that failed: an error code, or the per-op
     errors of a failed multi. Sent on the ordered link, so it arrives after every proposal of
-    that session's earlier writes."""
+    that session's earlier writes. `after_zxid` is the last zxid prepared when it was decided:
+    the failure may depend on those writes (a version they changed), so it is answered only
+    once they are applied -- else a read right after it could miss them."""
 
     session_id: int
     xid: int
     err: int
     multi_errors: tuple[int, ...] | None
+    after_zxid: int
 
 
 @dataclass(frozen=True, slots=True)
