@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import subprocess
 import sys
 import tempfile
 import threading
@@ -43,6 +44,18 @@ EPHEMERAL_ROOT = "/nemesis/ephemeral"
 TICK_TIME_MS = 200
 SESSION_TIMEOUT_S = 4.0
 DISK_SIZE_MB = 256
+#: Why the ZooKeeper control leaves ``diskfull`` out unless asked for (seen with 3.8.0 here):
+#: on ENOSPC its SyncThread exits and the member stops acknowledging; after a later restart
+#: its own digest check logs "Digests are not matching" for every txn, although every node
+#: and stat read through the API equals the other members'. That is ZooKeeper's problem,
+#: not the harness's; ``--faults ...,diskfull`` shows it.
+ZOOKEEPER_DISKFULL = ("diskfull left out for ZooKeeper by default: 3.8 stops syncing on a "
+                      "full disk and its digests then differ (pass --faults to include it)")
+
+
+def default_kinds(target: Kind) -> tuple[str, ...]:
+    """The fault kinds a run draws from when none are given."""
+    return KINDS if target == "fastzk" else tuple(k for k in KINDS if k != "diskfull")
 
 
 @dataclass
@@ -58,7 +71,9 @@ class NemesisConfig:
     keys: int = 5
     holders: int = 4
     think_s: float = 0.02
-    kinds: tuple[str, ...] = KINDS
+    #: None: every kind for fastzk, every kind but ``diskfull`` for ZooKeeper (see
+    #: :data:`ZOOKEEPER_DISKFULL`).
+    kinds: tuple[str, ...] | None = None
     settle_timeout_s: float = 90.0
     check_time_limit_s: float = 60.0
 
@@ -126,7 +141,7 @@ def _verify(cluster: Cluster, holders: EphemeralHolders, report: NemesisReport,
             cfg: NemesisConfig) -> None:
     """Steps 4-5 of the module docstring, except the history check."""
     settle(cluster, cfg.settle_timeout_s)
-    first = cluster.members[0]
+    first = cluster.members[0].connect_string()
     # An expired holder's node goes only when its expiry is processed: allow a few timeouts.
     wait_s = 3 * SESSION_TIMEOUT_S + 10
     problems, _ = holders.wait_clean(lambda: read_tree(first), wait_s)
@@ -170,18 +185,26 @@ def run(cfg: NemesisConfig) -> NemesisReport:
     else:
         directory = Path(tempfile.mkdtemp(prefix=f"nemesis-{cfg.target}-"))
     report = NemesisReport(cfg, directory)
+    kinds = cfg.kinds if cfg.kinds is not None else default_kinds(cfg.target)
+    if cfg.kinds is None and cfg.target == "zookeeper":
+        report.notes.append(ZOOKEEPER_DISKFULL)
     cluster = Cluster(cfg.target, cfg.servers, proxied=True, tick_time=TICK_TIME_MS,
                       parent_dir=directory)
     sids = [m.sid for m in cluster.members]
     small_disk: disk_module.SmallDisk | None = None
     disk_sid: int | None = None
-    if "diskfull" in cfg.kinds:
+    if "diskfull" in kinds:
         if disk_module.can_mount():
             disk_sid = sids[cfg.seed % len(sids)]
-            small_disk = disk_module.SmallDisk(cluster.member(disk_sid).data_dir, DISK_SIZE_MB)
+            try:
+                small_disk = disk_module.SmallDisk(cluster.member(disk_sid).data_dir,
+                                                   DISK_SIZE_MB)
+            except (subprocess.CalledProcessError, OSError) as error:
+                disk_sid = None
+                report.notes.append(f"diskfull left out: cannot mount a tmpfs ({error})")
         else:
             report.notes.append("diskfull left out: mounting a tmpfs needs root")
-    faults = schedule(cfg.seed, sids, cfg.duration_s, SESSION_TIMEOUT_S, cfg.kinds, disk_sid)
+    faults = schedule(cfg.seed, sids, cfg.duration_s, SESSION_TIMEOUT_S, kinds, disk_sid)
     nemesis = Nemesis(cluster, small_disk)
     holders: EphemeralHolders | None = None
     try:
@@ -250,8 +273,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "(default %(default)s)")
     parser.add_argument("--keep-dir", type=Path, default=None,
                         help="put the run's files under DIR and keep them even on success")
-    parser.add_argument("--faults", default=",".join(d.kinds),
-                        help="fault kinds to draw from (default %(default)s)")
+    parser.add_argument("--faults", default=None,
+                        help=f"comma-separated fault kinds to draw from, of {','.join(KINDS)} "
+                        "(default: all; for zookeeper all but diskfull)")
     parser.add_argument("--sessions", type=int, default=d.sessions,
                         help="recorded client sessions (default %(default)s)")
     parser.add_argument("--keys", type=int, default=d.keys,
@@ -260,9 +284,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_from_args(args: argparse.Namespace) -> int:
     """``fastzk nemesis``: 0 on a pass, 1 on a violation, 2 when it could not decide."""
-    kinds = tuple(k for k in str(args.faults).split(",") if k)
-    unknown = [k for k in kinds if k not in KINDS]
-    if unknown or not kinds:
+    kinds = None if args.faults is None else tuple(k for k in args.faults.split(",") if k)
+    unknown = [k for k in kinds or () if k not in KINDS]
+    if unknown or kinds == ():
         print(f"fastzk nemesis: unknown fault kinds {unknown} (known: {','.join(KINDS)})",
               file=sys.stderr)
         return 2

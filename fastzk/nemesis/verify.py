@@ -16,8 +16,8 @@ from typing import Any
 from fastzk.nemesis.cluster import Cluster, Member
 from fastzk.nemesis.servers import LOOPBACK, four_letter_word
 
-#: path -> (data, version, ephemeral owner)
-Tree = dict[str, tuple[str, int, int]]
+#: path -> (data, version, ephemeral owner, the whole stat: zxids, times, versions, counts)
+Tree = dict[str, tuple[str, int, int, tuple[int, ...]]]
 
 _ZXID_RE = re.compile(r"^Zxid: *0x([0-9a-fA-F]+)", re.MULTILINE)
 _HASH_RE = re.compile(r"^([0-9a-fA-F]+): *(\S+)", re.MULTILINE)
@@ -62,12 +62,13 @@ def settle(cluster: Cluster, timeout_s: float) -> int:
     return zxid
 
 
-def read_tree(member: Member, timeout_s: float = 20.0) -> Tree:
-    """Every znode outside ``/zookeeper`` as this member alone serves it."""
+def read_tree(address: str, timeout_s: float = 20.0) -> Tree:
+    """Every znode outside ``/zookeeper`` as the server at *address* (``host:port``) alone
+    serves it."""
     from kazoo.client import KazooClient
     from kazoo.exceptions import NoNodeError
 
-    client = KazooClient(hosts=member.connect_string(), timeout=10.0)
+    client = KazooClient(hosts=address, timeout=10.0)
     client.start(timeout=timeout_s)
     tree: Tree = {}
     try:
@@ -80,7 +81,7 @@ def read_tree(member: Member, timeout_s: float = 20.0) -> Tree:
             except NoNodeError:  # an ephemeral expiring under our feet
                 continue
             text = (data or b"").decode("ascii", errors="backslashreplace")
-            tree[path] = (text, stat.version, stat.ephemeralOwner)
+            tree[path] = (text, stat.version, stat.ephemeralOwner, tuple(stat))
             for child in children:
                 full = f"/{child}" if path == "/" else f"{path}/{child}"
                 if full != "/zookeeper":
@@ -127,13 +128,13 @@ def compare_digests(digests: Mapping[int, Mapping[int, str]]) -> tuple[list[str]
 
 def ephemeral_owners(tree: Tree) -> dict[str, int]:
     """``{path: owner session}`` of every ephemeral node in *tree*."""
-    return {path: owner for path, (_, _, owner) in tree.items() if owner}
+    return {path: node[2] for path, node in tree.items() if node[2]}
 
 
 def compare_members(cluster: Cluster, timeout_s: float) -> tuple[list[str], dict[str, Any]]:
     """Settle, then compare every member's tree and digests; returns (problems, facts)."""
     zxid = settle(cluster, timeout_s)
-    trees = {m.sid: read_tree(m) for m in cluster.members}
+    trees = {m.sid: read_tree(m.connect_string()) for m in cluster.members}
     digests = {m.sid: member_digests(m) for m in cluster.members}
     problems = compare_trees(trees)
     digest_problems, compared = compare_digests(digests)
