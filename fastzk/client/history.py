@@ -72,6 +72,11 @@ class HistoryWriter:
             self._next_process += 1
             return self._next_process - 1
 
+    @property
+    def processes(self) -> int:
+        """How many process ids were handed out."""
+        return self._next_process
+
     def record(self, event: dict[str, Any]) -> None:
         """Stamp *event* with the time and write it (time and order taken under one lock)."""
         with self._lock:
@@ -82,6 +87,12 @@ class HistoryWriter:
     def close(self) -> None:
         with self._lock:
             self._file.close()
+
+    def summary(self, duration_s: float) -> HistoryRun:
+        """What was recorded so far."""
+        with self._lock:
+            return HistoryRun(self.path, dict(sorted(self.counts.items())), self._next_process,
+                              duration_s)
 
 
 def _error_value(error: BaseException) -> str | None:
@@ -203,13 +214,10 @@ class Worker:
         op = self.rng.choices(names, weights)[0]
         key = self.rng.choice(self.keys)
         zk = self.client
-        if op in ("get", "sync-get"):
-            if op == "sync-get":
-                self._run("sync", key, None, lambda: zk.sync_async(key), lambda _: True)
-            got = self._run("get", key, None, lambda: zk.get_async(key),
-                            lambda r: [r[0].decode("ascii"), r[1].version])
-            if isinstance(got, list):
-                self.versions[key] = got[1]
+        if op == "sync-get":
+            self.sync_get(key)
+        elif op == "get":
+            self.get(key)
         elif op == "set":
             version = self._known_version(key)
             data = self._value()
@@ -228,6 +236,18 @@ class Worker:
                       lambda _: True)
         else:
             self._multi(key)
+
+    def get(self, key: str) -> None:
+        zk = self.client
+        got = self._run("get", key, None, lambda: zk.get_async(key),
+                        lambda r: [r[0].decode("ascii"), r[1].version])
+        if isinstance(got, list):
+            self.versions[key] = got[1]
+
+    def sync_get(self, key: str) -> None:
+        """sync, then getData: a read that must see every write completed before the sync."""
+        self._run("sync", key, None, lambda: self.client.sync_async(key), lambda _: True)
+        self.get(key)
 
     def _known_version(self, key: str) -> int:
         """Half the time the version this worker last saw (a conditional write), else -1."""
@@ -319,7 +339,7 @@ def prepare_root(connect: str, root: str, session_timeout_s: float,
 
 def record(
     connect: str,
-    path: Path,
+    writer: HistoryWriter,
     *,
     root: str,
     sessions: int = DEFAULT_SESSIONS,
@@ -333,10 +353,10 @@ def record(
     started: threading.Event | None = None,
 ) -> HistoryRun:
     """Run the checked workload against *connect* for *duration_s* (or until *stop*) and
-    record it in *path*; each worker waits *think_s* between operations (a nemesis run keeps
-    its history small enough to check that way); *started* is set once every session is open."""
+    record it with *writer* (left open: :func:`final_reads` may follow); each worker waits
+    *think_s* between operations (a nemesis run keeps its history small enough to check that
+    way); *started* is set once every session is open."""
     prepare_root(connect, root, session_timeout_s, start_timeout_s)
-    writer = HistoryWriter(path)
     key_paths = [f"{root}/k{i}" for i in range(keys)]
     stop = stop or threading.Event()
     workers: list[Worker] = []
@@ -371,8 +391,23 @@ def record(
         for worker in workers:
             worker.client.stop()
             worker.client.close()
-        writer.close()
-    return HistoryRun(path, dict(sorted(writer.counts.items())), writer._next_process, elapsed)
+    return writer.summary(elapsed)
+
+
+def final_reads(connect: str, writer: HistoryWriter, *, root: str, keys: int = DEFAULT_KEYS,
+                session_timeout_s: float = 4.0, start_timeout_s: float = 30.0) -> None:
+    """sync then getData of every key through a new session, recorded: the last word on each
+    key, so that an acknowledged write lost at the very end cannot go unobserved."""
+    client = make_client(connect, session_timeout_s)
+    client.start(timeout=start_timeout_s)
+    try:
+        worker = Worker(-1, client, writer, [f"{root}/k{i}" for i in range(keys)],
+                        random.Random(0), op_timeout_s=2 * session_timeout_s)
+        for key in worker.keys:
+            worker.sync_get(key)
+    finally:
+        client.stop()
+        client.close()
 
 
 def check_file(path: Path, time_limit_s: float = 60.0) -> Any:
@@ -389,16 +424,20 @@ def run_from_load_args(args: argparse.Namespace) -> int:
         print("fastzk load: --history runs its own workload; drop --preset", file=sys.stderr)
         return 2
     path = Path(args.history)
+    root, keys = f"{args.root}-history", args.keys or DEFAULT_KEYS
+    timeout_s = args.session_timeout / 1000
+    writer = HistoryWriter(path)
     try:
-        run = record(
-            str(args.server), path, root=f"{args.root}-history",
-            sessions=args.sessions or DEFAULT_SESSIONS, keys=args.keys or DEFAULT_KEYS,
-            duration_s=args.duration, seed=args.seed,
-            session_timeout_s=args.session_timeout / 1000,
-        )
+        run = record(str(args.server), writer, root=root,
+                     sessions=args.sessions or DEFAULT_SESSIONS, keys=keys,
+                     duration_s=args.duration, seed=args.seed, session_timeout_s=timeout_s)
+        final_reads(str(args.server), writer, root=root, keys=keys, session_timeout_s=timeout_s)
+        run = writer.summary(run.duration_s)
     except Exception as error:  # noqa: BLE001 - kazoo start-up failures have many types
         print(f"fastzk load: {type(error).__name__}: {error}", file=sys.stderr)
         return 2
+    finally:
+        writer.close()
     counts = ", ".join(f"{k} {v}" for k, v in run.counts.items())
     print(f"history: {path} ({counts}; {run.processes} processes, {run.duration_s:.1f}s)")
     result = check_file(path)

@@ -10,9 +10,11 @@ The order of a run, and why:
 3. The faults of the seed's schedule, one at a time, for ``duration_s``.
 4. Stop the workload, heal everything, wait (bounded) for one leader and equal zxids.
 5. Verify: ephemerals (none leaked, the live holders' present; then half the holders are
-   closed and their nodes must go), every member's tree and digests equal, the history
-   linearizable (which covers acknowledged writes: a lost one makes a later read
-   impossible).  The history is checked last because it is the slowest.
+   closed and their nodes must go), every member's tree (data and whole stat) and digests
+   equal; then a recorded sync+getData of every key closes the history, which must be
+   linearizable -- that covers acknowledged writes: a lost one makes some later read, at
+   the latest that final one, impossible.  The history is checked last, after the servers
+   are stopped, because it is the slowest.
 
 A failed run keeps its directory (history, member dirs with zoo.cfg, data and server.log,
 report.txt) and says where; a clean one removes it unless ``--keep-dir`` was given.
@@ -31,9 +33,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fastzk.client.history import HistoryRun, check_file, record
+from fastzk.client.history import HistoryRun, HistoryWriter, check_file, final_reads, record
 from fastzk.nemesis import disk as disk_module
-from fastzk.nemesis.cluster import Cluster, ClusterTimeout, Kind, zookeeper_installed
+from fastzk.nemesis.cluster import Cluster, Kind, zookeeper_installed
 from fastzk.nemesis.ephemerals import EphemeralHolders
 from fastzk.nemesis.faults import KINDS, Fault, Nemesis, schedule
 from fastzk.nemesis.verify import compare_members, read_tree, settle
@@ -207,18 +209,20 @@ def run(cfg: NemesisConfig) -> NemesisReport:
     faults = schedule(cfg.seed, sids, cfg.duration_s, SESSION_TIMEOUT_S, kinds, disk_sid)
     nemesis = Nemesis(cluster, small_disk)
     holders: EphemeralHolders | None = None
+    writer: HistoryWriter | None = None
+    outcome: dict[str, Any] = {}
     try:
         cluster.start()
         connect = cluster.connect_string()
         holders = EphemeralHolders(connect, EPHEMERAL_ROOT, cfg.holders, SESSION_TIMEOUT_S)
+        writer = HistoryWriter(directory / "history.jsonl")
         stop = threading.Event()
         started = threading.Event()
-        outcome: dict[str, Any] = {}
 
         def workload() -> None:
             try:
                 outcome["run"] = record(
-                    connect, directory / "history.jsonl", root=HISTORY_ROOT,
+                    connect, writer, root=HISTORY_ROOT,
                     sessions=cfg.sessions, keys=cfg.keys, duration_s=24 * 3600.0,
                     seed=cfg.seed, session_timeout_s=SESSION_TIMEOUT_S, think_s=cfg.think_s,
                     stop=stop, started=started,
@@ -239,11 +243,17 @@ def run(cfg: NemesisConfig) -> NemesisReport:
             report.notes += nemesis.heal_all()
         if "error" in outcome:
             report.problems.append(f"the workload failed: {outcome['error']!r}")
-        report.history = outcome.get("run")
         _verify(cluster, holders, report, cfg)
-    except (ClusterTimeout, RuntimeError, OSError) as error:
+        if "run" in outcome:
+            final_reads(connect, writer, root=HISTORY_ROOT, keys=cfg.keys,
+                        session_timeout_s=SESSION_TIMEOUT_S)
+    except Exception as error:  # noqa: BLE001 - ClusterTimeout, kazoo's errors...: reported
         report.problems.append(f"{type(error).__name__}: {error}")
     finally:
+        if writer is not None:
+            writer.close()
+            run_s = outcome["run"].duration_s if "run" in outcome else 0.0
+            report.history = writer.summary(run_s)
         if holders is not None:
             holders.close()
         for member in cluster.members:

@@ -21,7 +21,6 @@ Tree = dict[str, tuple[str, int, int, tuple[int, ...]]]
 
 _ZXID_RE = re.compile(r"^Zxid: *0x([0-9a-fA-F]+)", re.MULTILINE)
 _HASH_RE = re.compile(r"^([0-9a-fA-F]+): *(\S+)", re.MULTILINE)
-POLL_S = 0.2
 #: How many differing paths a comparison names before it just counts them.
 SHOWN_DIFFERENCES = 5
 
