@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import json
 import random
+import subprocess
+import sys
 from typing import Any
 
 import pytest
 
-from fastzk.check import HistoryError, check_history
+from fastzk.check import CheckResult, HistoryError, check_history, read_history
 
 LIN, NOT, UNKNOWN = "linearizable", "not linearizable", "unknown"
 
@@ -133,6 +135,16 @@ def test_kv_append_order() -> None:
     assert verdict(seq(op(0, "get", "k", None, "")), "kv") == LIN
     assert verdict(seq(op(0, "put", "k", "x", "x"), op(0, "append", "k", "y", "y"),
                        op(1, "get", "k", None, "y")), "kv") == NOT
+
+
+def test_a_write_that_changes_nothing_now_may_change_something_later() -> None:
+    # Process 0's put "a" is first tried where it rewrites "a"; it must still be tried after
+    # put "b" (the only order that explains both gets): only reads are never retried.
+    events = history(*op(1, "put", "k", "a", "a"), ("invoke", 0, "put", "k", "a"),
+                     ("invoke", 2, "put", "k", "b"), ("invoke", 3, "get", "k", None),
+                     ("ok", 2, "b"), ("ok", 3, "b"), ("invoke", 4, "get", "k", None),
+                     ("ok", 0, "a"), ("ok", 4, "a"))
+    assert verdict(events, "kv") == LIN
 
 
 # ---------------------------------------------------------------- znode
@@ -439,7 +451,7 @@ def random_op(rng: random.Random, model: str, key: str | None, counter: int,
         value = {"read": None, "write": counter % 5,
                  "cas": [rng.randrange(5), counter % 5]}[f]
     elif model == "kv":
-        f = rng.choice(["get", "put", "append", "append"])
+        f = rng.choice(["get", "get", "put", "append"])
         value = None if f == "get" else str(counter % 7)
     else:
         f = rng.choice(["create", "set", "set", "delete", "get", "get", "sync"]
@@ -542,3 +554,140 @@ def test_partitioned_znode_agrees_with_brute_force_on_one_key() -> None:
         seen_verdicts.add(expected)
         assert got == expected, json.dumps(events)
     assert seen_verdicts == {LIN, NOT}
+
+
+def never_written(rng: random.Random, events: list[dict[str, Any]], f: str,
+                  value: Any = "never written") -> list[dict[str, Any]]:
+    """One ok read's value replaced by a value no operation wrote."""
+    events = [dict(event) for event in events]
+    invoked: dict[Any, str] = {}
+    reads = []
+    for i, event in enumerate(events):
+        if event["type"] == "invoke":
+            invoked[event["process"]] = event["f"]
+        elif event["type"] == "ok" and invoked[event["process"]] == f:
+            reads.append(i)
+    events[rng.choice(reads)]["value"] = value
+    return events
+
+
+def test_simulated_register_passes_and_a_mutated_read_fails() -> None:
+    rng = random.Random(5)
+    plausible_failures = 0
+    for _ in range(30):
+        events = simulate(rng, "register", processes=5, ops=200, keys=["x", "y", None])
+        assert verdict(events, "register") == LIN
+        assert verdict(never_written(rng, events, "read"), "register") == NOT
+        plausible_failures += verdict(mutate_read(rng, events), "register") == NOT
+    assert plausible_failures >= 15
+
+
+def mutate_read(rng: random.Random, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One ok read's value replaced by another value that some write did write."""
+    events = [dict(event) for event in events]
+    invoked: dict[Any, str] = {}
+    reads = []
+    for i, event in enumerate(events):
+        if event["type"] == "invoke":
+            invoked[event["process"]] = event["f"]
+        elif event["type"] == "ok" and invoked[event["process"]] == "read":
+            reads.append(i)
+    i = rng.choice(reads)
+    events[i]["value"] = rng.choice([value for value in range(5) if value != events[i]["value"]])
+    return events
+
+
+@pytest.mark.parametrize("model", ["register", "kv", "znode"])
+def test_simulated_executions_pass(model: str) -> None:
+    rng = random.Random(11)
+    for _ in range(10):
+        events = simulate(rng, model, processes=6, ops=300, keys=MODELS_KEYS[model])
+        assert verdict(events, model) == LIN
+
+
+def test_znode_mutated_get_fails() -> None:
+    rng = random.Random(12)
+    for _ in range(10):
+        events = simulate(rng, "znode", processes=6, ops=300, keys=["/a", "/b"])
+        assert verdict(never_written(rng, events, "get", ["never written", 0]), "znode") == NOT
+
+
+@pytest.mark.parametrize(("model", "processes"), [("register", 10), ("register", 20),
+                                                  ("kv", 15), ("znode", 10)])
+def test_ten_thousand_operations(model: str, processes: int) -> None:
+    rng = random.Random(processes)
+    keys = {"register": [None], "kv": ["a", "b"], "znode": ["/a", "/b", "/c"]}[model]
+    events = simulate(rng, model, processes=processes, ops=10_000, keys=keys, crash_rate=0.01)
+    result = check_history(events, model, time_limit_s=60)
+    assert (result.verdict, result.ops) == (LIN, 10_000)
+
+
+def pathological(writers: int) -> list[dict[str, Any]]:
+    """Concurrent writes of distinct values, then a read of a value none wrote: every order of
+    the writes must be tried before the answer is known."""
+    events = [{"process": p, "type": "invoke", "f": "write", "value": p} for p in range(writers)]
+    events += [{"process": p, "type": "ok", "value": p} for p in range(writers)]
+    return events + [{"process": 0, "type": "invoke", "f": "read"},
+                     {"process": 0, "type": "ok", "value": -1}]
+
+
+def test_time_budget_gives_unknown() -> None:
+    assert verdict(pathological(6), "register") == NOT
+    result = check_history(pathological(40), "register", time_limit_s=1.0)
+    assert result.verdict == UNKNOWN
+    assert "did not finish" in result.report()
+
+
+# ---------------------------------------------------------------- CLI
+
+
+def write_history(path, events: list[dict[str, Any]]) -> None:
+    path.write_text("".join(json.dumps(event) + "\n" for event in events))
+
+
+def run_check(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "fastzk", "check", *args],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_cli_exit_codes(tmp_path) -> None:
+    good, bad, slow = tmp_path / "good.jsonl", tmp_path / "bad.jsonl", tmp_path / "slow.jsonl"
+    write_history(good, seq(op(0, "create", "/a", "x", True), op(1, "get", "/a", None, None)))
+    write_history(bad, seq(op(0, "create", "/a", "x", True), op(1, "sync", None, None, True),
+                           op(1, "get", "/a", None, None)))
+    write_history(slow, pathological(40))
+    done = run_check("--model", "znode", str(good))
+    assert (done.returncode, done.stdout.split(":")[0]) == (0, LIN)
+    done = run_check("--model", "znode", str(bad))
+    assert done.returncode == 1
+    assert "line 5-6" in done.stdout and "process 1: get /a -> null" in done.stdout
+    done = run_check("--model", "register", "--time-limit-s", "0.5", str(slow))
+    assert (done.returncode, done.stdout.split(":")[0]) == (2, UNKNOWN)
+
+
+def test_cli_malformed_line(tmp_path) -> None:
+    path = tmp_path / "broken.jsonl"
+    path.write_text('{"process": 0, "type": "invoke", "f": "read"}\n{"process": 0, "type": \n')
+    done = run_check("--model", "register", str(path))
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert done.stderr.count("\n") == 1 and "line 2: not JSON" in done.stderr
+    path.write_text('{"process": 0, "type": "ok"}\n')
+    done = run_check("--model", "register", str(path))
+    assert (done.returncode, done.stderr.count("\n")) == (2, 1)
+    assert "line 1: process 0 completes nothing" in done.stderr
+
+
+def test_read_history_and_result(tmp_path) -> None:
+    path = tmp_path / "h.jsonl"
+    events = seq(op(0, "write", "k", 1, 1), op(1, "read", "k", None, 2))
+    write_history(path, events)
+    assert read_history(path) == events
+    result = check_history(read_history(path), "register")
+    assert isinstance(result, CheckResult)
+    assert (result.verdict, result.key, result.partitions, result.ops) == (NOT, "k", 1, 2)
+    assert [entry["role"] for entry in result.window] == ["linearized", "stuck"]
+    assert result.window[1]["invoke_line"] == 3 and result.window[1]["outcome"] == 2
+    with pytest.raises(HistoryError, match="line 1: not a JSON object"):
+        path.write_text("[1]\n")
+        read_history(path)

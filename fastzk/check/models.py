@@ -50,6 +50,11 @@ class Model:
         """True for an operation that is only sequentially consistent, not linearizable."""
         return False
 
+    def read_only(self, op: Operation) -> bool:
+        """True for an operation that leaves unchanged every state it can be applied in: the
+        search never needs to try it at a later point than the first it fits."""
+        return op.status == "ok" and op.f in ("read", "get", "sync")
+
     def step(self, state: Any, op: Operation) -> Any:
         raise NotImplementedError
 
@@ -250,6 +255,9 @@ class Znode(Model):
 
     def sequential(self, op: Operation) -> bool:
         return op.f == "get"
+
+    def read_only(self, op: Operation) -> bool:
+        return op.status == "ok" and (op.f in ("get", "sync") or isinstance(op.outcome, str))
 
     def step(self, state: Any, op: Operation) -> Any:
         f, outcome = op.f, op.outcome if op.status == "ok" else None

@@ -8,8 +8,11 @@ cdef enum:
     LIN_OK = 0
     LIN_VIOLATION = 1
     LIN_UNKNOWN = 2
-    # iterations between two looks at the clock: a few microseconds' worth of work
+    # iterations between two looks at the clock: a few milliseconds' worth of work
     LIN_CLOCK_EVERY = 4096
+    # memo cache entries (70 to 150 bytes each) beyond which the answer is "unknown": a hard
+    # history must not take all the memory before its time limit
+    LIN_MAX_CACHED = 5000000
 
 
 cdef inline void _lin_lift(int* nxt, int* prv, int entry, int match) noexcept nogil:
@@ -28,22 +31,83 @@ cdef inline void _lin_unlift(int* nxt, int* prv, int entry, int match) noexcept 
     prv[nxt[entry]] = entry
 
 
-def lin_search(list entries, bytes maybe, list before, object step, int initial_state,
-               object clock, double deadline):
+cdef struct LinSet:
+    # The linearized operations: ops 0..n_ok-1 (those that returned) in words 0..ok_words-1,
+    # the others (which may never take effect) in the info_words after them. `low` is the first
+    # op < n_ok not linearized, so every word below low >> 6 is all ones; `high_word` bounds the
+    # last non-zero word below ok_words.
+    uint64_t* words
+    int n_ok
+    int ok_words
+    int info_words
+    int low
+    int high_word
+
+
+cdef inline int _lin_bit(LinSet* s, int op) noexcept nogil:
+    return op if op < s.n_ok else s.ok_words * 64 + (op - s.n_ok)
+
+
+cdef inline bint _lin_has(LinSet* s, int op) noexcept nogil:
+    cdef int b = _lin_bit(s, op)
+    return (s.words[b >> 6] >> (b & 63)) & 1
+
+
+cdef inline void _lin_add(LinSet* s, int op) noexcept nogil:
+    cdef int b = _lin_bit(s, op)
+    s.words[b >> 6] |= (<uint64_t>1) << (b & 63)
+    if op < s.n_ok:
+        if (b >> 6) > s.high_word:
+            s.high_word = b >> 6
+        while s.low < s.n_ok and (s.words[s.low >> 6] >> (s.low & 63)) & 1:
+            s.low += 1
+
+
+cdef inline void _lin_remove(LinSet* s, int op) noexcept nogil:
+    cdef int b = _lin_bit(s, op)
+    s.words[b >> 6] &= ~((<uint64_t>1) << (b & 63))
+    if op < s.low:
+        s.low = op
+
+
+cdef inline Py_ssize_t _lin_key(LinSet* s, int state, unsigned char* out) noexcept nogil:
+    """A canonical, short encoding of (set, state) into out; returns its length. Short because
+    only the words from the first unlinearized op on are written: a search step stays cheap
+    however long the history."""
+    cdef int first = s.low >> 6
+    cdef int last = s.high_word
+    cdef int32_t head[2]
+    while last >= first and s.words[last] == 0:
+        last -= 1
+    head[0] = state
+    head[1] = first
+    memcpy(out, head, 8)
+    memcpy(out + 8, s.words + s.ok_words, s.info_words * 8)
+    if last >= first:
+        memcpy(out + 8 + s.info_words * 8, s.words + first, (last - first + 1) * 8)
+        return 8 + (s.info_words + last - first + 1) * 8
+    return 8 + s.info_words * 8
+
+
+def lin_search(list entries, bytes maybe, bytes readonly, list before, object step,
+               int initial_state, object clock, double deadline):
     """Searches for a linearization of one partition; returns (status, prefix): status 0
-    linearizable, 1 not linearizable, 2 unknown (`clock()` passed `deadline`); prefix = the
-    operations of the longest linearizable prefix met, in order (empty unless status is 1).
+    linearizable, 1 not linearizable, 2 unknown (`clock()` passed `deadline`, or the memo cache
+    is full); prefix = the operations of the longest linearizable prefix met, in order (empty
+    unless status is 1).
 
     entries: the 2n call/return entries in time order, each op * 2 (call) or op * 2 + 1
-    (return). maybe[op] != 0: the operation may never have taken effect (a timeout): its return
-    entry is among the last, and reaching one means every other operation is linearized.
+    (return). maybe[op] != 0: the operation may never have taken effect (a timeout); those are
+    the last operations (the highest numbers) and their return entries the last entries, so
+    reaching one means every other operation is linearized.
+    readonly[op] != 0: the operation leaves every state it can be applied in unchanged.
     before[op]: the operation that must be linearized before this one (its process's previous
     operation), or -1. step(state, op): the state after op, or -1 where op cannot be applied."""
     cdef Py_ssize_t n_entries = len(entries)
     cdef int n_ops = <int>(n_entries // 2)
-    cdef Py_ssize_t n_words = (n_ops + 63) // 64 if n_ops else 1
-    cdef Py_ssize_t key_bytes = n_words * 8 + 4
     cdef const unsigned char* maybe_p = maybe
+    cdef const unsigned char* readonly_p = readonly
+    cdef LinSet lin
     cdef int* nxt = <int*>malloc((n_entries + 1) * sizeof(int))
     cdef int* prv = <int*>malloc((n_entries + 1) * sizeof(int))
     cdef int* code = <int*>malloc((n_entries + 1) * sizeof(int))
@@ -53,19 +117,29 @@ def lin_search(list entries, bytes maybe, list before, object step, int initial_
     cdef int* stack_entry = <int*>malloc((n_ops + 1) * sizeof(int))
     cdef int* stack_state = <int*>malloc((n_ops + 1) * sizeof(int))
     cdef int* best = <int*>malloc((n_ops + 1) * sizeof(int))
-    cdef uint64_t* linearized = <uint64_t*>calloc(n_words, sizeof(uint64_t))
-    cdef unsigned char* key = <unsigned char*>malloc(key_bytes)
+    cdef unsigned char* key = NULL
     cdef dict transitions = {}
     cdef set seen = set()
     cdef int depth = 0, best_depth = 0, state = initial_state, next_state, op, entry, i, c
     cdef int status = LIN_OK
-    cdef Py_ssize_t iterations = 0
-    cdef uint64_t bit
+    cdef Py_ssize_t iterations = 0, key_length
     cdef object found, cache_key
+    lin.n_ok = 0
+    while lin.n_ok < n_ops and not maybe_p[lin.n_ok]:
+        lin.n_ok += 1
+    for i in range(lin.n_ok, n_ops):
+        if not maybe_p[i]:
+            raise ValueError("operations that may never take effect must be numbered last")
+    lin.ok_words = (lin.n_ok + 63) // 64
+    lin.info_words = (n_ops - lin.n_ok + 63) // 64
+    lin.low = 0
+    lin.high_word = 0
+    lin.words = <uint64_t*>calloc(lin.ok_words + lin.info_words + 1, sizeof(uint64_t))
+    key = <unsigned char*>malloc(8 + (lin.ok_words + lin.info_words + 1) * 8)
     try:
         if (nxt == NULL or prv == NULL or code == NULL or match == NULL or call_of == NULL
                 or need == NULL or stack_entry == NULL or stack_state == NULL or best == NULL
-                or linearized == NULL or key == NULL):
+                or lin.words == NULL or key == NULL):
             raise MemoryError()
         # Entry 0 is the list's head; entries 1..n_entries in time order.
         for i in range(n_entries):
@@ -87,7 +161,8 @@ def lin_search(list entries, bytes maybe, list before, object step, int initial_
         entry = nxt[0]
         while entry != 0:
             iterations += 1
-            if iterations % LIN_CLOCK_EVERY == 0 and clock() > deadline:
+            if iterations % LIN_CLOCK_EVERY == 0 and (
+                    clock() > deadline or len(seen) > LIN_MAX_CACHED):
                 status = LIN_UNKNOWN
                 break
             c = code[entry]
@@ -96,19 +171,25 @@ def lin_search(list entries, bytes maybe, list before, object step, int initial_
                 if maybe_p[op]:
                     break                   # only operations that may never have happened left
                 # An operation's return is reached while it is not linearized: undo the last
-                # choice and try the next candidate after it.
-                if depth == 0:
+                # choice and try the next candidate after it. A read-only choice is undone
+                # together with the one before it: had any order worked from there, one taking
+                # the read first would have too (it was ready, and it changes no state it can
+                # be applied in), so the other candidates need no try.
+                while depth > 0:
+                    depth -= 1
+                    entry = stack_entry[depth]
+                    op = code[entry] >> 1
+                    _lin_remove(&lin, op)
+                    _lin_unlift(nxt, prv, entry, match[entry])
+                    if not readonly_p[op]:
+                        state = stack_state[depth]
+                        break
+                else:
                     status = LIN_VIOLATION
                     break
-                depth -= 1
-                entry = stack_entry[depth]
-                state = stack_state[depth]
-                op = code[entry] >> 1
-                linearized[op >> 6] &= ~((<uint64_t>1) << (op & 63))
-                _lin_unlift(nxt, prv, entry, match[entry])
                 entry = nxt[entry]
                 continue
-            if need[op] >= 0 and not (linearized[need[op] >> 6] >> (need[op] & 63)) & 1:
+            if need[op] >= 0 and not _lin_has(&lin, need[op]):
                 entry = nxt[entry]
                 continue
             found = transitions.get(<int64_t>state * n_ops + op)
@@ -120,13 +201,11 @@ def lin_search(list entries, bytes maybe, list before, object step, int initial_
             if next_state < 0:
                 entry = nxt[entry]
                 continue
-            bit = (<uint64_t>1) << (op & 63)
-            linearized[op >> 6] |= bit
-            memcpy(key, linearized, n_words * 8)
-            memcpy(key + n_words * 8, &next_state, 4)
-            cache_key = PyBytes_FromStringAndSize(<char*>key, key_bytes)
+            _lin_add(&lin, op)
+            key_length = _lin_key(&lin, next_state, key)
+            cache_key = PyBytes_FromStringAndSize(<char*>key, key_length)
             if cache_key in seen:
-                linearized[op >> 6] &= ~bit
+                _lin_remove(&lin, op)
                 entry = nxt[entry]
                 continue
             seen.add(cache_key)
@@ -155,5 +234,5 @@ def lin_search(list entries, bytes maybe, list before, object step, int initial_
         free(stack_entry)
         free(stack_state)
         free(best)
-        free(linearized)
+        free(lin.words)
         free(key)
