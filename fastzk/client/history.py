@@ -176,16 +176,22 @@ class Worker:
             SessionExpiredError,
         )
         from kazoo.handlers.threading import KazooTimeoutError
+        from kazoo.protocol.states import KeeperState
 
         invoke = self._invoke(f, key, value)
+        # kazoo short-circuits a request while its client is closed or its session expired:
+        # failed at once, it never reached a server, so it certainly did not happen. Both the
+        # state before the call and the synchronous failure are required, so that a request
+        # that was sent and then failed by a very fast expiry is never taken for one.
+        refused_state = self.client.client_state in (
+            KeeperState.CLOSED, KeeperState.EXPIRED_SESSION, KeeperState.AUTH_FAILED
+        )
         try:
             pending = start()
         except (ConnectionClosedError, SessionExpiredError, AuthFailedError):
             self._complete(invoke, "fail", None)
             return None
-        # A request kazoo short-circuits (closed or expired client) is failed synchronously:
-        # it never reached a server, so it certainly did not happen.
-        if pending.ready() and isinstance(
+        if refused_state and pending.ready() and isinstance(
             pending.exception, ConnectionClosedError | SessionExpiredError | AuthFailedError
         ):
             self._complete(invoke, "fail", None)
