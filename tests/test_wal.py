@@ -374,7 +374,8 @@ def test_a_small_disk_degrades_preallocation_and_keeps_the_zero_tail() -> None:
     recovery a clean end (or a torn write) from corruption."""
     from test_limits import small_tmpfs
 
-    with small_tmpfs(8) as mount:
+    with small_tmpfs(8) as disk:
+        mount = disk.path
         harness = _fill(mount / "a", 30)
         writer = harness.storage.writer
         assert writer is not None and writer.low_space is not None
