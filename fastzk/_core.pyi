@@ -260,9 +260,10 @@ def lin_search(
     Wing & Gong with Lowe's just-in-time linearization and memo cache of (linearized set,
     state). Operations are 0..n-1; `entries` are the 2n call (op*2) and return (op*2+1) entries
     in time order; maybe[op] != 0 marks an operation that may never have taken effect: those
-    must be the highest-numbered, with their return entries after every other operation's; readonly[op] != 0 marks one that
-    leaves every state it applies to unchanged (never retried elsewhere); before[op] is an operation that must
-    be linearized before op, or -1; step(state, op) is the interned state after op or -1
-    (memoised per (state, op)). Returns (0, []) linearizable, (2, []) once clock() passed
-    deadline (looked at every 4096 steps) or the memo cache holds 5 million configurations,
-    or (1, the longest linearizable prefix found)."""
+    must be the highest-numbered, with their return entries after every other operation's;
+    readonly[op] != 0 marks one that leaves every state it applies to unchanged (never
+    retried elsewhere); before[op] is an operation that must be linearized before op, or -1;
+    step(state, op) is the interned state after op or -1 (memoised per (state, op)). Returns
+    (0, []) linearizable, (2, []) once clock() passed deadline (looked at every 4096 steps) or
+    the memo cache (128-bit fingerprints) holds 12 million configurations, or (1, the longest
+    linearizable prefix found)."""

@@ -18,7 +18,8 @@ more histories, never report a violation that a whole-history search would not.
 
 Budget. The search is exponential in the worst case (many concurrent writes that no read
 orders; timed-out writes, which may take effect at any later point): it gives up with "unknown"
-at the time limit, or when one partition's memo cache holds 5 million configurations.
+at the time limit, or when one partition's memo cache holds 12 million configurations
+(256 MB: the cache keeps 128-bit fingerprints, see core/lincheck.pxi).
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ class CheckResult:
         where = "the default key" if self.key is None else f"key {self.key!r}"
         if self.verdict == "unknown":
             return (f"{head}\nthe search of {where} did not finish within the time limit (or "
-                    "before its memo cache reached 5 million configurations, about 0.5 GB)")
+                    "before its memo cache reached 12 million configurations)")
         lines = [head, f"in {where}:"]
         done = [entry for entry in self.window if entry["role"] == "linearized"]
         earlier = self.prefix_length - len(done)

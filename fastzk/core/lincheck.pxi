@@ -10,9 +10,9 @@ cdef enum:
     LIN_UNKNOWN = 2
     # iterations between two looks at the clock: a few milliseconds' worth of work
     LIN_CLOCK_EVERY = 4096
-    # memo cache entries (70 to 150 bytes each) beyond which the answer is "unknown": a hard
-    # history must not take all the memory before its time limit
-    LIN_MAX_CACHED = 5000000
+    # memo cache entries beyond which the answer is "unknown" (a table of 2**24 16-byte slots,
+    # 256 MB): a hard history must not take all the memory before its time limit
+    LIN_MAX_CONFIGURATIONS = 12000000
 
 
 cdef inline void _lin_lift(int* nxt, int* prv, int entry, int match) noexcept nogil:
@@ -89,12 +89,78 @@ cdef inline Py_ssize_t _lin_key(LinSet* s, int state, unsigned char* out) noexce
     return 8 + s.info_words * 8
 
 
+cdef struct LinMemo:
+    # The memo cache: a set of configurations, each kept as a 128-bit fingerprint of its key
+    # (as model checkers such as TLC and SPIN keep states) in an open-addressing table: 16
+    # bytes per slot, slot empty when its first half is 0. Two configurations share a
+    # fingerprint with probability about 2**-128 per pair (below 1e-23 for ten million): only
+    # then could the search skip a configuration it has not seen.
+    uint64_t* slots
+    Py_ssize_t capacity                     # slots, a power of two, at most 3/4 full
+    Py_ssize_t count
+
+
+cdef inline uint64_t _lin_hash(const uint64_t* words, Py_ssize_t n, uint64_t h,
+                               uint64_t multiplier) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(n):
+        h = (h ^ words[i]) * multiplier
+        h ^= h >> 29
+    h ^= <uint64_t>n
+    h *= multiplier
+    return h ^ (h >> 32)
+
+
+cdef int _lin_memo_init(LinMemo* m) except -1:
+    m.capacity = 1 << 16
+    m.count = 0
+    m.slots = <uint64_t*>calloc(m.capacity * 2, sizeof(uint64_t))
+    if m.slots == NULL:
+        raise MemoryError()
+    return 0
+
+
+cdef int _lin_memo_grow(LinMemo* m) except -1:
+    cdef Py_ssize_t capacity = m.capacity * 2, i, j
+    cdef uint64_t* slots = <uint64_t*>calloc(capacity * 2, sizeof(uint64_t))
+    if slots == NULL:
+        raise MemoryError()
+    for i in range(m.capacity):
+        if m.slots[2 * i]:
+            j = <Py_ssize_t>(m.slots[2 * i + 1] & <uint64_t>(capacity - 1))
+            while slots[2 * j]:
+                j = (j + 1) & (capacity - 1)
+            slots[2 * j] = m.slots[2 * i]
+            slots[2 * j + 1] = m.slots[2 * i + 1]
+    free(m.slots)
+    m.slots = slots
+    m.capacity = capacity
+    return 0
+
+
+cdef int _lin_memo_add(LinMemo* m, const uint64_t* key, Py_ssize_t n) except -1:
+    """1 when the key is already there, else adds it and returns 0."""
+    cdef uint64_t a = _lin_hash(key, n, 0x243F6A8885A308D3ULL, 0x9E3779B97F4A7C15ULL) | 1
+    cdef uint64_t b = _lin_hash(key, n, 0x13198A2E03707344ULL, 0xD6E8FEB86659FD93ULL)
+    cdef Py_ssize_t i = <Py_ssize_t>(b & <uint64_t>(m.capacity - 1))
+    while m.slots[2 * i]:
+        if m.slots[2 * i] == a and m.slots[2 * i + 1] == b:
+            return 1
+        i = (i + 1) & (m.capacity - 1)
+    m.slots[2 * i] = a
+    m.slots[2 * i + 1] = b
+    m.count += 1
+    if m.count * 4 > m.capacity * 3:
+        _lin_memo_grow(m)
+    return 0
+
+
 def lin_search(list entries, bytes maybe, bytes readonly, list before, object step,
                int initial_state, object clock, double deadline):
     """Searches for a linearization of one partition; returns (status, prefix): status 0
-    linearizable, 1 not linearizable, 2 unknown (`clock()` passed `deadline`, or the memo cache
-    is full); prefix = the operations of the longest linearizable prefix met, in order (empty
-    unless status is 1).
+    linearizable, 1 not linearizable, 2 unknown (`clock()` passed `deadline`, or the memo
+    cache holds 12 million configurations); prefix = the operations of the longest
+    linearizable prefix met, in order (empty unless status is 1).
 
     entries: the 2n call/return entries in time order, each op * 2 (call) or op * 2 + 1
     (return). maybe[op] != 0: the operation may never have taken effect (a timeout); those are
@@ -117,13 +183,13 @@ def lin_search(list entries, bytes maybe, bytes readonly, list before, object st
     cdef int* stack_entry = <int*>malloc((n_ops + 1) * sizeof(int))
     cdef int* stack_state = <int*>malloc((n_ops + 1) * sizeof(int))
     cdef int* best = <int*>malloc((n_ops + 1) * sizeof(int))
-    cdef unsigned char* key = NULL
+    cdef uint64_t* key = NULL
+    cdef LinMemo memo
     cdef dict transitions = {}
-    cdef set seen = set()
     cdef int depth = 0, best_depth = 0, state = initial_state, next_state, op, entry, i, c
     cdef int status = LIN_OK
     cdef Py_ssize_t iterations = 0, key_length
-    cdef object found, cache_key
+    cdef object found
     lin.n_ok = 0
     while lin.n_ok < n_ops and not maybe_p[lin.n_ok]:
         lin.n_ok += 1
@@ -135,8 +201,10 @@ def lin_search(list entries, bytes maybe, bytes readonly, list before, object st
     lin.low = 0
     lin.high_word = 0
     lin.words = <uint64_t*>calloc(lin.ok_words + lin.info_words + 1, sizeof(uint64_t))
-    key = <unsigned char*>malloc(8 + (lin.ok_words + lin.info_words + 1) * 8)
+    key = <uint64_t*>malloc((lin.ok_words + lin.info_words + 2) * 8)
+    memo.slots = NULL
     try:
+        _lin_memo_init(&memo)
         if (nxt == NULL or prv == NULL or code == NULL or match == NULL or call_of == NULL
                 or need == NULL or stack_entry == NULL or stack_state == NULL or best == NULL
                 or lin.words == NULL or key == NULL):
@@ -162,7 +230,7 @@ def lin_search(list entries, bytes maybe, bytes readonly, list before, object st
         while entry != 0:
             iterations += 1
             if iterations % LIN_CLOCK_EVERY == 0 and (
-                    clock() > deadline or len(seen) > LIN_MAX_CACHED):
+                    clock() > deadline or memo.count > LIN_MAX_CONFIGURATIONS):
                 status = LIN_UNKNOWN
                 break
             c = code[entry]
@@ -202,13 +270,11 @@ def lin_search(list entries, bytes maybe, bytes readonly, list before, object st
                 entry = nxt[entry]
                 continue
             _lin_add(&lin, op)
-            key_length = _lin_key(&lin, next_state, key)
-            cache_key = PyBytes_FromStringAndSize(<char*>key, key_length)
-            if cache_key in seen:
+            key_length = _lin_key(&lin, next_state, <unsigned char*>key)
+            if _lin_memo_add(&memo, key, key_length // 8):
                 _lin_remove(&lin, op)
                 entry = nxt[entry]
                 continue
-            seen.add(cache_key)
             stack_entry[depth] = entry
             stack_state[depth] = state
             depth += 1
@@ -236,3 +302,4 @@ def lin_search(list entries, bytes maybe, bytes readonly, list before, object st
         free(best)
         free(lin.words)
         free(key)
+        free(memo.slots)
