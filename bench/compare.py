@@ -22,7 +22,7 @@ session is back, at each ``--failover-ticks`` tickTime).
 Why it is built this way:
 
 * **Same tool, parameters and run.** Every load is ``fastzk.client.load`` with one
-  LoadConfig shape; both servers are started here through tests/servers.py on loopback
+  LoadConfig shape; both servers are started here through fastzk/nemesis/servers.py on loopback
   ports, each with its own data dir on the same disk (``--workdir``), fsync on (ZooKeeper's
   default forceSync=yes; fastzk's write-ahead log fdatasyncs every batch), the same zoo.cfg
   keys, and ZooKeeper with the same JVM flags every time (``BENCH_JVM``).
@@ -32,7 +32,7 @@ Why it is built this way:
   a noisy number can be recognised as such.
 * **A second client.** ``bench/java/ZkLoad.java`` (compiled here with javac against the
   Debian ZooKeeper jar) measures getData with ZooKeeper's reference client on both servers.
-* **Ensembles.** Started through tests/cluster.py (bench/ensembles.py adds the failover
+* **Ensembles.** Started through fastzk/nemesis/cluster.py (bench/ensembles.py adds the failover
   clients and per-member CPU), 3 voters on loopback, the same zoo.cfg keys, fsync settings and
   JVM flags as standalone, tickTime 2000 (the production default; initLimit 10, syncLimit 5).
   The load uses the connect string of the whole ensemble: its sessions are spread round-robin
@@ -65,12 +65,9 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "bench"))
 
-import ensembles  # noqa: E402  (bench/ensembles.py: tests/cluster.py ensembles, failover)
-import servers  # noqa: E402  (tests/servers.py: start/stop by PID)
-from cluster import Cluster, ClusterTimeout  # noqa: E402
+import ensembles  # noqa: E402  (bench/ensembles.py: fastzk/nemesis/cluster.py ensembles, failover)
 from kazoo.exceptions import KazooException  # noqa: E402
 from kazoo.handlers.threading import KazooTimeoutError  # noqa: E402
 
@@ -82,6 +79,8 @@ from fastzk.client.load import (  # noqa: E402
     prepare_keyspace,
     run_load,
 )
+from fastzk.nemesis import servers  # noqa: E402  (start/stop by PID)
+from fastzk.nemesis.cluster import Cluster, ClusterTimeout  # noqa: E402
 
 # --- the matrix -----------------------------------------------------------------------------------
 
@@ -115,7 +114,7 @@ TARGETS = ("zookeeper", "fastzk")
 LABELS = {"zookeeper": "ZooKeeper 3.8", "fastzk": "fastzk"}
 
 #: JVM flags of the benchmark ZooKeeper: zkServer.sh's default heap, JVM defaults otherwise
-#: (they replace tests/servers.py's start-up-optimised flags); the same every run.
+#: (they replace fastzk/nemesis/servers.py's start-up-optimised flags); the same every run.
 BENCH_JVM = ["-Xmx1000m", "-Xshare:auto"]
 #: JVM flags of the Java load client.
 CLIENT_JVM = ["-Xmx512m", "-Xshare:auto"]
@@ -764,9 +763,9 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any], args: argparse.Na
         spread = sessions_per_member(args.sessions)
         lines.append(
             f"- 3 servers: 3-voter ensembles (ZooKeeper's QuorumPeerMain, `fastzk serve`) started "
-            f"by tests/cluster.py, tickTime {ENSEMBLE_TICK} (the production default), initLimit "
+            f"by fastzk/nemesis/cluster.py, tickTime {ENSEMBLE_TICK} (the production default), initLimit "
             "10, syncLimit 5, the same fsync settings and JVM flags as standalone (ZooKeeper "
-            "logging at INFO, as tests/cluster.py sets it), data dirs in the system temp dir; "
+            "logging at INFO, as fastzk/nemesis/cluster.py sets it), data dirs in the system temp dir; "
             "both kinds' ensembles are up during every run (six servers and the load on "
             f"{m['cores']} cores). The load uses the connect string of the whole "
             f"ensemble: its {args.sessions} sessions are spread round-robin over the three "

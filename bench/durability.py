@@ -41,11 +41,9 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tests"))
-
-import servers  # noqa: E402  (tests/servers.py: start/stop by PID)
 
 from fastzk.client.load import LoadConfig, prepare_keyspace, run_load  # noqa: E402
+from fastzk.nemesis import servers  # noqa: E402  (start/stop by PID)
 
 BENCH_JVM = ["-Xmx1000m", "-Xshare:auto"]
 KINDS = ("zookeeper", "fastzk")

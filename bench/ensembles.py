@@ -1,6 +1,6 @@
 """3-server ensembles for bench/compare.py: start, CPU of every member, leader failover.
 
-The ensembles are tests/cluster.py's (the same zoo.cfg for ZooKeeper's QuorumPeerMain and
+The ensembles are fastzk/nemesis/cluster.py's (the same zoo.cfg for ZooKeeper's QuorumPeerMain and
 ``fastzk serve``; every process stopped by PID; every wait bounded). This module adds what a
 benchmark needs on top:
 
@@ -25,7 +25,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from cluster import Cluster, ClusterTimeout, Kind, Member
 from kazoo.client import KazooClient
 from kazoo.exceptions import KazooException
 from kazoo.handlers.threading import KazooTimeoutError
@@ -34,6 +33,7 @@ from kazoo.protocol.states import KazooState
 from kazoo.retry import KazooRetry
 
 from fastzk.client.engine import Interval, machine_busy_seconds, proc_cpu_seconds
+from fastzk.nemesis.cluster import Cluster, ClusterTimeout, Kind, Member
 
 #: Voting members of every benchmark ensemble.
 VOTERS = 3
@@ -64,7 +64,7 @@ def ensemble(kind: str, tick: int, cfg: Mapping[str, Any],
     """A running 3-voter ensemble of *kind* at tickTime *tick* with zoo.cfg keys *cfg*;
     ZooKeeper's JVM gets *jvm_flags* instead of the test suite's start-up-tuned ones."""
     # start_server's base_jvm_flags reaches it through the members' start arguments
-    # (Cluster passes cfg on to tests/servers.start_server; ignored for fastzk).
+    # (Cluster passes cfg on to servers.start_server; ignored for fastzk).
     with Cluster(cast(Kind, kind), VOTERS, tick_time=tick,
                  cfg={**cfg, "tickTime": tick, "base_jvm_flags": list(jvm_flags)}) as cluster:
         yield cluster

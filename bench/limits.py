@@ -41,8 +41,9 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
-import servers  # noqa: E402  (tests/servers.py: start/stop by PID)
 import wire  # noqa: E402  (tests/wire.py: raw protocol frames)
+
+from fastzk.nemesis import servers  # noqa: E402  (start/stop by PID)
 
 BENCH_JVM = ["-Xshare:auto"]  # JVM defaults otherwise: max heap a quarter of RAM
 KINDS = ("zookeeper", "fastzk")

@@ -49,6 +49,12 @@ def _shell(args: argparse.Namespace) -> int:
     return run_from_args(args)
 
 
+def _nemesis(args: argparse.Namespace) -> int:
+    from fastzk.nemesis.run import run_from_args
+
+    return run_from_args(args)
+
+
 def _check(args: argparse.Namespace) -> int:
     from fastzk.check import HistoryError, check_history, read_history
 
@@ -99,6 +105,14 @@ def build_parser() -> argparse.ArgumentParser:
         "every event (a seed replays a run exactly)")
     add_sim_arguments(sim)
     sim.set_defaults(handler=_sim)
+
+    from fastzk.nemesis.run import add_arguments as add_nemesis_arguments
+
+    nemesis = commands.add_parser(
+        "nemesis", help="faults on a real local ensemble while a checked history is recorded"
+    )
+    add_nemesis_arguments(nemesis)
+    nemesis.set_defaults(handler=_nemesis)
 
     from pathlib import Path
 

@@ -12,8 +12,8 @@ fastzk enables TTL nodes by default and ZooKeeper does not, so the shared
 fixtures and fresh pairs start **fastzk with ``extendedTypesEnabled=false``**
 (ZooKeeper's default); tests of TTL nodes start their own pair with it on.
 Both also get the same super digest and a 500 ms container/TTL reaper interval
-(passed to ZooKeeper as JVM system properties by tests/servers.py).  fastzk's
-HTTP admin endpoint listens on a free port per server (tests/servers.py), so
+(passed to ZooKeeper as JVM system properties by fastzk/nemesis/servers.py).  fastzk's
+HTTP admin endpoint listens on a free port per server (fastzk/nemesis/servers.py), so
 servers never collide on 8080.
 """
 
@@ -35,7 +35,8 @@ from kazoo.client import KazooClient
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from differential import SUPER_DIGEST, Differential  # noqa: E402
-from servers import ServerProcess, ServerStartError, start_server  # noqa: E402
+
+from fastzk.nemesis.servers import ServerProcess, ServerStartError, start_server  # noqa: E402
 
 KINDS = ["zookeeper", "fastzk"]
 REFERENCE_ONLY_ENV = "FASTZK_DIFF_REFERENCE_ONLY"

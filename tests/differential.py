@@ -69,7 +69,8 @@ from kazoo.exceptions import EXCEPTIONS
 from kazoo.protocol.serialization import Connect, Create2, GetChildren, GetChildren2, Watch
 from kazoo.protocol.states import Callback, WatchedEvent, ZnodeStat
 from kazoo.security import ACL
-from servers import ServerProcess
+
+from fastzk.nemesis.servers import ServerProcess
 
 __all__ = [
     "SUPER_CREDENTIALS",

@@ -8,7 +8,7 @@ compared too.  Values such as latencies, packet counts, versions and sizes on di
 may differ; only their format is checked.
 
 The HTTP endpoint (``admin.serverPort``, a free port per fastzk test server, see
-tests/servers.py) is fastzk's own; in reference-only mode those tests are skipped.
+fastzk/nemesis/servers.py) is fastzk's own; in reference-only mode those tests are skipped.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ from typing import Any
 import pytest
 from kazoo.client import KazooClient
 from prometheus_client.parser import text_string_to_metric_families
-from servers import ServerProcess
+
+from fastzk.nemesis.servers import ServerProcess
 
 Pair = tuple[ServerProcess, ServerProcess]
 
@@ -349,7 +350,7 @@ def test_http_ready(http: Callable[[str], tuple[int, str, bytes]]) -> None:
 
 def test_each_fastzk_server_has_its_own_admin_port(pair: Pair, fastzk: ServerProcess,
                                                    http: Any) -> None:
-    """tests/servers.py gives every fastzk a free admin.serverPort: the shared server and
+    """fastzk/nemesis/servers.py gives every fastzk a free admin.serverPort: the shared server and
     this module's both serve HTTP, on different ports."""
     del http  # only for the skip in reference-only mode
     ports = {pair[1].admin_port, fastzk.admin_port}

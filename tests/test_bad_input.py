@@ -24,7 +24,8 @@ from pathlib import Path
 import pytest
 import wire
 from kazoo.client import KazooClient
-from servers import ServerProcess
+
+from fastzk.nemesis.servers import ServerProcess
 
 KINDS = ["zookeeper", "fastzk"]
 MakeServer = Callable[..., ServerProcess]

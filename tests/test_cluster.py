@@ -1,6 +1,6 @@
 """fastzk ensembles as real processes on 127.0.0.1, driven by kazoo.
 
-Each test starts its own cluster (tests/cluster.py: every process stopped by PID, data dirs
+Each test starts its own cluster (fastzk/nemesis/cluster.py: every process stopped by PID, data dirs
 and logs kept when a test fails) and bounds every wait. What is checked is what clients rely
 on: every acknowledged write survives a leader's death on every server, sequence numbers are
 never reused, sessions and their ephemerals survive failover, a minority refuses to serve, a
@@ -18,13 +18,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
-from cluster import Cluster, Member
 from kazoo.client import KazooClient
 from kazoo.exceptions import ConnectionLoss, KazooException, SessionExpiredError
 from kazoo.handlers.threading import KazooTimeoutError
 from kazoo.retry import KazooRetry
-from servers import four_letter_word
 from wire import create_request, handshake, read_reply
+
+from fastzk.nemesis.cluster import Cluster, Member
+from fastzk.nemesis.servers import four_letter_word
 
 pytestmark = pytest.mark.timeout(300)
 

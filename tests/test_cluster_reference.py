@@ -1,4 +1,4 @@
-"""Tests of the ensemble harness itself (tests/cluster.py, tests/netproxy.py).
+"""Tests of the ensemble harness itself (fastzk/nemesis/cluster.py, fastzk/nemesis/netproxy.py).
 
 The proxy is checked against a plain echo server; the cluster harness
 against an Apache ZooKeeper 3.8 ensemble, whose behaviour is the reference:
@@ -18,13 +18,14 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from cluster import Cluster, Member, zookeeper_installed
 from conftest import stop_client
 from kazoo.client import KazooClient
 from kazoo.exceptions import KazooException
 from kazoo.handlers.threading import KazooTimeoutError
-from netproxy import CONNECT_GRACE, NetProxy
-from servers import free_port
+
+from fastzk.nemesis.cluster import Cluster, Member, zookeeper_installed
+from fastzk.nemesis.netproxy import CONNECT_GRACE, NetProxy
+from fastzk.nemesis.servers import free_port
 
 needs_zookeeper = pytest.mark.skipif(
     not zookeeper_installed(), reason="Apache ZooKeeper (Debian package zookeeper) not installed"

@@ -9,10 +9,10 @@ import time
 from pathlib import Path
 
 import pytest
-from servers import four_letter_word, free_port
 from wire import fresh_session_ping
 
 from fastzk.config import DEFAULT_4LW, ConfigError, load
+from fastzk.nemesis.servers import four_letter_word, free_port
 
 
 def write_cfg(tmp_path: Path, text: str) -> Path:

@@ -39,7 +39,8 @@ from kazoo.security import (
     make_acl,
     make_digest_acl_credential,
 )
-from servers import ServerProcess
+
+from fastzk.nemesis.servers import ServerProcess
 
 READ, WRITE, CREATE, DELETE, ADMIN, ALL = 1, 2, 4, 8, 16, 31
 

@@ -1,7 +1,7 @@
 """Differential conformance of a 3-server ensemble: Apache ZooKeeper 3.8 vs fastzk.
 
 Every scenario runs unchanged against a real ZooKeeper ensemble and a real fastzk ensemble
-(tests/cluster.py: both on loopback, every process stopped by PID, files kept when a ``with
+(fastzk/nemesis/cluster.py: both on loopback, every process stopped by PID, files kept when a ``with
 Cluster`` block raises) and reduces what a client or an operator observes to a value with the
 timing taken out: kazoo connection states and watch callbacks, the sequence of frames on a raw
 session, reply zxids relative to a write's zxid, the line labels and keys of the four-letter
@@ -29,11 +29,9 @@ from functools import partial
 from typing import Any
 
 import pytest
-from cluster import Cluster, Kind, Member, zookeeper_installed
 from kazoo.client import KazooClient
 from kazoo.exceptions import NoAuthError
 from kazoo.protocol.states import WatchedEvent
-from servers import four_letter_word
 from test_cluster_reference import kazoo
 from wire import (
     NO_NODE,
@@ -50,6 +48,9 @@ from wire import (
     read_reply,
     set_watches_request,
 )
+
+from fastzk.nemesis.cluster import Cluster, Kind, Member, zookeeper_installed
+from fastzk.nemesis.servers import four_letter_word
 
 pytestmark = pytest.mark.timeout(120)
 

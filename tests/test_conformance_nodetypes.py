@@ -40,7 +40,8 @@ from differential import (
 )
 from kazoo.protocol.serialization import Create, Create2
 from kazoo.security import ACL, OPEN_ACL_UNSAFE, Id
-from servers import ServerProcess
+
+from fastzk.nemesis.servers import ServerProcess
 
 OPEN = OPEN_ACL_UNSAFE
 WRITE_ONLY = [ACL(2, Id("world", "anyone"))]

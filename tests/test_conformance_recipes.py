@@ -29,7 +29,8 @@ from kazoo.recipe.election import Election
 from kazoo.recipe.lock import Lock
 from kazoo.recipe.queue import LockingQueue, Queue
 from kazoo.recipe.watchers import ChildrenWatch, DataWatch
-from servers import ServerProcess
+
+from fastzk.nemesis.servers import ServerProcess
 
 
 def test_datawatch_and_childrenwatch_see_every_step(differential: Differential) -> None:

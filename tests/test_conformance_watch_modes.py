@@ -38,7 +38,8 @@ from kazoo.client import KazooClient
 from kazoo.exceptions import NoWatcherError
 from kazoo.protocol.serialization import Watch
 from kazoo.protocol.states import Callback
-from servers import ServerProcess
+
+from fastzk.nemesis.servers import ServerProcess
 
 PERSISTENT, RECURSIVE = 0, 1
 CHILDREN, DATA, ANY, W_PERSISTENT, W_RECURSIVE = 1, 2, 3, 4, 5

@@ -34,7 +34,8 @@ from kazoo.exceptions import (
     SessionExpiredError,
 )
 from kazoo.handlers.threading import KazooTimeoutError
-from servers import ServerProcess, start_server
+
+from fastzk.nemesis.servers import ServerProcess, start_server
 
 UNKNOWN_OUTCOME = (ConnectionLoss, ConnectionDropped, ConnectionClosedError, SessionExpiredError)
 WORKERS = 4

@@ -15,6 +15,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import socket
 import struct
 import subprocess
@@ -31,8 +32,10 @@ import wire
 from kazoo.client import KazooClient
 from kazoo.exceptions import InvalidACLError
 from kazoo.security import make_acl
-from servers import ServerProcess
 from test_bad_input import Flooder, assert_still_serving, create_node, drain_replies, rss_mb
+
+from fastzk.nemesis.disk import SmallDisk, can_mount
+from fastzk.nemesis.servers import ServerProcess
 
 KINDS = ["zookeeper", "fastzk"]
 MakeServer = Callable[..., ServerProcess]
@@ -320,27 +323,17 @@ def test_clients_that_do_not_read_cannot_use_up_the_server_wide_budget(
 
 
 @contextlib.contextmanager
-def small_tmpfs(size_mb: int) -> Iterator[Path]:
-    """A tmpfs of size_mb mounted under a temp dir (root only), always unmounted."""
-    if os.geteuid() != 0:
+def small_tmpfs(size_mb: int) -> Iterator[SmallDisk]:
+    """A tmpfs of size_mb mounted on a fresh temp dir (root only), always unmounted."""
+    if not can_mount():
         pytest.skip("mounting a small tmpfs needs root")
     mount = Path(tempfile.mkdtemp(prefix="fastzk-disk-"))
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mb}m", "tmpfs", str(mount)],
-                   check=True, timeout=30)
+    disk = SmallDisk(mount, size_mb)
     try:
-        yield mount
+        yield disk
     finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False, timeout=30)
-        mount.rmdir()
-
-
-def fill(path: Path) -> None:
-    """Writes to `path` until the disk is full (unbuffered: every byte that fits is written)."""
-    with open(path, "wb", buffering=0) as handle:
-        for size in (1 << 20, 4096):
-            with contextlib.suppress(OSError):
-                while True:
-                    handle.write(b"\1" * size)
+        disk.unmount(keep_files=False)
+        shutil.rmtree(mount, ignore_errors=True)
 
 
 def admin(proc: ServerProcess, command: str) -> dict[str, object]:
@@ -366,7 +359,8 @@ def test_a_nearly_full_disk_still_takes_new_clients_and_writes(
     """The data dir is a 64 MB tmpfs with 8 MB used: less than one 64 MB preallocated log
     segment. Before, fastzk refused the very first client; both servers now take clients and
     20 MB of writes."""
-    with small_tmpfs(64) as mount:
+    with small_tmpfs(64) as disk:
+        mount = disk.path
         (mount / "used").write_bytes(b"\1" * (8 << 20))
         srv = make_server(kind, dataDir=mount / "data")
         try:
@@ -385,8 +379,8 @@ def test_a_full_disk_makes_writes_wait_and_freeing_space_resumes_them(
     fit, it waits, unacknowledged, while reads go on and /ready says why; once space is freed
     it completes without a restart. After a crash (SIGKILL) every acknowledged write is there:
     the log's unwritten tail still reads as zeros."""
-    with small_tmpfs(24) as mount:
-        srv = make_server("fastzk", dataDir=mount / "data")
+    with small_tmpfs(24) as disk:
+        srv = make_server("fastzk", dataDir=disk.path / "data")
         if srv.kind != "fastzk":
             pytest.skip("fastzk's own behaviour on a full disk")
         try:
@@ -395,7 +389,7 @@ def test_a_full_disk_makes_writes_wait_and_freeing_space_resumes_them(
             client.create("/before", b"b")
             status, body = ready(srv)
             assert status == 200 and "low disk space" in str(body["reason"]), body
-            fill(mount / "filler")
+            disk.fill()
             # more than the segment has reserved ahead (a sixteenth of 64 MB)
             pending = [client.create_async(f"/during{i}", b"x" * 400_000) for i in range(30)]
             time.sleep(2.0)
@@ -404,7 +398,7 @@ def test_a_full_disk_makes_writes_wait_and_freeing_space_resumes_them(
             assert status == 503 and "No space left on device" in str(body["reason"]), body
             assert reader.get("/before")[0] == b"b"  # reads go on
             assert "cannot write the write-ahead log" in srv.log_text()
-            (mount / "filler").unlink()
+            disk.free()
             for index, result in enumerate(pending):
                 assert result.get(timeout=20.0) == f"/during{index}"
             assert ready(srv)[0] == 200

@@ -10,7 +10,8 @@ import time
 from collections.abc import Callable
 
 from kazoo.client import KazooClient
-from servers import ServerProcess
+
+from fastzk.nemesis.servers import ServerProcess
 
 SHELL = [sys.executable, "-m", "fastzk", "shell"]
 

@@ -14,7 +14,6 @@ import pytest
 from durable import OPEN_ACL, Harness, InProcessServer, make_cfg, random_writes, tree_state
 from kazoo.client import KazooClient
 from kazoo.exceptions import ConnectionLoss
-from servers import free_port
 
 from fastzk._core import (
     WalScanner,
@@ -25,6 +24,7 @@ from fastzk._core import (
     find_record,
     seal_records,
 )
+from fastzk.nemesis.servers import free_port
 from fastzk.proto import Op
 from fastzk.quorum.zxid import counter_of
 from fastzk.runtime import tools, wal
@@ -374,7 +374,8 @@ def test_a_small_disk_degrades_preallocation_and_keeps_the_zero_tail() -> None:
     recovery a clean end (or a torn write) from corruption."""
     from test_limits import small_tmpfs
 
-    with small_tmpfs(8) as mount:
+    with small_tmpfs(8) as disk:
+        mount = disk.path
         harness = _fill(mount / "a", 30)
         writer = harness.storage.writer
         assert writer is not None and writer.low_space is not None

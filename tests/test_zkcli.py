@@ -28,7 +28,8 @@ from pathlib import Path
 
 import pytest
 from kazoo.client import KazooClient
-from servers import ServerProcess
+
+from fastzk.nemesis.servers import ServerProcess
 
 ZKCLI = Path("/usr/share/zookeeper/bin/zkCli.sh")
 CLI_TIMEOUT = 25.0

@@ -14,6 +14,8 @@ each with up to D requests in flight, in one or several processes.
   for a duration after a warm-up, or ``--ops N`` operations.
 * **Presets** (``--preset``): kafka, lock, watch-fanout, session-churn: workloads modelled
   on real users, see ``presets.py``.
+* **--history FILE**: a workload made to be checked for linearizability, recorded and
+  checked (``history.py``).
 * **--check**: every reply is verified (values carry their writer and a counter; see
   ``workload.py``), sequential names must be unique and increasing, watch events must arrive;
   violations make the exit status 1, like any error reply.
@@ -885,6 +887,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("checking and output")
     g.add_argument("--check", action="store_true",
                    help="verify every reply; exit 1 on any violation")
+    g.add_argument("--history", metavar="FILE.jsonl", default=None,
+                   help="run a checkable workload (its own op mix over --keys keys, default 5, "
+                   "with --sessions sessions, default 4), record every operation in FILE and "
+                   "check it for linearizability; exit 1 if it is not linearizable")
     g.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     g.add_argument("--plot", metavar="FILE.png", default=None,
                    help="latency-over-time and latency-distribution figure (needs matplotlib)")
@@ -951,6 +957,10 @@ def run_from_args(args: argparse.Namespace) -> int:
     2 if the run could not run."""
     from fastzk.client import report
 
+    if args.history:
+        from fastzk.client.history import run_from_load_args
+
+        return run_from_load_args(args)
     try:
         cfg = config_from_args(args)
         cfg.validate()

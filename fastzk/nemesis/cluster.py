@@ -7,9 +7,9 @@ zoo.cfg (``server.N`` lines, ``dataDir/myid``) and both report their role in
 written against ZooKeeper (tests/test_cluster_reference.py proves the harness
 that way) runs unchanged against fastzk.
 
-Processes are started and stopped through tests/servers.py (own process
+Processes are started and stopped through fastzk/nemesis/servers.py (own process
 group, stopped by PID, atexit safety net).  With ``proxied=True`` every
-server-to-server connection goes through tests/netproxy.py: server *i*'s
+server-to-server connection goes through fastzk/nemesis/netproxy.py: server *i*'s
 zoo.cfg names server *j*'s quorum and election ports as the ports of the
 directed links i->j, so a test can cut, black-hole or heal any direction or
 isolate a member.  A directed link carries the connections that *i* opens to
@@ -34,8 +34,15 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from netproxy import Link, LinkState, NetProxy
-from servers import LOOPBACK, ZK_CLASSPATH, ServerProcess, four_letter_word, free_port, start_server
+from fastzk.nemesis.netproxy import Link, LinkState, NetProxy
+from fastzk.nemesis.servers import (
+    LOOPBACK,
+    ZK_CLASSPATH,
+    ServerProcess,
+    four_letter_word,
+    free_port,
+    start_server,
+)
 
 __all__ = ["Cluster", "ClusterTimeout", "Kind", "Member", "zookeeper_installed"]
 
@@ -245,13 +252,15 @@ class Cluster:
         jvm_flags: Iterable[str] = (),
         keep: bool = False,
         start_timeout: float = START_TIMEOUT,
+        parent_dir: Path | None = None,
     ) -> None:
         """*cfg* adds or overrides zoo.cfg keys on every member; *jvm_flags* are extra
-        ZooKeeper JVM arguments (ignored for fastzk)."""
+        ZooKeeper JVM arguments (ignored for fastzk); the member directories go in a new
+        directory under *parent_dir* (default: the system's temporary directory)."""
         if voters < 1 or observers < 0:
             raise ValueError("need at least one voter and a non-negative number of observers")
         self.kind = kind
-        self.root = Path(tempfile.mkdtemp(prefix=f"cluster-{kind}-"))
+        self.root = Path(tempfile.mkdtemp(prefix=f"cluster-{kind}-", dir=parent_dir))
         self.keep = keep
         self.start_timeout = start_timeout
         count = voters + observers
@@ -353,6 +362,11 @@ class Cluster:
         for link in self._links(src, dst):
             {"up": link.heal, "cut": link.cut, "blackhole": link.blackhole}[state]()
 
+    def delay(self, src: int, dst: int, delay_s: float) -> None:
+        """Slow both links of the direction src->dst by *delay_s* per chunk (until heal)."""
+        for link in self._links(src, dst):
+            link.delay(delay_s)
+
     def isolate(self, sid: int, state: LinkState = "cut") -> None:
         """Cut (or black-hole) every link to and from member *sid*; clients still reach it."""
         self.partition([sid], [m.sid for m in self.members if m.sid != sid], state=state)
@@ -375,7 +389,8 @@ class Cluster:
         self._cut_off |= set().union(*sets) - majority
 
     def heal(self) -> None:
-        """Every link back up (connections that lost bytes in a black hole are reset)."""
+        """Every link back up and undelayed (connections that lost bytes in a black hole are
+        reset)."""
         for src, dst in self.links:
             self.set_link(src, dst, "up")
         self._cut_off.clear()
@@ -414,7 +429,12 @@ class Cluster:
                 f"client={m.client_port} quorum={m.quorum_port} election={m.election_port} "
                 f"dir={m.dir}\n{m.log_tail()}"
             )
-        faulty = [repr(link) for pair in self.links.values() for link in pair if link.state != "up"]
+        faulty = [
+            repr(link)
+            for pair in self.links.values()
+            for link in pair
+            if link.state != "up" or link.delay_s
+        ]
         if faulty:
             parts.append("--- links not up: " + ", ".join(faulty))
         return "\n".join(parts)

@@ -1,4 +1,4 @@
-"""Start, probe and stop ZooKeeper-protocol servers for the integration tests.
+"""Start, probe and stop ZooKeeper-protocol servers (tests, benchmarks, nemesis runs).
 
 Both the reference (Apache ZooKeeper, run by hand from the Debian jar) and the
 server under test (``python -m fastzk serve``) are driven through the same
@@ -36,7 +36,9 @@ __all__ = [
 ]
 
 LOOPBACK = "127.0.0.1"
-REPO_ROOT = Path(__file__).resolve().parent.parent
+#: The directory holding the ``fastzk`` package: a fastzk server started from here imports
+#: this very tree (a source checkout or an editable install), whatever the caller's cwd.
+PACKAGE_PARENT = Path(__file__).resolve().parent.parent.parent
 
 #: Classpath for the Debian-packaged Apache ZooKeeper 3.8.0 (the jar's manifest
 #: pulls in its dependencies; /etc/zookeeper/conf supplies log4j.properties).
@@ -180,7 +182,7 @@ class ServerProcess:
         env = dict(os.environ)
         if self.kind == "fastzk":
             env["PYTHONPATH"] = os.pathsep.join(
-                p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p
+                p for p in (str(PACKAGE_PARENT), env.get("PYTHONPATH", "")) if p
             )
             env.setdefault("PYTHONUNBUFFERED", "1")
         self._log_file = open(self._log_path, "ab")  # noqa: SIM115 - closed in _finish
@@ -237,7 +239,7 @@ class ServerProcess:
         Used to recover a shared server that crashed during a test, and by
         persistence tests.  The PID changes; the object stays the same.
         ``wait=False`` returns right after the spawn: an ensemble member only
-        serves once it has a quorum, which the caller (tests/cluster.py) waits for.
+        serves once it has a quorum, which the caller (fastzk/nemesis/cluster.py) waits for.
         """
         self.stop()
         with _LIVE_LOCK:
@@ -426,7 +428,7 @@ def start_server(
     :data:`DEFAULT_ZK_JVM_FLAGS` (heap, GC, JIT).  Both are ignored for fastzk,
     so one call signature serves both kinds of a differential pair.
 
-    Ensemble members (tests/cluster.py): a *cfg* with ``server.N`` keys starts
+    Ensemble members (fastzk/nemesis/cluster.py): a *cfg* with ``server.N`` keys starts
     ZooKeeper's QuorumPeerMain (the caller writes ``dataDir/myid`` first), and
     ``wait=False`` returns right after the spawn, because a member only serves
     once a quorum of its peers is up.
@@ -451,7 +453,7 @@ def start_server(
         merged["clientPort"] = free_port()
     host = str(merged.get("clientPortAddress"))
     if host not in (LOOPBACK, "localhost", "::1"):
-        raise ValueError(f"tests only use loopback addresses, got {host!r}")
+        raise ValueError(f"servers are only started on loopback addresses, got {host!r}")
     if host == "localhost":
         host = LOOPBACK
     port = int(merged["clientPort"])

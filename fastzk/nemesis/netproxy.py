@@ -25,6 +25,10 @@ Healing a black-holed link resets the connections it swallowed bytes of
 (their streams are no longer intact) and those accepted while black-holed
 (they have no upstream), so the peers reconnect cleanly.
 
+Independently of the state, a link can be slowed down (:meth:`Link.delay`): every chunk
+waits that long before it is forwarded, in order -- the latency ``tc netem`` would add,
+which this machine's kernel lacks.  Healing sets the delay back to zero.
+
 Memory is bounded: a connection holds at most one read chunk plus the
 transport's write buffer, because each direction waits for ``drain()``
 (backpressure) before it reads more.
@@ -99,13 +103,14 @@ class Link:
         self.port = 0
         self._proxy = proxy
         self._state: LinkState = "up"
+        self._delay_s = 0.0
         self._server: asyncio.AbstractServer | None = None
         self._connections: set[_Connection] = set()
 
     def __repr__(self) -> str:
         return (
             f"<Link {self.name} :{self.port}->{self.target[0]}:{self.target[1]} "
-            f"{self._state} conns={len(self._connections)}>"
+            f"{self._state} delay={self._delay_s}s conns={len(self._connections)}>"
         )
 
     @property
@@ -126,8 +131,21 @@ class Link:
         """Keep connections open but deliver nothing, and swallow new ones, until healed."""
         self._proxy.call(self._set_state("blackhole"))
 
+    @property
+    def delay_s(self) -> float:
+        """Seconds each chunk waits before it is forwarded (0: none)."""
+        return self._delay_s
+
+    def delay(self, delay_s: float) -> None:
+        """Hold every chunk *delay_s* seconds before forwarding it, until healed."""
+        if delay_s < 0:
+            raise ValueError("a delay cannot be negative")
+        self._delay_s = delay_s
+
     def heal(self) -> None:
-        """Forward again; connections that lost bytes while black-holed are reset."""
+        """Forward again without delay; connections that lost bytes while black-holed are
+        reset."""
+        self._delay_s = 0.0
         self._proxy.call(self._set_state("up"))
 
     # -- event-loop side ---------------------------------------------------------------
@@ -210,6 +228,8 @@ class Link:
                 if self._state == "blackhole" or writer is None:
                     conn.broken = True
                     continue
+                if self._delay_s > 0:
+                    await asyncio.sleep(self._delay_s)
                 writer.write(data)
                 await writer.drain()
         except (OSError, asyncio.IncompleteReadError):
