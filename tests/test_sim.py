@@ -48,7 +48,7 @@ def test_planted_bug_is_caught(name: str) -> None:
     found within the seeds its entry in fastzk/sim/bugs.py promises."""
     bug = BUGS[name]
     for seed in range(1, bug.seeds + 1):
-        result = World(seed, bugs=frozenset({name})).run(check_history=False)
+        result = World(seed, bugs=frozenset({name})).run()
         if not result.ok:
             return
     pytest.fail(f"{name} was not caught by seeds 1..{bug.seeds}")
