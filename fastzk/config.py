@@ -112,6 +112,9 @@ class Config:
     # TESTING ONLY: named points in log truncation and snapshot installation where the
     # process dies (once per data dir), for the crash-in-the-middle tests of follower sync
     crash_points: frozenset[str] = frozenset()  # fastzk.crashPoints
+    # the secret every member proves it knows before a peer connection carries anything
+    # (fastzk.quorumSecretFile); None: members are told apart by their address only
+    quorum_secret: bytes | None = None
     source: str = "embedded default"
     warnings: tuple[str, ...] = field(default=())
 
@@ -267,6 +270,22 @@ def _whitelist(value: str) -> frozenset[str]:
     return frozenset(words)
 
 
+def _secret(key: str, value: str, base: Path, warnings: list[str]) -> bytes:
+    """The shared quorum secret: the file's bytes without trailing line ends."""
+    path = Path(value) if Path(value).is_absolute() else base / value
+    try:
+        secret = path.read_bytes().rstrip(b"\r\n")
+        mode = path.stat().st_mode
+    except OSError as error:
+        raise ConfigError(f"{key}: cannot read {path}: {error.strerror}") from None
+    if len(secret) < 16:
+        raise ConfigError(f"{key}: {path} holds {len(secret)} bytes; use at least 16 random "
+                          "bytes (e.g. `head -c 32 /dev/urandom | base64 > FILE`)")
+    if mode & 0o077:
+        warnings.append(f"{key}: {path} is readable by other users (chmod 600 it)")
+    return secret
+
+
 def load(path: str | Path | None) -> Config:
     if path is None:
         return Config()
@@ -384,6 +403,8 @@ def from_properties(props: dict[str, str], source: str, base: Path) -> Config:
             values["crash_points"] = names
             warnings.append(f"{key}={value}: the server kills itself at these points. For "
                             "testing only.")
+        elif key == "fastzk.quorumSecretFile":
+            values["quorum_secret"] = _secret(key, value, base, warnings)
         elif key == "fastzk.firstZxidCounter":
             counter = _int(key, value, 1)
             if counter > 0xFFFFFFF0:

@@ -213,3 +213,21 @@ def test_the_example_ensemble_configs_load(tmp_path: Path) -> None:
         assert cfg.warnings == () and cfg.data_dir.resolve() == data.resolve()
         ids.append((cfg.server_id, cfg.client_port, cfg.admin_port))
     assert ids == [(1, 2181, 8080), (2, 2182, 8081), (3, 2183, 8082)]
+
+
+def test_the_quorum_secret_file_is_read_and_checked(tmp_path: Path) -> None:
+    secret = tmp_path / "quorum.secret"
+    secret.write_bytes(b"0123456789abcdef0123456789abcdef\n")
+    secret.chmod(0o600)
+    cfg = write_cfg(tmp_path, "dataDir=data\nfastzk.quorumSecretFile=quorum.secret\n")
+    loaded = load(cfg)
+    assert loaded.quorum_secret == b"0123456789abcdef0123456789abcdef"  # relative to zoo.cfg
+    assert not [w for w in loaded.warnings if "quorumSecretFile" in w]
+    secret.chmod(0o644)
+    assert any("readable by other users" in w for w in load(cfg).warnings)
+    secret.write_bytes(b"short\n")
+    with pytest.raises(ConfigError, match="holds 5 bytes; use at least 16"):
+        load(cfg)
+    secret.unlink()
+    with pytest.raises(ConfigError, match="quorumSecretFile: cannot read"):
+        load(cfg)

@@ -10,13 +10,24 @@ impostor id (not in the config, ours, or from another address than the member's)
 an oversized frame or a message that does not decode to the shape of its kind closes that
 connection with a log line. A link whose send buffer passes its bound (the peer stopped reading)
 is closed as well; the replication core resends what was lost once the link is back.
+
+With a shared secret (`fastzk.quorumSecretFile`) an address proves nothing: the hello says
+version 2 and carries the dialer's 16-byte nonce; the receiver answers with its own nonce and
+HMAC-SHA256(secret, "fzk-accept" | hello | both nonces), which the dialer checks (it will not
+send its messages to an impostor either), and the dialer answers with HMAC-SHA256(secret,
+"fzk-dial" | hello | both nonces). Only then does the receiver take messages. Fresh nonces on
+both sides make a recorded handshake useless; a process without the secret, or claiming another
+member's id (the id is inside what is signed), is refused with a log line on both ends.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import ipaddress
 import logging
+import os
 import struct
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -30,9 +41,13 @@ log = logging.getLogger("fastzk.peers")
 
 MAGIC = b"FZKPEER1"
 VERSION = 1
+AUTH_VERSION = 2  # the hello is followed by the authentication handshake
+NONCE_BYTES = 16
+MAC_BYTES = 32
 HELLO = struct.Struct(">8sIii")
 LENGTH = struct.Struct(">I")
 RETRY_S = 0.05
+AUTH_RETRY_S = 1.0
 HELLO_TIMEOUT_S = 5.0
 SEND_BUFFER_LIMIT = 64 * 1024 * 1024
 PACED_BUFFER_BYTES = 4 * 1024 * 1024  # bulk messages wait while more than this is queued
@@ -134,13 +149,23 @@ def decode(payload: bytes) -> Any:
 
 
 # --- connections -----------------------------------------------------------------------------
+def _mac(secret: bytes, role: bytes, hello: bytes, dialer_nonce: bytes,
+         acceptor_nonce: bytes) -> bytes:
+    return hmac.new(secret, role + hello + dialer_nonce + acceptor_nonce,
+                    hashlib.sha256).digest()
+
+
 class _Inbound(asyncio.Protocol):
-    """A connection another member dialed: hello, then its messages to us."""
+    """A connection another member dialed: hello (and the authentication handshake), then its
+    messages to us."""
 
     def __init__(self, network: PeerNetwork) -> None:
         self.network = network
         self.buf = bytearray()
         self.peer: int | None = None
+        self.claimed: int | None = None  # the id of a hello whose handshake is not done
+        self.hello = b""
+        self.expected_mac = b""  # the dialer's answer, once our challenge is sent
         self.transport: asyncio.Transport | None = None
         self.address = ""
         self.timer: asyncio.TimerHandle
@@ -153,7 +178,7 @@ class _Inbound(asyncio.Protocol):
 
     def _no_hello(self) -> None:
         if self.peer is None and self.transport is not None:
-            self._reject(f"no hello within {HELLO_TIMEOUT_S:.0f}s")
+            self._reject(f"no hello and handshake within {HELLO_TIMEOUT_S:.0f}s")
 
     def _reject(self, reason: str) -> None:
         log.warning("peer connection from %s rejected: %s", self.address, reason)
@@ -163,21 +188,8 @@ class _Inbound(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.buf += data
         network = self.network
-        if self.peer is None:
-            if not MAGIC.startswith(bytes(self.buf[:len(MAGIC)])):
-                self._reject("not a fastzk peer (bad hello)")
-                return
-            if len(self.buf) < HELLO.size:
-                return
-            magic, version, sender, receiver = HELLO.unpack_from(self.buf)
-            del self.buf[:HELLO.size]
-            reason = network.check_hello(magic, version, sender, receiver, self.address)
-            if reason is not None:
-                self._reject(reason)
-                return
-            self.peer = sender
-            self.timer.cancel()
-            network.inbound_opened(sender, self)
+        if self.peer is None and not self._handshake():
+            return
         buf = self.buf
         pos = 0
         try:
@@ -201,6 +213,50 @@ class _Inbound(asyncio.Protocol):
             del buf[:pos]
         network.after_input()
 
+    def _handshake(self) -> bool:
+        """Consumes the hello (and, with a secret, the nonce and later the dialer's proof);
+        True once the peer is known and its messages may be taken."""
+        network = self.network
+        buf = self.buf
+        if self.claimed is None:
+            if not MAGIC.startswith(bytes(buf[:len(MAGIC)])):
+                self._reject("not a fastzk peer (bad hello)")
+                return False
+            secret = network.cfg.quorum_secret
+            need = HELLO.size + (NONCE_BYTES if secret is not None else 0)
+            if len(buf) < HELLO.size:
+                return False
+            magic, version, sender, receiver = HELLO.unpack_from(buf)
+            reason = network.check_hello(magic, version, sender, receiver, self.address)
+            if reason is not None:
+                self._reject(reason)
+                return False
+            if len(buf) < need:
+                return False
+            self.hello = bytes(buf[:HELLO.size])
+            dialer_nonce = bytes(buf[HELLO.size:need])
+            del buf[:need]
+            self.claimed = sender
+            if secret is not None:
+                nonce = os.urandom(NONCE_BYTES)
+                assert self.transport is not None
+                self.transport.write(nonce + _mac(secret, b"fzk-accept", self.hello,
+                                                  dialer_nonce, nonce))
+                self.expected_mac = _mac(secret, b"fzk-dial", self.hello, dialer_nonce, nonce)
+        if self.expected_mac:
+            if len(buf) < MAC_BYTES:
+                return False
+            proof = bytes(buf[:MAC_BYTES])
+            del buf[:MAC_BYTES]
+            if not hmac.compare_digest(proof, self.expected_mac):
+                self._reject(f"it claims to be server.{self.claimed} but does not know the "
+                             "quorum secret (fastzk.quorumSecretFile)")
+                return False
+        self.peer = self.claimed
+        self.timer.cancel()
+        network.inbound_opened(self.peer, self)
+        return True
+
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
         self.timer.cancel()
@@ -210,10 +266,16 @@ class _Inbound(asyncio.Protocol):
 
 class _Outbound(asyncio.Protocol):
     def __init__(self) -> None:
-        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        self.closed: asyncio.Future[None] = loop.create_future()
+        # the acceptor's nonce and proof: all a member ever sends on a connection it accepted
+        self.challenge: asyncio.Future[bytes] = loop.create_future()
+        self.buf = bytearray()
 
     def data_received(self, data: bytes) -> None:
-        pass  # members never answer on a connection they accepted
+        self.buf += data
+        if len(self.buf) >= NONCE_BYTES + MAC_BYTES and not self.challenge.done():
+            self.challenge.set_result(bytes(self.buf[:NONCE_BYTES + MAC_BYTES]))
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.closed.done():
@@ -277,7 +339,11 @@ class PeerNetwork:
             except OSError:
                 await asyncio.sleep(RETRY_S)
                 continue
-            transport.write(HELLO.pack(MAGIC, VERSION, self.cfg.server_id, peer))
+            if not await self._introduce(member, transport, protocol):
+                transport.abort()
+                await protocol.closed
+                await asyncio.sleep(AUTH_RETRY_S)  # a misconfigured peer: log once a second
+                continue
             self.links[peer] = transport
             self.on_up(peer)
             self.after_input()
@@ -287,6 +353,33 @@ class PeerNetwork:
                 self.on_down(peer)
                 self.after_input()
                 await asyncio.sleep(RETRY_S)
+
+    async def _introduce(self, member: Member, transport: asyncio.Transport,
+                         protocol: _Outbound) -> bool:
+        """Sends the hello and, with a secret, completes the handshake: the acceptor must
+        prove it knows the secret before this server sends it anything."""
+        secret = self.cfg.quorum_secret
+        hello = HELLO.pack(MAGIC, VERSION if secret is None else AUTH_VERSION,
+                           self.cfg.server_id, member.server_id)
+        if secret is None:
+            transport.write(hello)
+            return True
+        nonce = os.urandom(NONCE_BYTES)
+        transport.write(hello + nonce)
+        closed = protocol.closed
+        done, _ = await asyncio.wait((protocol.challenge, closed), timeout=HELLO_TIMEOUT_S,
+                                     return_when=asyncio.FIRST_COMPLETED)
+        if protocol.challenge not in done:
+            return False  # refused (its log says why) or silent
+        challenge = protocol.challenge.result()
+        theirs, proof = challenge[:NONCE_BYTES], challenge[NONCE_BYTES:]
+        if not hmac.compare_digest(proof, _mac(secret, b"fzk-accept", hello, nonce, theirs)):
+            log.warning("server.%d (%s:%d) does not know the quorum secret "
+                        "(fastzk.quorumSecretFile): not connecting to it", member.server_id,
+                        member.host, member.quorum_port)
+            return False
+        transport.write(_mac(secret, b"fzk-dial", hello, nonce, theirs))
+        return True
 
     def send_paced(self, peer: int, messages: Iterator[Any],
                    done: Callable[[], None]) -> None:
@@ -326,8 +419,15 @@ class PeerNetwork:
                     address: str) -> str | None:
         if magic != MAGIC:
             return "not a fastzk peer (bad hello)"
-        if version != VERSION:
-            return f"peer protocol version {version}, this server speaks {VERSION}"
+        expected = VERSION if self.cfg.quorum_secret is None else AUTH_VERSION
+        if version != expected:
+            if version == AUTH_VERSION:
+                return ("it authenticates with a quorum secret and this server has none "
+                        "(fastzk.quorumSecretFile)")
+            if expected == AUTH_VERSION and version == VERSION:
+                return ("it does not authenticate and this server requires the quorum secret "
+                        "(fastzk.quorumSecretFile)")
+            return f"peer protocol version {version}, this server speaks {expected}"
         if receiver != self.cfg.server_id:
             return f"it wants server.{receiver}, this is server.{self.cfg.server_id}"
         member = self.members.get(sender)
