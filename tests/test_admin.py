@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 from kazoo.client import KazooClient
+from kazoo.security import ACL, Id, Permissions, make_digest_acl_credential
 from prometheus_client.parser import text_string_to_metric_families
 
 from fastzk.nemesis.servers import ServerProcess
@@ -435,3 +436,47 @@ def test_http_metrics_exist_and_move(
     gone = _metrics(http)
     assert gone["fastzk_sessions"] == before["fastzk_sessions"]
     assert gone["fastzk_ephemerals"] == before["fastzk_ephemerals"]
+
+
+def test_http_commands_revealing_sessions_need_every_permission_on_the_root(
+        make_server: Callable[..., ServerProcess]) -> None:
+    """As ZooKeeper 3.9.4+ guards its authenticated admin commands: an identity with every
+    permission on "/" (checked one by one: READ alone is not enough), here a digest identity
+    sent as `Authorization: digest user:password`."""
+    server = make_server("fastzk")
+    if server.kind != "fastzk":
+        pytest.skip("fastzk's HTTP admin endpoint")
+    port = server.admin_port
+
+    def get(path: str, authorization: str | None = None) -> int:
+        request = urllib.request.Request(f"http://127.0.0.1:{port}{path}")
+        if authorization is not None:
+            request.add_header("Authorization", authorization)
+        try:
+            with urllib.request.urlopen(request, timeout=5) as r:
+                return r.status
+        except urllib.error.HTTPError as e:
+            return e.code
+
+    assert get("/commands/dump") == 200  # "/" is world:anyone: open, as before
+    zk = KazooClient(hosts=server.connect_string, timeout=10.0)
+    zk.start(timeout=15)
+    try:
+        admin_id = make_digest_acl_credential("admin", "s3cret")
+        reader_id = make_digest_acl_credential("reader", "r")
+        zk.set_acls("/", [ACL(Permissions.ALL, Id("digest", admin_id)),
+                          ACL(Permissions.READ, Id("digest", reader_id)),
+                          ACL(Permissions.READ, Id("world", "anyone"))])
+        for name in ("dump", "cons", "connections", "wchc", "wchp", "crst", "srst"):
+            assert get(f"/commands/{name}") == 403, name
+        assert get("/commands/dump", "digest admin:wrong") == 403
+        assert get("/commands/dump", "digest reader:r") == 403  # READ is not every permission
+        assert get("/commands/dump", "basic YWRtaW46czNjcmV0") == 403  # an unknown scheme
+        assert get("/commands/dump", "digest admin:s3cret") == 200
+        assert get("/commands/wchp", "Digest admin:s3cret") == 200
+        assert get("/commands/mntr") == 200 and get("/commands/srvr") == 200  # not guarded
+    finally:
+        zk.add_auth("digest", "admin:s3cret")
+        zk.set_acls("/", [ACL(Permissions.ALL, Id("world", "anyone"))])
+        zk.stop()
+        zk.close()

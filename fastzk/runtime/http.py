@@ -6,6 +6,12 @@ GET /metrics              Prometheus exposition
 GET /ready                200 when the server can serve writes now, else 503
 
 Deliberately tiny: GET only, one request per connection, bounded request size.
+
+Commands that reveal sessions, connections and watches or reset counters need what ZooKeeper
+3.9.4+ asks of its authenticated admin commands: an identity holding every permission on the
+root znode, checked one permission at a time (3.9.0-3.9.3 accepted any one of them). The
+identities are the client's address (ip) and an `Authorization: digest user:password` header;
+while "/" keeps its default world:anyone ACL nothing changes for anyone.
 """
 
 from __future__ import annotations
@@ -17,16 +23,21 @@ from typing import TYPE_CHECKING
 
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from fastzk.proto import Perm
 from fastzk.runtime import admin
 from fastzk.runtime.metrics import exposition, registry_for
+from fastzk.server import acl as acls
 
 if TYPE_CHECKING:
     from fastzk.runtime.server import Server
 
 log = logging.getLogger("fastzk.http")
 MAX_REQUEST = 16 * 1024
-REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
-           503: "Service Unavailable"}
+REASONS = {200: "OK", 400: "Bad Request", 403: "Forbidden", 404: "Not Found",
+           405: "Method Not Allowed", 503: "Service Unavailable"}
+PROTECTED = frozenset({"connections", "connection_stat_reset", "dump", "stat_reset", "watches",
+                       "watches_by_path"})
+PERMISSIONS = (Perm.READ, Perm.WRITE, Perm.CREATE, Perm.DELETE, Perm.ADMIN)
 
 
 class AdminProtocol(asyncio.Protocol):
@@ -35,9 +46,13 @@ class AdminProtocol(asyncio.Protocol):
         self.registry = registry
         self.data = b""
         self.transport: asyncio.Transport | None = None
+        self.address = ""
+        self.authorization = ""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        self.address = peer[0] if peer else ""
 
     def data_received(self, data: bytes) -> None:
         self.data += data
@@ -45,7 +60,12 @@ class AdminProtocol(asyncio.Protocol):
             if len(self.data) > MAX_REQUEST:
                 self._respond(400, b"request too large\n", "text/plain")
             return
-        request_line = self.data.split(b"\n", 1)[0].decode("latin-1").strip()
+        head = self.data.replace(b"\r\n", b"\n").split(b"\n\n", 1)[0].decode("latin-1")
+        request_line, *header_lines = head.split("\n")
+        for line in header_lines:
+            name, _, value = line.partition(":")
+            if name.strip().lower() == "authorization":
+                self.authorization = value.strip()
         parts = request_line.split()
         if len(parts) != 3:
             self._respond(400, b"bad request line\n", "text/plain")
@@ -66,9 +86,29 @@ class AdminProtocol(asyncio.Protocol):
             self._json(200, {"commands": names,
                              "links": {name: f"/commands/{name}" for name in names}})
         elif path.startswith("/commands/"):
-            self._json(200, admin.run_command(path[len("/commands/"):], server))
+            name = path[len("/commands/"):]
+            if admin.ALIASES.get(name, name) in PROTECTED and not self._authorized():
+                self._json(403, {"command": name, "error": (
+                    "this command needs an identity with every permission on / (send "
+                    "'Authorization: digest user:password' for a digest identity in its ACL)")})
+                return
+            self._json(200, admin.run_command(name, server))
         else:
             self._respond(404, b"not found\n", "text/plain")
+
+    def _authorized(self) -> bool:
+        identities = {("ip", self.address)}
+        scheme, _, credentials = self.authorization.partition(" ")
+        if scheme.lower() == "digest" and credentials:
+            identity = acls.digest_id(credentials.strip())
+            identities.add(("digest", identity))
+            if identity == self.server.cfg.super_digest:
+                identities.add(("super", ""))
+        elif self.authorization:
+            return False  # a scheme this endpoint does not know proves nothing
+        found = self.server.node.tree.get_acl("/")
+        acl = found[0] if found is not None else []
+        return all(acls.check(acl, perm, identities) for perm in PERMISSIONS)
 
     def _json(self, status: int, body: dict) -> None:
         self._respond(status, json.dumps(body, indent=2, default=str).encode(),
