@@ -41,6 +41,10 @@ pytestmark = pytest.mark.skipif(
 
 ALICE = "CN=alice,OU=clients,O=fastzk"
 BOB = "CN=bob,OU=clients,O=fastzk"
+CAROL = x509.Name([x509.NameAttribute(NameOID.COUNTRY_NAME, "DE"),
+                   x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Acme, Inc."),
+                   x509.NameAttribute(NameOID.EMAIL_ADDRESS, "carol@example.org"),
+                   x509.NameAttribute(NameOID.COMMON_NAME, "carol")])
 HANDSHAKE_TIMEOUT_MS = 1000
 NOW = datetime.datetime.now(datetime.UTC)
 
@@ -59,7 +63,7 @@ class Issuer:
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
             .sign(self.key, hashes.SHA256()))
 
-    def issue(self, subject: str, hosts: tuple[str, ...] = ("localhost",),
+    def issue(self, subject: str | x509.Name, hosts: tuple[str, ...] = ("localhost",),
               expired: bool = False) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
         key = ec.generate_private_key(ec.SECP256R1())
         names = [x509.DNSName(h) for h in hosts]
@@ -67,7 +71,9 @@ class Issuer:
             names.append(x509.IPAddress(ipaddress.ip_address(LOOPBACK)))
         end = NOW - datetime.timedelta(days=1) if expired else NOW + datetime.timedelta(days=30)
         cert = (
-            x509.CertificateBuilder().subject_name(x509.Name.from_rfc4514_string(subject))
+            x509.CertificateBuilder().subject_name(
+                subject if isinstance(subject, x509.Name) else x509.Name.from_rfc4514_string(
+                    subject))
             .issuer_name(self.name).public_key(key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(NOW - datetime.timedelta(days=2)).not_valid_after(end)
@@ -99,6 +105,8 @@ class Certs:
         self.client("bob", self.ca.issue(BOB))
         self.client("expired", self.ca.issue("CN=expired,O=fastzk", expired=True))
         self.client("untrusted", self.rogue.issue("CN=mallory,O=fastzk"))
+        # a comma to escape and an attribute Java's RFC 2253 form has no keyword for
+        self.client("carol", self.ca.issue(CAROL))
 
     def server(self, name: str, hosts: tuple[str, ...] = ("localhost",)) -> int:
         key, cert = self.ca.issue("CN=server,O=fastzk", hosts)
@@ -430,3 +438,24 @@ def test_pkcs12_stores_reloaded_on_change(certs: Certs, tmp_path: Path,
         assert old.client_state == "CONNECTED" and old.exists("/before") is not None
     finally:
         proc.stop()
+
+
+def test_x509_ids_as_zookeeper_gives_them(certs: Certs, mtls: ServerProcess, tmp_path: Path,
+                                          clients: Callable[..., KazooClient]) -> None:
+    """Apache ZooKeeper (Netty, the same PEM files) adds the verified certificate's subject to
+    the connection's identities; an `auth` ACL shows it. fastzk must name it the same."""
+    if shutil.which("java") is None or not Path("/usr/share/java/zookeeper.jar").exists():
+        pytest.skip("no Apache ZooKeeper to compare with")
+    reference = start_server("zookeeper", tmp_path, **certs.tls_keys())
+    try:
+        ids = []
+        for proc in (reference, mtls):
+            for name in ("alice", "carol"):
+                client = clients(tls_kazoo(certs, secure(proc), name), timeout=20.0)
+                path = client.create(f"/auth-{name}-", acl=[make_acl("auth", "", all=True)],
+                                     sequence=True)
+                ids.append([(a.id.scheme, a.id.id) for a in client.get_acls(path)[0]])
+        assert ids[:2] == ids[2:], ids
+        assert ids[0] == [("x509", ALICE)]
+    finally:
+        reference.stop()
