@@ -459,3 +459,27 @@ def test_x509_ids_as_zookeeper_gives_them(certs: Certs, mtls: ServerProcess, tmp
         assert ids[0] == [("x509", ALICE)]
     finally:
         reference.stop()
+
+
+def test_java_client(certs: Certs, mtls: ServerProcess) -> None:
+    """ZooKeeper's own client over TLS (Netty, zookeeper.client.secure=true, a PEM key store
+    with key and certificate), as Kafka or Solr connect."""
+    from test_zkcli import ZKCLI, _cli_env
+    if not ZKCLI.exists() or shutil.which("java") is None:
+        pytest.skip("zkCli.sh and java are required")
+    store = certs.root / "alice.pem"
+    store.write_bytes((certs.root / "alice.key").read_bytes()
+                      + (certs.root / "alice.crt").read_bytes())
+    env = _cli_env()
+    # zkCli.sh's class path lacks the Netty jars the Netty client needs; a later -cp wins
+    env["CLIENT_JVMFLAGS"] += (
+        " -cp /etc/zookeeper/conf:/usr/share/java/zookeeper.jar:"
+        "/usr/share/java/netty-codec.jar:/usr/share/java/netty-resolver.jar"
+        " -Dzookeeper.client.secure=true"
+        " -Dzookeeper.clientCnxnSocket=org.apache.zookeeper.ClientCnxnSocketNetty"
+        f" -Dzookeeper.ssl.keyStore.location={store}"
+        f" -Dzookeeper.ssl.trustStore.location={certs.root / 'ca.pem'}")
+    run = subprocess.run([str(ZKCLI), "-server", secure(mtls), "create", "/java", "from-java"],
+                         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60,
+                         start_new_session=True)
+    assert b"Created /java" in run.stdout, run.stdout.decode()[-3000:]
