@@ -325,10 +325,37 @@ def test_openssl_s_client(certs: Certs, mtls: ServerProcess) -> None:
     assert run.stdout == b"imok", run.stderr
 
 
+def test_renegotiation_refused(certs: Certs, mtls: ServerProcess) -> None:
+    """A TLS 1.2 client asking to renegotiate (s_client's R command) is refused; the server
+    goes on serving."""
+    if shutil.which("openssl") is None:
+        pytest.skip("no openssl command")
+    client = subprocess.Popen(
+        ["openssl", "s_client", "-tls1_2", "-connect", secure(mtls),
+         "-CAfile", str(certs.root / "ca.pem"), "-cert", str(certs.root / "alice.crt"),
+         "-key", str(certs.root / "alice.key")],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        assert client.stdin is not None and client.stdout is not None
+        deadline = time.monotonic() + 10
+        output = b""
+        while b"Verify return code" not in output and time.monotonic() < deadline:
+            output += client.stdout.readline()
+        client.stdin.write(b"R\n")
+        client.stdin.flush()
+        output += client.communicate(timeout=10)[0]
+    finally:
+        if client.poll() is None:
+            client.kill()
+            client.wait(5)
+    assert b"RENEGOTIATING" in output and b"no renegotiation" in output, output[-2000:]
+    assert serves(certs, mtls.cfg["secureClientPort"])
+
+
 @pytest.mark.parametrize("client, reason", [
     ("untrusted", "certificate refused: unable to get local issuer certificate"),
     ("expired", "certificate refused: certificate has expired"),
-    (None, "PEER_DID_NOT_RETURN_A_CERTIFICATE"),
+    (None, "the client sent no certificate (ssl.clientAuth=need)"),
 ])
 def test_bad_client_certificate_refused(certs: Certs, mtls: ServerProcess,
                                         client: str | None, reason: str) -> None:

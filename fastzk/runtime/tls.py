@@ -213,11 +213,22 @@ def x509_id(der: bytes) -> str:
     return ",".join(rdns)
 
 
+# OpenSSL's reasons for the refusals an operator most often has to explain
+REASONS = {
+    "PEER_DID_NOT_RETURN_A_CERTIFICATE": "the client sent no certificate (ssl.clientAuth=need)",
+    "WRONG_VERSION_NUMBER": "not a TLS handshake (a plaintext client on the TLS port?)",
+    "HTTP_REQUEST": "an HTTP request on the TLS port",
+    "UNSUPPORTED_PROTOCOL": "the client's TLS versions are not in ssl.enabledProtocols",
+    "NO_SHARED_CIPHER": "no cipher suite in common (ssl.ciphersuites)",
+}
+
+
 def _reason(error: BaseException) -> str:
     if isinstance(error, ssl.SSLCertVerificationError):
         return f"certificate refused: {error.verify_message}"
     if isinstance(error, ssl.SSLError):
-        return error.reason or str(error)
+        reason = error.reason or str(error)
+        return f"{REASONS[reason]} ({reason})" if reason in REASONS else reason
     return str(error) or type(error).__name__
 
 
