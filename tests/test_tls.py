@@ -275,6 +275,34 @@ def test_missing_or_broken_store_is_a_configuration_error(certs: Certs, tmp_path
         assert "configuration error" in run.stderr and message in run.stderr, run.stderr
 
 
+def test_secure_port_alone(certs: Certs, tmp_path: Path) -> None:
+    """secureClientPort without clientPort: only the TLS port listens, as in ZooKeeper."""
+    port = free_port()
+    cfg = tmp_path / "zoo.cfg"
+    cfg.write_text(f"dataDir={tmp_path / 'data'}\nsecureClientPort={port}\n"
+                   f"ssl.keyStore.location={certs.root / 'server.pem'}\n"
+                   f"ssl.trustStore.location={certs.root / 'ca.pem'}\n"
+                   "admin.enableServer=false\n4lw.commands.whitelist=*\n")
+    log = tmp_path / "server.log"
+    with log.open("wb") as out:
+        server = subprocess.Popen([sys.executable, "-m", "fastzk", "serve", str(cfg)],
+                                  stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 20
+        while "fastzk serving TLS" not in log.read_text():
+            assert server.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+        assert serves(certs, port)
+        assert "fastzk serving on" not in log.read_text()
+    finally:
+        server.terminate()
+        try:
+            server.wait(10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait(5)
+
+
 # --- mutual TLS ------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
