@@ -18,6 +18,7 @@ import random
 import re
 import resource
 import signal
+import ssl
 import time
 from collections import Counter, deque
 from collections.abc import Callable
@@ -108,12 +109,12 @@ class ClientProtocol(asyncio.BufferedProtocol):
             server.cfg.handshake_timeout_ms / 1000, self._handshake_expired
         )
 
-    def _x509(self, ssl_object: object) -> None:
+    def _x509(self, ssl_object: ssl.SSLObject) -> None:
         """ZooKeeper's X509AuthenticationProvider: a verified client certificate's subject is
         the connection's ("x509", DN) identity, and ("super", "") when it is the configured
         super user."""
         assert self.client is not None and self.server.cfg.tls is not None
-        der = ssl_object.getpeercert(binary_form=True)  # type: ignore[attr-defined]
+        der = ssl_object.getpeercert(binary_form=True)
         if not der:
             return
         subject = x509_id(der)

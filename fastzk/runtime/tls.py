@@ -285,7 +285,7 @@ class SecureListener:
             if self.unified:
                 first = await self._first_byte(conn)
                 if first is None:
-                    log.warning("closing %s: sent nothing within "
+                    log.warning("closing %s: closed or sent nothing within "
                                 "ssl.handshakeDetectionTimeoutMillis", peer)
                     conn.close()
                     return
@@ -298,6 +298,9 @@ class SecureListener:
         except (TimeoutError, OSError) as error:
             log.warning("TLS handshake with %s failed: %s", peer, _reason(error))
             conn.close()
+        except asyncio.CancelledError:  # the server stops
+            conn.close()
+            raise
 
     async def _first_byte(self, conn: socket.socket) -> int | None:
         """The connection's first byte, left in the socket (MSG_PEEK); None if it closes or
