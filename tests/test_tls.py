@@ -41,6 +41,7 @@ pytestmark = pytest.mark.skipif(
 
 ALICE = "CN=alice,OU=clients,O=fastzk"
 BOB = "CN=bob,OU=clients,O=fastzk"
+ADMIN = "CN=admin,OU=operators,O=fastzk"
 CAROL = x509.Name([x509.NameAttribute(NameOID.COUNTRY_NAME, "DE"),
                    x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Acme, Inc."),
                    x509.NameAttribute(NameOID.EMAIL_ADDRESS, "carol@example.org"),
@@ -103,6 +104,7 @@ class Certs:
         self.server_serial = self.server("server.pem")
         self.client("alice", self.ca.issue(ALICE))
         self.client("bob", self.ca.issue(BOB))
+        self.client("admin", self.ca.issue(ADMIN))
         self.client("expired", self.ca.issue("CN=expired,O=fastzk", expired=True))
         self.client("untrusted", self.rogue.issue("CN=mallory,O=fastzk"))
         # a comma to escape and an attribute Java's RFC 2253 form has no keyword for
@@ -307,7 +309,8 @@ def test_secure_port_alone(certs: Certs, tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def mtls(certs: Certs, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    proc = start_server("fastzk", tmp_path_factory.mktemp("mtls"), **certs.tls_keys())
+    proc = start_server("fastzk", tmp_path_factory.mktemp("mtls"), **certs.tls_keys(
+        **{"X509AuthenticationProvider.superUser": ADMIN}))
     yield proc
     proc.stop()
 
@@ -340,6 +343,8 @@ def test_x509_acl(certs: Certs, mtls: ServerProcess,
     assert [(a.id.scheme, a.id.id) for a in bob.get_acls("/bob")[0]] == [("x509", BOB)]
     with pytest.raises(NoAuthError):
         alice.get("/bob")
+    admin = clients(tls_kazoo(certs, secure(mtls), "admin"))  # the x509 super user
+    assert admin.get("/alice")[0] == b"mine" and admin.get("/bob")[0] == b""
 
 
 def test_openssl_s_client(certs: Certs, mtls: ServerProcess) -> None:
