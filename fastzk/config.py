@@ -453,7 +453,7 @@ def from_properties(props: dict[str, str], source: str, base: Path) -> Config:
         if duplicates:
             raise ConfigError(f"server.{duplicates[0]} is given twice")
         _ensemble(values, members, props, values.get("data_dir"), warnings)  # type: ignore[arg-type]
-    _tls(values, {k.removeprefix("zookeeper."): v for k, v in props.items()}, base)
+    _tls(values, {k.removeprefix("zookeeper."): v for k, v in props.items()}, base, warnings)
     values["warnings"] = tuple(warnings)
     cfg = Config(**values)  # type: ignore[arg-type]
     if cfg.client_output_hard_limit_bytes < cfg.client_output_limit_bytes:
@@ -481,8 +481,13 @@ def _store(props: dict[str, str], name: str, base: Path) -> tuple[Path, str, str
     return location, kind, props.get(f"ssl.{name}.password") or None
 
 
-def _tls(values: dict[str, object], props: dict[str, str], base: Path) -> None:
+def _tls(values: dict[str, object], props: dict[str, str], base: Path,
+         warnings: list[str]) -> None:
     """secureClientPort and the ssl.* keys (`zookeeper.` prefix already removed)."""
+    for key in ("ssl.hostnameVerification", "ssl.clientHostnameVerification"):
+        if key in props and _bool(key, props[key]):
+            warnings.append(f"{key}=true: fastzk does not match client certificates to the "
+                            "client's host name (it verifies them against the trust store)")
     if "secureClientPort" in props:
         values["secure_client_port"] = _port("secureClientPort", props["secureClientPort"])
         if "client_port" not in values:

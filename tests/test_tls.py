@@ -224,9 +224,12 @@ def test_config_keys(tmp_path: Path) -> None:
     both = config.from_properties({**base, "clientPort": "2181", "secureClientPort": "2281",
                                    "ssl.keyStore.location": "/k.pem", "ssl.clientAuth": "want",
                                    "ssl.enabledProtocols": "TLSv1.2"}, "zoo.cfg", tmp_path)
-    assert both.plain_client_port and both.tls is not None
+    assert both.plain_client_port and both.tls is not None and both.warnings == ()
     assert both.tls.protocols == ("TLSv1.2",) and both.tls.client_auth == "want"
     assert config.from_properties(base, "zoo.cfg", tmp_path).tls is None
+    checked = config.from_properties({**base, "ssl.keyStore.location": "/k.pem",
+                                      "ssl.clientHostnameVerification": "true"}, "z", tmp_path)
+    assert "does not match client certificates to the client's host" in checked.warnings[0]
     with pytest.raises(config.ConfigError, match="need ssl.keyStore.location"):
         config.from_properties({**base, "secureClientPort": "2281"}, "zoo.cfg", tmp_path)
     bad = {
