@@ -194,8 +194,7 @@ def handshake(certs: Certs, port: int, client: str | None) -> ssl.SSLSocket:
     """A TLS connection; with TLS 1.3 the server's verdict on the client certificate comes
     after the client's handshake, so a refusal shows up on the first read."""
     raw = socket.create_connection((LOOPBACK, port), timeout=5)
-    tls = certs.context(client).wrap_socket(raw, server_hostname="localhost")
-    return tls
+    return certs.context(client).wrap_socket(raw, server_hostname="localhost")
 
 
 def serves(certs: Certs, port: int) -> bool:
