@@ -20,12 +20,11 @@ ALL_4LW = frozenset(
 KNOWN_UNUSED = frozenset(
     {
         "autopurge.purgeInterval", "reconfigEnabled",
-        "secureClientPort", "secureClientPortAddress",
         "metricsProvider.className", "metricsProvider.httpPort",
         "quorumListenOnAllIPs", "syncEnabled", "clientPortListenBacklog",
         "forceSync", "leaderServes", "cnxTimeout", "audit.enable", "skipACL",
         "localSessionsEnabled", "localSessionsUpgradingEnabled",
-        "dynamicConfigFile", "serverCnxnFactory", "maxResponseCacheSize",
+        "dynamicConfigFile", "maxResponseCacheSize",
     }
 )
 
@@ -36,6 +35,41 @@ CRASH_POINTS = frozenset({"log-truncated", "snapshot-written", "snapshot-renamed
 
 class ConfigError(ValueError):
     pass
+
+
+# Client TLS keys as ZooKeeper names them (also with its system properties' `zookeeper.`
+# prefix); read by `_tls`. serverCnxnFactory must name Netty for ZooKeeper's TLS: fastzk
+# has one connection layer and ignores it.
+TLS_KEYS = frozenset(
+    {"secureClientPort", "secureClientPortAddress", "client.portUnification",
+     "serverCnxnFactory", "ssl.keyStore.location", "ssl.keyStore.password",
+     "ssl.keyStore.type", "ssl.trustStore.location", "ssl.trustStore.password",
+     "ssl.trustStore.type", "ssl.clientAuth", "ssl.protocol", "ssl.enabledProtocols",
+     "ssl.ciphersuites", "ssl.handshakeDetectionTimeoutMillis", "ssl.authProvider",
+     "ssl.hostnameVerification", "ssl.clientHostnameVerification",
+     "X509AuthenticationProvider.superUser"}
+)
+STORE_TYPES = {".pem": "PEM", ".crt": "PEM", ".key": "PEM", ".p12": "PKCS12",
+               ".pfx": "PKCS12", ".pkcs12": "PKCS12", ".jks": "JKS"}
+TLS_VERSIONS = ("TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3")
+
+
+@dataclass(frozen=True)
+class TlsSettings:
+    """The client port's TLS, as ZooKeeper's ssl.* keys give it; runtime/tls.py turns it into
+    SSL contexts (and reloads them when the files change)."""
+
+    key_store: Path
+    key_store_type: str  # PEM or PKCS12
+    trust_store: Path | None = None  # None: the system's CA certificates
+    trust_store_type: str = "PEM"
+    key_store_password: str | None = None
+    trust_store_password: str | None = None
+    client_auth: str = "need"  # need, want or none (ssl.clientAuth)
+    protocols: tuple[str, ...] = ("TLSv1.2", "TLSv1.3")
+    ciphersuites: tuple[str, ...] = ()  # empty: OpenSSL's defaults
+    handshake_timeout_ms: int = 5000  # ssl.handshakeDetectionTimeoutMillis
+    x509_super_user: str | None = None  # X509AuthenticationProvider.superUser
 
 
 @dataclass(frozen=True)
@@ -65,6 +99,11 @@ class Config:
     tick_time: int = 2000
     client_port: int = 2181
     client_port_address: str = "127.0.0.1"
+    plain_client_port: bool = True  # False: secureClientPort without clientPort
+    secure_client_port: int | None = None  # secureClientPort
+    secure_client_port_address: str = "127.0.0.1"  # secureClientPortAddress
+    port_unification: bool = False  # client.portUnification: TLS and plaintext on clientPort
+    tls: TlsSettings | None = None
     min_session_timeout: int = 4000
     max_session_timeout: int = 40000
     max_client_cnxns: int = 60
@@ -412,6 +451,8 @@ def from_properties(props: dict[str, str], source: str, base: Path) -> Config:
             values["first_zxid_counter"] = counter
             warnings.append(f"{key}={value}: every epoch starts near the end of its zxid "
                             "counter. For testing only.")
+        elif bare in TLS_KEYS:
+            continue  # read by _tls, all together
         elif key in KNOWN_UNUSED:
             warnings.append(f"{key}: accepted but not used by fastzk yet (ignored)")
         else:
@@ -433,9 +474,87 @@ def from_properties(props: dict[str, str], source: str, base: Path) -> Config:
         if duplicates:
             raise ConfigError(f"server.{duplicates[0]} is given twice")
         _ensemble(values, members, props, values.get("data_dir"), warnings)  # type: ignore[arg-type]
+    _tls(values, {k.removeprefix("zookeeper."): v for k, v in props.items()}, base, warnings)
     values["warnings"] = tuple(warnings)
     cfg = Config(**values)  # type: ignore[arg-type]
     if cfg.client_output_hard_limit_bytes < cfg.client_output_limit_bytes:
         raise ConfigError("fastzk.clientOutputHardLimitBytes must not be below "
                           "fastzk.clientOutputLimitBytes")
     return cfg
+
+
+def _store(props: dict[str, str], name: str, base: Path) -> tuple[Path, str, str | None]:
+    """ssl.<name>.location/type/password; the type comes from the file's name when not
+    given, as ZooKeeper guesses it."""
+    location = Path(props[f"ssl.{name}.location"])
+    if not location.is_absolute():
+        location = base / location
+    kind = props.get(f"ssl.{name}.type", "").upper() or STORE_TYPES.get(location.suffix.lower())
+    if kind is None:
+        raise ConfigError(f"ssl.{name}.type: not given, and {location.name} does not say it "
+                          "(.pem, .p12, .pfx or .jks)")
+    if kind == "JKS":
+        raise ConfigError(f"ssl.{name}: JKS is not supported: convert it with keytool "
+                          f"-importkeystore -srckeystore {location.name} -deststoretype PKCS12 "
+                          "-destkeystore store.p12")
+    if kind not in ("PEM", "PKCS12"):
+        raise ConfigError(f"ssl.{name}.type: PEM or PKCS12, not {kind!r}")
+    return location, kind, props.get(f"ssl.{name}.password") or None
+
+
+def _tls(values: dict[str, object], props: dict[str, str], base: Path,
+         warnings: list[str]) -> None:
+    """secureClientPort and the ssl.* keys (`zookeeper.` prefix already removed)."""
+    for key in ("ssl.hostnameVerification", "ssl.clientHostnameVerification"):
+        if key in props and _bool(key, props[key]):
+            warnings.append(f"{key}=true: fastzk does not match client certificates to the "
+                            "client's host name (it verifies them against the trust store)")
+    if "secureClientPort" in props:
+        values["secure_client_port"] = _port("secureClientPort", props["secureClientPort"])
+        if "client_port" not in values:
+            values["plain_client_port"] = False
+    values["secure_client_port_address"] = props.get(
+        "secureClientPortAddress", values.get("client_port_address", "127.0.0.1"))
+    unified = _bool("client.portUnification", props.get("client.portUnification", "false"))
+    values["port_unification"] = unified
+    if "ssl.keyStore.location" not in props:
+        if "secure_client_port" in values or unified:
+            raise ConfigError("secureClientPort and client.portUnification need "
+                              "ssl.keyStore.location (the server's key and certificate)")
+        return
+    key_store, key_type, key_password = _store(props, "keyStore", base)
+    settings: dict[str, object] = {"key_store": key_store, "key_store_type": key_type,
+                                   "key_store_password": key_password}
+    if "ssl.trustStore.location" in props:
+        trust, trust_type, trust_password = _store(props, "trustStore", base)
+        settings.update(trust_store=trust, trust_store_type=trust_type,
+                        trust_store_password=trust_password)
+    client_auth = props.get("ssl.clientAuth", "need").lower()
+    if client_auth not in ("need", "want", "none"):
+        raise ConfigError(f"ssl.clientAuth: need, want or none, not {client_auth!r}")
+    settings["client_auth"] = client_auth
+    protocol = props.get("ssl.protocol", "TLSv1.3")
+    enabled = props.get("ssl.enabledProtocols")
+    if enabled:
+        protocols = tuple(p.strip() for p in enabled.split(",") if p.strip())
+    else:  # ZooKeeper's default: TLSv1.3 also enables TLSv1.2
+        protocols = (protocol, "TLSv1.2") if protocol == "TLSv1.3" else (protocol,)
+    if protocols != ("TLS",):
+        unknown = [p for p in protocols if p not in TLS_VERSIONS]
+        if unknown or not protocols:
+            raise ConfigError(f"ssl.protocol/ssl.enabledProtocols: unknown protocol "
+                              f"{unknown[0] if unknown else ''!r}; known: TLS, "
+                              f"{', '.join(TLS_VERSIONS)}")
+        settings["protocols"] = protocols
+    else:
+        settings["protocols"] = TLS_VERSIONS
+    suites = props.get("ssl.ciphersuites", "")
+    settings["ciphersuites"] = tuple(s.strip() for s in suites.split(",") if s.strip())
+    timeout_key = "ssl.handshakeDetectionTimeoutMillis"
+    settings["handshake_timeout_ms"] = _int(timeout_key, props.get(timeout_key, "5000"), 1)
+    provider = props.get("ssl.authProvider", "x509")
+    if provider != "x509" and not provider.endswith("X509AuthenticationProvider"):
+        raise ConfigError(f"ssl.authProvider: only x509 (ZooKeeper's "
+                          f"X509AuthenticationProvider) is supported, not {provider!r}")
+    settings["x509_super_user"] = props.get("X509AuthenticationProvider.superUser")
+    values["tls"] = TlsSettings(**settings)  # type: ignore[arg-type]

@@ -50,7 +50,9 @@ ZK_CLASSPATH = os.environ.get(
         ["/etc/zookeeper/conf", "/usr/share/java/zookeeper.jar"]
         + [
             jar
-            for jar in ("/usr/share/java/slf4j-log4j12.jar", "/usr/share/java/log4j-1.2.jar")
+            # netty-codec: NettyServerCnxnFactory (TLS) needs it; the jar's manifest omits it
+            for jar in ("/usr/share/java/slf4j-log4j12.jar", "/usr/share/java/log4j-1.2.jar",
+                        "/usr/share/java/netty-codec.jar")
             if os.path.exists(jar)
         ]
     ),

@@ -116,7 +116,7 @@ def configuration(server: Server) -> dict[str, Any]:
     size = _dir_size(cfg.data_dir)
     return {
         "client_port": cfg.client_port,
-        "secure_client_port": -1,
+        "secure_client_port": cfg.secure_client_port or -1,
         "data_dir": str(cfg.data_dir),
         "data_dir_size": size,
         "data_log_dir": str(cfg.data_log_dir or cfg.data_dir),

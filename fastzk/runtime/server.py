@@ -18,13 +18,14 @@ import random
 import re
 import resource
 import signal
+import ssl
 import time
 from collections import Counter, deque
 from collections.abc import Callable
 from pathlib import Path
 
 from fastzk._core import FrameError, ReadBuffer, serve_reads
-from fastzk.config import ALL_4LW, Config
+from fastzk.config import ALL_4LW, Config, ConfigError
 from fastzk.node import Client, Limits, Node, State
 from fastzk.quorum import messages as msgs
 from fastzk.quorum.replica import QuorumConfig
@@ -33,6 +34,7 @@ from fastzk.runtime import snapshot as snapshots
 from fastzk.runtime.http import start_admin
 from fastzk.runtime.peers import PeerNetwork
 from fastzk.runtime.storage import Storage
+from fastzk.runtime.tls import Contexts, SecureListener, x509_id
 from fastzk.runtime.wal import RecoveryError
 from fastzk.server.prep import Txn
 
@@ -97,12 +99,28 @@ class ClientProtocol(asyncio.BufferedProtocol):
         transport.set_write_buffer_limits(  # type: ignore[attr-defined]
             high=min(server.cfg.client_output_limit_bytes // 2, WRITE_HIGH_WATER_BYTES))
         self.client = Client(self.ip)
+        ssl_object = transport.get_extra_info("ssl_object")
+        if ssl_object is not None:
+            self._x509(ssl_object)
         self.client.established_ms = int(time.time() * 1000)
         server.protocols[self.client] = self
         self.node.connection_made(self.client)
         self.handshake_timer = server.loop.call_later(
             server.cfg.handshake_timeout_ms / 1000, self._handshake_expired
         )
+
+    def _x509(self, ssl_object: ssl.SSLObject) -> None:
+        """ZooKeeper's X509AuthenticationProvider: a verified client certificate's subject is
+        the connection's ("x509", DN) identity, and ("super", "") when it is the configured
+        super user."""
+        assert self.client is not None and self.server.cfg.tls is not None
+        der = ssl_object.getpeercert(binary_form=True)
+        if not der:
+            return
+        subject = x509_id(der)
+        self.client.identities.add(("x509", subject))
+        if subject == self.server.cfg.tls.x509_super_user:
+            self.client.identities.add(("super", ""))
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.client is None:
@@ -338,6 +356,8 @@ class Server:
         self._step_scheduled = False
         self._tcp: asyncio.base_events.Server | None = None
         self._admin: asyncio.base_events.Server | None = None
+        self.tls = Contexts(cfg.tls) if cfg.tls is not None else None
+        self.secure_listeners: list[SecureListener] = []
         self.trace_mask = admin.TRACE_MASK
         self.serving = False
         self.log_failure: str | None = None  # set when the log stage cannot make writes durable
@@ -540,6 +560,8 @@ class Server:
         _now(self.node)
         self.node.tick()
         self.after_input()
+        if self.tls is not None:
+            self.tls.reload_if_changed()
         if self.burst and not self.node.inflight_write_bytes and MALLOC_TRIM is not None:
             self.burst = False  # it has drained: return its memory to the system
             MALLOC_TRIM(0)
@@ -583,13 +605,7 @@ class Server:
                 if time.monotonic() > deadline:
                     raise RecoveryError("the first write after start-up never became durable")
                 await asyncio.sleep(0.001)
-        self._tcp = await self.loop.create_server(
-            lambda: ClientProtocol(self),
-            host=self.cfg.client_port_address or None,
-            port=self.cfg.client_port,
-            reuse_address=True,
-            backlog=1024,
-        )
+        await self._listen()
         self.loop.call_later(self.cfg.tick_time / 1000, self._tick)
         self.loop.call_later(self.cfg.tick_time / 1000 / QUORUM_TICKS_PER_TICK,
                              self._quorum_tick)
@@ -597,6 +613,30 @@ class Server:
         if self.cfg.admin_enabled:
             self._admin = await start_admin(self)
         self.serving = True
+
+    async def _listen(self) -> None:
+        """The client ports: plaintext, TLS (secureClientPort) or both on one
+        (client.portUnification)."""
+        cfg = self.cfg
+        if self.tls is not None:
+            for host, port, unified in (
+                (cfg.secure_client_port_address, cfg.secure_client_port, False),
+                (cfg.client_port_address, cfg.client_port if cfg.port_unification else None,
+                 True),
+            ):
+                if port is not None:
+                    listener = SecureListener(self.loop, self.tls,
+                                              lambda: ClientProtocol(self), unified)
+                    self.secure_listeners.append(listener)
+                    listener.start(host or None, port)
+        if cfg.plain_client_port and not cfg.port_unification:
+            self._tcp = await self.loop.create_server(
+                lambda: ClientProtocol(self),
+                host=cfg.client_port_address or None,
+                port=cfg.client_port,
+                reuse_address=True,
+                backlog=1024,
+            )
 
     def ready(self) -> tuple[bool, str]:
         """Whether a write sent now would be served: listening, in a quorum and synced, the
@@ -632,6 +672,8 @@ class Server:
             self._admin.close()
         if self._tcp is not None:
             self._tcp.close()
+        for listener in self.secure_listeners:
+            listener.close()
         for protocol in list(self.protocols.values()):
             if protocol.transport is not None:
                 protocol.transport.abort()
@@ -644,7 +686,11 @@ class Server:
 
 async def _serve(cfg: Config) -> int:
     loop = asyncio.get_running_loop()
-    server = Server(cfg, loop)
+    try:
+        server = Server(cfg, loop)
+    except ConfigError as error:  # the TLS key or trust store cannot be loaded
+        log.error("configuration error: %s", error)
+        return 2
     try:
         await server.start()
     except RecoveryError as error:
@@ -654,10 +700,14 @@ async def _serve(cfg: Config) -> int:
         log.error("cannot start: %s (is another server using the port?)", error)
         await server.stop()
         return 2
-    log.info(
-        "fastzk serving on %s:%d (config: %s, dataDir: %s)",
-        cfg.client_port_address or "0.0.0.0", cfg.client_port, cfg.source, cfg.data_dir,
-    )
+    if cfg.plain_client_port or cfg.port_unification:
+        log.info("fastzk serving on %s:%d%s (config: %s, dataDir: %s)",
+                 cfg.client_port_address or "0.0.0.0", cfg.client_port,
+                 " (TLS and plaintext)" if cfg.port_unification else "", cfg.source,
+                 cfg.data_dir)
+    if cfg.secure_client_port is not None:
+        log.info("fastzk serving TLS on %s:%d", cfg.secure_client_port_address or "0.0.0.0",
+                 cfg.secure_client_port)
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, _stop_with, server.exit_status, 0)
     status = await server.exit_status

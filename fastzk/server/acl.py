@@ -1,8 +1,8 @@
-"""ACL evaluation and authentication schemes (world, auth, digest, ip, super).
+"""ACL evaluation and authentication schemes (world, auth, digest, ip, x509, super).
 
 A connection's identities are a set of (scheme, id) pairs: ("ip", addr) from accept time,
-("digest", "user:hash") per digest auth packet, ("super", "") when the digest matches the
-operator's super digest.
+("digest", "user:hash") per digest auth packet, ("x509", subject DN) from a verified TLS
+client certificate, ("super", "") when the digest or certificate is the operator's super user.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from collections.abc import Sequence, Set
 
 Identity = tuple[str, str]
 ACLEntry = tuple[int, str, str]
+# schemes whose identities an `auth` ACL entry stands for (ZooKeeper: isAuthenticated())
+AUTHENTICATED = frozenset({"digest", "x509"})
 
 
 def digest_id(credentials: str) -> str:
@@ -90,7 +92,7 @@ def fix_acl(acl: list[ACLEntry] | None, identities: set[Identity]) -> list[ACLEn
                 return None
             expanded = [(perms, scheme, ident)]
         elif scheme == "auth":
-            expanded = [(perms, s, i) for s, i in sorted(identities) if s == "digest"]
+            expanded = [(perms, s, i) for s, i in sorted(identities) if s in AUTHENTICATED]
             if not expanded:
                 return None
         elif scheme == "digest":
@@ -99,6 +101,10 @@ def fix_acl(acl: list[ACLEntry] | None, identities: set[Identity]) -> list[ACLEn
             expanded = [(perms, scheme, ident)]
         elif scheme == "ip":
             if not _valid_ip_pattern(ident):
+                return None
+            expanded = [(perms, scheme, ident)]
+        elif scheme == "x509":
+            if not ident:
                 return None
             expanded = [(perms, scheme, ident)]
         else:
