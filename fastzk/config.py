@@ -47,7 +47,13 @@ TLS_KEYS = frozenset(
      "ssl.trustStore.type", "ssl.clientAuth", "ssl.protocol", "ssl.enabledProtocols",
      "ssl.ciphersuites", "ssl.handshakeDetectionTimeoutMillis", "ssl.authProvider",
      "ssl.hostnameVerification", "ssl.clientHostnameVerification",
-     "X509AuthenticationProvider.superUser"}
+     "X509AuthenticationProvider.superUser",
+     # the quorum's (mutual TLS between members): read by `_quorum_tls`
+     "sslQuorum", "ssl.quorum.keyStore.location", "ssl.quorum.keyStore.password",
+     "ssl.quorum.keyStore.type", "ssl.quorum.trustStore.location",
+     "ssl.quorum.trustStore.password", "ssl.quorum.trustStore.type", "ssl.quorum.protocol",
+     "ssl.quorum.enabledProtocols", "ssl.quorum.ciphersuites",
+     "ssl.quorum.handshakeDetectionTimeoutMillis", "ssl.quorum.hostnameVerification"}
 )
 STORE_TYPES = {".pem": "PEM", ".crt": "PEM", ".key": "PEM", ".p12": "PKCS12",
                ".pfx": "PKCS12", ".pkcs12": "PKCS12", ".jks": "JKS"}
@@ -56,8 +62,9 @@ TLS_VERSIONS = ("TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3")
 
 @dataclass(frozen=True)
 class TlsSettings:
-    """The client port's TLS, as ZooKeeper's ssl.* keys give it; runtime/tls.py turns it into
-    SSL contexts (and reloads them when the files change)."""
+    """The client port's TLS, as ZooKeeper's ssl.* keys give it, or the quorum's
+    (ssl.quorum.*); runtime/tls.py turns it into SSL contexts (and reloads the client port's
+    when the files change)."""
 
     key_store: Path
     key_store_type: str  # PEM or PKCS12
@@ -70,6 +77,7 @@ class TlsSettings:
     ciphersuites: tuple[str, ...] = ()  # empty: OpenSSL's defaults
     handshake_timeout_ms: int = 5000  # ssl.handshakeDetectionTimeoutMillis
     x509_super_user: str | None = None  # X509AuthenticationProvider.superUser
+    prefix: str = "ssl."  # where its keys come from, for error messages
 
 
 @dataclass(frozen=True)
@@ -104,6 +112,7 @@ class Config:
     secure_client_port_address: str = "127.0.0.1"  # secureClientPortAddress
     port_unification: bool = False  # client.portUnification: TLS and plaintext on clientPort
     tls: TlsSettings | None = None
+    quorum_tls: TlsSettings | None = None  # sslQuorum: mutual TLS between members
     min_session_timeout: int = 4000
     max_session_timeout: int = 40000
     max_client_cnxns: int = 60
@@ -474,7 +483,9 @@ def from_properties(props: dict[str, str], source: str, base: Path) -> Config:
         if duplicates:
             raise ConfigError(f"server.{duplicates[0]} is given twice")
         _ensemble(values, members, props, values.get("data_dir"), warnings)  # type: ignore[arg-type]
-    _tls(values, {k.removeprefix("zookeeper."): v for k, v in props.items()}, base, warnings)
+    bare_props = {k.removeprefix("zookeeper."): v for k, v in props.items()}
+    _tls(values, bare_props, base, warnings)
+    _quorum_tls(values, bare_props, base, warnings)
     values["warnings"] = tuple(warnings)
     cfg = Config(**values)  # type: ignore[arg-type]
     if cfg.client_output_hard_limit_bytes < cfg.client_output_limit_bytes:
@@ -483,9 +494,11 @@ def from_properties(props: dict[str, str], source: str, base: Path) -> Config:
     return cfg
 
 
-def _store(props: dict[str, str], name: str, base: Path) -> tuple[Path, str, str | None]:
-    """ssl.<name>.location/type/password; the type comes from the file's name when not
+def _store(props: dict[str, str], name: str, base: Path,
+           prefix: str = "ssl.") -> tuple[Path, str, str | None]:
+    """<prefix><name>.location/type/password; the type comes from the file's name when not
     given, as ZooKeeper guesses it."""
+    name = f"{prefix.removeprefix('ssl.')}{name}"
     location = Path(props[f"ssl.{name}.location"])
     if not location.is_absolute():
         location = base / location
@@ -500,6 +513,51 @@ def _store(props: dict[str, str], name: str, base: Path) -> tuple[Path, str, str
     if kind not in ("PEM", "PKCS12"):
         raise ConfigError(f"ssl.{name}.type: PEM or PKCS12, not {kind!r}")
     return location, kind, props.get(f"ssl.{name}.password") or None
+
+
+def _tls_common(props: dict[str, str], prefix: str) -> dict[str, object]:
+    """Protocols, cipher suites and the handshake timeout under `prefix` (ssl. or
+    ssl.quorum.)."""
+    protocol = props.get(f"{prefix}protocol", "TLSv1.3")
+    enabled = props.get(f"{prefix}enabledProtocols")
+    if enabled:
+        protocols = tuple(p.strip() for p in enabled.split(",") if p.strip())
+    else:  # ZooKeeper's default: TLSv1.3 also enables TLSv1.2
+        protocols = (protocol, "TLSv1.2") if protocol == "TLSv1.3" else (protocol,)
+    if protocols == ("TLS",):
+        protocols = TLS_VERSIONS
+    unknown = [p for p in protocols if p not in TLS_VERSIONS]
+    if unknown or not protocols:
+        raise ConfigError(f"{prefix}protocol/{prefix}enabledProtocols: unknown protocol "
+                          f"{unknown[0] if unknown else ''!r}; known: TLS, "
+                          f"{', '.join(TLS_VERSIONS)}")
+    suites = props.get(f"{prefix}ciphersuites", "")
+    timeout_key = f"{prefix}handshakeDetectionTimeoutMillis"
+    return {"protocols": protocols,
+            "ciphersuites": tuple(s.strip() for s in suites.split(",") if s.strip()),
+            "handshake_timeout_ms": _int(timeout_key, props.get(timeout_key, "5000"), 1)}
+
+
+def _quorum_tls(values: dict[str, object], props: dict[str, str], base: Path,
+                warnings: list[str]) -> None:
+    """sslQuorum and the ssl.quorum.* keys: mutual TLS between members, both stores
+    required (every member presents a certificate the others' trust store verifies)."""
+    if not _bool("sslQuorum", props.get("sslQuorum", "false")):
+        return
+    for name in ("keyStore", "trustStore"):
+        if f"ssl.quorum.{name}.location" not in props:
+            raise ConfigError(f"sslQuorum=true needs ssl.quorum.{name}.location")
+    key = "ssl.quorum.hostnameVerification"
+    if _bool(key, props.get(key, "true")):
+        warnings.append(f"{key}: fastzk verifies members' certificates against the trust "
+                        "store, not their host names (set it to false to silence this)")
+    key_store, key_type, key_password = _store(props, "keyStore", base, "ssl.quorum.")
+    trust, trust_type, trust_password = _store(props, "trustStore", base, "ssl.quorum.")
+    values["quorum_tls"] = TlsSettings(
+        key_store=key_store, key_store_type=key_type, key_store_password=key_password,
+        trust_store=trust, trust_store_type=trust_type, trust_store_password=trust_password,
+        client_auth="need", prefix="ssl.quorum.",
+        **_tls_common(props, "ssl.quorum."))  # type: ignore[arg-type]
 
 
 def _tls(values: dict[str, object], props: dict[str, str], base: Path,
@@ -533,25 +591,7 @@ def _tls(values: dict[str, object], props: dict[str, str], base: Path,
     if client_auth not in ("need", "want", "none"):
         raise ConfigError(f"ssl.clientAuth: need, want or none, not {client_auth!r}")
     settings["client_auth"] = client_auth
-    protocol = props.get("ssl.protocol", "TLSv1.3")
-    enabled = props.get("ssl.enabledProtocols")
-    if enabled:
-        protocols = tuple(p.strip() for p in enabled.split(",") if p.strip())
-    else:  # ZooKeeper's default: TLSv1.3 also enables TLSv1.2
-        protocols = (protocol, "TLSv1.2") if protocol == "TLSv1.3" else (protocol,)
-    if protocols != ("TLS",):
-        unknown = [p for p in protocols if p not in TLS_VERSIONS]
-        if unknown or not protocols:
-            raise ConfigError(f"ssl.protocol/ssl.enabledProtocols: unknown protocol "
-                              f"{unknown[0] if unknown else ''!r}; known: TLS, "
-                              f"{', '.join(TLS_VERSIONS)}")
-        settings["protocols"] = protocols
-    else:
-        settings["protocols"] = TLS_VERSIONS
-    suites = props.get("ssl.ciphersuites", "")
-    settings["ciphersuites"] = tuple(s.strip() for s in suites.split(",") if s.strip())
-    timeout_key = "ssl.handshakeDetectionTimeoutMillis"
-    settings["handshake_timeout_ms"] = _int(timeout_key, props.get(timeout_key, "5000"), 1)
+    settings.update(_tls_common(props, "ssl."))
     provider = props.get("ssl.authProvider", "x509")
     if provider != "x509" and not provider.endswith("X509AuthenticationProvider"):
         raise ConfigError(f"ssl.authProvider: only x509 (ZooKeeper's "

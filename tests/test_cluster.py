@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from certs import Issuer, key_pem, pem
 from kazoo.client import KazooClient
 from kazoo.exceptions import ConnectionLoss, KazooException, SessionExpiredError
 from kazoo.handlers.threading import KazooTimeoutError
@@ -502,6 +503,49 @@ def test_peers_without_the_quorum_secret_cannot_join_or_impersonate(tmp_path: Pa
         with client(outsider.connect_string()) as zk:
             zk.sync("/t")
             assert zk.get("/t/guarded")[0] == b"yes"
+
+
+def test_members_talk_over_mutual_tls_and_refuse_untrusted_certificates(
+        tmp_path: Path) -> None:
+    """sslQuorum: every peer link is mutual TLS; a member whose certificate the others do
+    not trust cannot join, and plaintext on a quorum port gets nowhere."""
+    ca, rogue = Issuer("quorum CA"), Issuer("rogue CA")
+    key, cert = ca.issue("CN=member,O=fastzk")
+    (tmp_path / "member.pem").write_bytes(key_pem(key) + pem(cert) + pem(ca.cert))
+    (tmp_path / "ca.pem").write_bytes(pem(ca.cert))
+    keys = {"sslQuorum": "true", "ssl.quorum.keyStore.location": str(tmp_path / "member.pem"),
+            "ssl.quorum.trustStore.location": str(tmp_path / "ca.pem"),
+            "ssl.quorum.hostnameVerification": "false"}
+    with Cluster("fastzk", 3, cfg=keys) as cluster:
+        leader = cluster.wait_for_leader()
+        with client(leader.connect_string()) as zk:
+            zk.create("/t/tls", b"over tls", makepath=True)
+        target = cluster.followers()[0]
+        with socket.create_connection(("127.0.0.1", target.quorum_port), timeout=5) as sock:
+            sock.sendall(struct.pack(">8sIii", b"FZKPEER1", 1, leader.sid, target.sid))
+            sock.settimeout(10)
+            answer = b""
+            while chunk := sock.recv(100):
+                answer += chunk
+            assert len(answer) <= 7  # at most a TLS alert record, then closed
+        outsider = next(m for m in cluster.members if m is not leader and m is not target)
+        outsider.stop()
+        rogue_key, rogue_cert = rogue.issue("CN=member,O=fastzk")
+        (tmp_path / "member.pem").write_bytes(
+            key_pem(rogue_key) + pem(rogue_cert) + pem(rogue.cert))  # read at start only
+        outsider.start()
+        refused = f"server.{outsider.sid} (127.0.0.1:{outsider.quorum_port}): TLS handshake " \
+            "failed: CERTIFICATE_VERIFY_FAILED"
+        cluster.wait_until(lambda: refused in leader.log_tail(50),
+                           "the outsider's certificate refused by the leader")
+        assert outsider.mode() != "follower"
+        outsider.stop()
+        (tmp_path / "member.pem").write_bytes(key_pem(key) + pem(cert) + pem(ca.cert))
+        outsider.start()
+        cluster.wait_for_leader(members=cluster.members)
+        with client(outsider.connect_string()) as zk:
+            zk.sync("/t")
+            assert zk.get("/t/tls")[0] == b"over tls"
 
 
 def test_zxid_counter_rollover_moves_to_the_next_epoch_without_an_election() -> None:

@@ -11,6 +11,8 @@ an oversized frame or a message that does not decode to the shape of its kind cl
 connection with a log line. A link whose send buffer passes its bound (the peer stopped reading)
 is closed as well; the replication core resends what was lost once the link is back.
 
+With `sslQuorum=true` every connection is mutual TLS (ssl.quorum.* stores): a member must
+present a certificate that the others' trust store verifies, and the hello travels inside.
 With a shared secret (`fastzk.quorumSecretFile`) an address proves nothing: the hello says
 version 2 and carries the dialer's 16-byte nonce; the receiver answers with its own nonce and
 HMAC-SHA256(secret, "fzk-accept" | hello | both nonces), which the dialer checks (it will not
@@ -28,6 +30,7 @@ import hmac
 import ipaddress
 import logging
 import os
+import ssl
 import struct
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -35,6 +38,7 @@ from typing import Any
 from fastzk._core import decode_value, encode_value
 from fastzk.config import Config, Member
 from fastzk.quorum import messages as msgs
+from fastzk.runtime.tls import build_context
 from fastzk.server.prep import Txn
 
 log = logging.getLogger("fastzk.peers")
@@ -306,13 +310,18 @@ class PeerNetwork:
         self._server: asyncio.base_events.Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
+        # sslQuorum: members accept and dial over mutual TLS (restart to load new files)
+        tls = cfg.quorum_tls
+        self.server_tls = build_context(tls) if tls is not None else None
+        self.client_tls = build_context(tls, server_side=False) if tls is not None else None
 
     async def start(self) -> None:
         """Listens on this member's quorum port (raises OSError when it is taken), then dials
         every peer in the background."""
         self._server = await self.loop.create_server(
             lambda: _Inbound(self), host=self.me.host, port=self.me.quorum_port,
-            reuse_address=True)
+            reuse_address=True, ssl=self.server_tls,
+            ssl_handshake_timeout=HELLO_TIMEOUT_S if self.server_tls is not None else None)
         for peer in sorted(self.links):
             self._tasks.append(self.loop.create_task(self._dial(self.members[peer])))
 
@@ -335,8 +344,15 @@ class PeerNetwork:
         while not self._closing:
             try:
                 transport, protocol = await self.loop.create_connection(
-                    _Outbound, host=member.host, port=member.quorum_port)
-            except OSError:
+                    _Outbound, host=member.host, port=member.quorum_port,
+                    ssl=self.client_tls,
+                    ssl_handshake_timeout=HELLO_TIMEOUT_S if self.client_tls else None)
+            except ssl.SSLError as error:
+                log.warning("server.%d (%s:%d): TLS handshake failed: %s", peer, member.host,
+                            member.quorum_port, error.reason or error)
+                await asyncio.sleep(AUTH_RETRY_S)
+                continue
+            except (TimeoutError, OSError):
                 await asyncio.sleep(RETRY_S)
                 continue
             if not await self._introduce(member, transport, protocol):

@@ -100,23 +100,30 @@ def _load_key_store(context: ssl.SSLContext, settings: TlsSettings) -> None:
         os.unlink(name)
 
 
-def build_context(settings: TlsSettings) -> ssl.SSLContext:
-    """A server-side context; every error is a ConfigError naming the file and the cause."""
-    for key, path in (("ssl.keyStore", settings.key_store),
-                      ("ssl.trustStore", settings.trust_store)):
+def build_context(settings: TlsSettings, server_side: bool = True) -> ssl.SSLContext:
+    """A server-side context, or (for a member dialing its peers) a client-side one that
+    presents the same certificate and verifies the peer's against the trust store, not its
+    host name; every error is a ConfigError naming the file and the cause."""
+    prefix = settings.prefix
+    for key, path in ((f"{prefix}keyStore", settings.key_store),
+                      (f"{prefix}trustStore", settings.trust_store)):
         if path is not None and not os.access(path, os.R_OK):
             reason = "no such file" if not path.exists() else "cannot read it"
             raise ConfigError(f"{key}.location {path}: {reason}")
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER if server_side
+                             else ssl.PROTOCOL_TLS_CLIENT)
     versions = sorted(VERSIONS[p] for p in settings.protocols)
     try:
         context.minimum_version = versions[0]
         context.maximum_version = versions[-1]
+        if not server_side:
+            context.check_hostname = False
         context.verify_mode = CLIENT_AUTH[settings.client_auth]
         context.options |= ssl.OP_NO_RENEGOTIATION
         _load_key_store(context, settings)
         if settings.trust_store is None:
-            context.load_default_certs(ssl.Purpose.CLIENT_AUTH)
+            context.load_default_certs(ssl.Purpose.CLIENT_AUTH if server_side
+                                       else ssl.Purpose.SERVER_AUTH)
         elif settings.trust_store_type == "PEM":
             context.load_verify_locations(cafile=settings.trust_store)
         else:
@@ -131,9 +138,9 @@ def build_context(settings: TlsSettings) -> ssl.SSLContext:
         if suites:
             context.set_ciphers(":".join(suites))
     except ssl.SSLError as error:
-        raise ConfigError(f"TLS: {error.reason or error} (ssl.keyStore "
-                          f"{settings.key_store}, ssl.trustStore {settings.trust_store}, "
-                          f"ssl.ciphersuites {','.join(settings.ciphersuites)})") from None
+        raise ConfigError(f"TLS: {error.reason or error} ({prefix}keyStore "
+                          f"{settings.key_store}, {prefix}trustStore {settings.trust_store}, "
+                          f"{prefix}ciphersuites {','.join(settings.ciphersuites)})") from None
     except OSError as error:  # replaced while being read
         raise ConfigError(f"TLS stores: {error}") from None
     return context
