@@ -1,8 +1,8 @@
-"""ACL evaluation and authentication schemes (world, auth, digest, ip, super).
+"""ACL evaluation and authentication schemes (world, auth, digest, ip, sasl, super).
 
 A connection's identities are a set of (scheme, id) pairs: ("ip", addr) from accept time,
 ("digest", "user:hash") per digest auth packet, ("super", "") when the digest matches the
-operator's super digest.
+operator's super digest, ("sasl", user) after a SASL exchange.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import ipaddress
+import re
 from collections.abc import Sequence, Set
 
 Identity = tuple[str, str]
@@ -55,6 +56,15 @@ def _valid_digest_id(ident: str) -> bool:
     return len(parts) == 2
 
 
+_KERBEROS_NAME = re.compile(r"[^/@]*(/[^/@]*)?@[^/@]*")
+
+
+def _valid_sasl_id(ident: str) -> bool:
+    """ZooKeeper's SASLAuthenticationProvider takes any id its KerberosName parses: a name with
+    an @ must be name[/host]@REALM."""
+    return "@" not in ident or _KERBEROS_NAME.fullmatch(ident) is not None
+
+
 def check(acl: Sequence[ACLEntry], perm: int, identities: Set[Identity]) -> bool:
     """True when `identities` hold `perm` on a node with `acl` (any overlapping bit suffices)."""
     if not acl:
@@ -90,7 +100,8 @@ def fix_acl(acl: list[ACLEntry] | None, identities: set[Identity]) -> list[ACLEn
                 return None
             expanded = [(perms, scheme, ident)]
         elif scheme == "auth":
-            expanded = [(perms, s, i) for s, i in sorted(identities) if s == "digest"]
+            expanded = [(perms, s, i) for s, i in sorted(identities)
+                        if s in ("digest", "sasl")]
             if not expanded:
                 return None
         elif scheme == "digest":
@@ -99,6 +110,10 @@ def fix_acl(acl: list[ACLEntry] | None, identities: set[Identity]) -> list[ACLEn
             expanded = [(perms, scheme, ident)]
         elif scheme == "ip":
             if not _valid_ip_pattern(ident):
+                return None
+            expanded = [(perms, scheme, ident)]
+        elif scheme == "sasl":
+            if not _valid_sasl_id(ident):
                 return None
             expanded = [(perms, scheme, ident)]
         else:

@@ -124,10 +124,12 @@ def _parent_path(path: str) -> str:
 
 
 class Prep:
-    def __init__(self, tree: DataTree, last_zxid: int, ttl_enabled: bool) -> None:
+    def __init__(self, tree: DataTree, last_zxid: int, ttl_enabled: bool,
+                 skip_acl: bool = False) -> None:
         self.tree = tree
         self.last_zxid = last_zxid  # the zxid of the newest prepared txn
         self.ttl_enabled = ttl_enabled
+        self.skip_acl = skip_acl  # skipACL=yes: no ACL is checked (ACLs are still validated)
         self._pending: dict[str, tuple[int, _View | None]] = {}
         self._pending_order: deque[tuple[int, list[str]]] = deque()
 
@@ -268,7 +270,7 @@ class Prep:
         view = self._lookup(path, scratch)
         if view is None:
             raise _Failed(Err.NO_NODE)
-        if not acls.check(view.acl, perm, identities):
+        if not (self.skip_acl or acls.check(view.acl, perm, identities)):
             raise _Failed(Err.NO_AUTH)
         return view
 
