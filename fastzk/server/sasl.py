@@ -4,13 +4,15 @@ ZooKeeper's server has one mechanism per connection, chosen by its own login (DI
 the JAAS `Server` section holds `user_NAME="password"` entries): the client never names a
 mechanism on the wire, it just sends tokens in `sasl` (102) requests. The exchange is
 
-1. the client sends an empty token; the server answers a challenge (realm "zk-sasl-md5",
-   a fresh nonce, qop "auth", charset utf-8, algorithm md5-sess);
+1. the client sends a token (empty from every DIGEST-MD5 client; the JDK ignores what it
+   holds, so a client of another mechanism gets the challenge too); the server answers a
+   challenge (realm "zk-sasl-md5", a fresh nonce, charset utf-8, algorithm md5-sess; no qop
+   directive, which means qop "auth" only);
 2. the client sends its digest response; the server checks it against the user's password and
    answers `rspauth=...`, proving it knows the password too. The connection then holds the
    identity ("sasl", user name), which `sasl:NAME` ACL entries match.
 
-Anything else (a non-empty first token, a malformed or oversized response, a wrong password,
+Anything else (a malformed or oversized token, a wrong password,
 an unknown user, a second response after completion: a replay) raises `SaslError`, which the
 node answers as ZooKeeper does: AuthFailed, then the connection is closed.
 
@@ -134,14 +136,15 @@ class DigestMD5Server:
         self.user: str | None = None
 
     def challenge(self) -> bytes:
-        return (f'realm="{REALM}",nonce="{self.nonce}",qop="auth",charset=utf-8,'
+        return (f'realm="{REALM}",nonce="{self.nonce}",charset=utf-8,'
                 "algorithm=md5-sess").encode("ascii")
 
     def evaluate(self, token: bytes) -> bytes:
+        if len(token) > MAX_RESPONSE_BYTES:
+            self.state = _DONE
+            raise SaslError(f"DIGEST-MD5: token of {len(token)} bytes "
+                            f"(at most {MAX_RESPONSE_BYTES})")
         if self.state == _INITIAL:
-            if token:
-                self.state = _DONE
-                raise SaslError("DIGEST-MD5: expecting a zero-length initial response")
             self.state = _CHALLENGED
             return self.challenge()
         if self.state == _DONE:
@@ -150,9 +153,6 @@ class DigestMD5Server:
         return self._verify(token)
 
     def _verify(self, token: bytes) -> bytes:
-        if len(token) > MAX_RESPONSE_BYTES:
-            raise SaslError(f"DIGEST-MD5: response of {len(token)} bytes "
-                            f"(at most {MAX_RESPONSE_BYTES})")
         fields = parse_directives(token)
         charset = fields.get("charset")
         if charset is not None and charset.lower() != "utf-8":
