@@ -158,6 +158,7 @@ class Limits:
     # SASL DIGEST-MD5 users (name, password) from the JAAS Server section; None: no SASL, a
     # sasl packet gets the null token of a server without it
     sasl_users: tuple[tuple[str, str], ...] | None = None
+    sasl_acls: bool = False  # authProvider.N=...SASLAuthenticationProvider: sasl:ID ACLs valid
     enforce_auth_schemes: frozenset[str] = frozenset()  # enforce.auth.schemes; empty: off
     skip_acl: bool = False  # skipACL=yes: no ACL is checked
 
@@ -206,7 +207,7 @@ class Node:
         self.tree.set_config(membership)
         self.watches = WatchManager()
         self.sessions = SessionTable(limits.tick_ms, server_id, start_ms, rng)
-        self.prep = Prep(self.tree, 0, limits.ttl_enabled, limits.skip_acl)
+        self.prep = self._new_prep(self.tree, 0)
         self.applier = Applier(self.tree, self.watches, self.sessions)
         self.reads = Reads(self.tree, self.watches, limits.skip_acl)
         self.applied_zxid = 0
@@ -246,6 +247,10 @@ class Node:
         self._request_bytes = 0  # size of the request being handled
         self.digests_compared = 0
         self.digest_mismatches: list[tuple[int, int, int]] = []  # (zxid, ours, the leader's)
+
+    def _new_prep(self, tree: DataTree, last_zxid: int) -> Prep:
+        limits = self.limits
+        return Prep(tree, last_zxid, limits.ttl_enabled, limits.skip_acl, limits.sasl_acls)
 
     def _new_replica(self, epoch: int, voted_for: int, base: int,
                      entries: list[tuple[int, Txn]]) -> Replica:
@@ -296,8 +301,7 @@ class Node:
             if self.replica.role == LEADER:
                 # a new leader prepares from its applied tree (nothing is pending) and gives
                 # every session a full timeout to find it, as ZooKeeper's leader does
-                self.prep = Prep(self.tree, self.replica.log.last,
-                                 self.limits.ttl_enabled, self.limits.skip_acl)
+                self.prep = self._new_prep(self.tree, self.replica.log.last)
                 for session in self.sessions.sessions.values():
                     session.closing = False
                     self.sessions.touch(session, self.mono_ms)
@@ -319,8 +323,7 @@ class Node:
         self.verdict_waits.clear()
         self.verdicts.clear()
         self.proposals.clear()
-        self.prep = Prep(self.tree, self.replica.log.last, self.limits.ttl_enabled,
-                         self.limits.skip_acl)
+        self.prep = self._new_prep(self.tree, self.replica.log.last)
 
     # --- time --------------------------------------------------------------------------------
     def set_time(self, now_ms: int, mono_ms: int) -> None:
@@ -1231,7 +1234,7 @@ class Node:
         for session_id, timeout, passwd in sessions:
             self.sessions.add(session_id, timeout, passwd, self.mono_ms)
             self.sessions.reserve(session_id)
-        self.prep = Prep(tree, zxid, self.limits.ttl_enabled, self.limits.skip_acl)
+        self.prep = self._new_prep(tree, zxid)
         self.applier = Applier(tree, self.watches, self.sessions)
         self.reads = Reads(tree, self.watches, self.limits.skip_acl)
         self.applied_zxid = zxid

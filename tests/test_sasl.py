@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import wire
 from kazoo.client import KazooClient
-from kazoo.exceptions import AuthFailedError, NoAuthError
+from kazoo.exceptions import AuthFailedError, InvalidACLError, NoAuthError
 from kazoo.security import make_acl
 
 from fastzk import config, jaas
@@ -328,6 +328,36 @@ def test_kazoo_digest_md5_and_sasl_acls(sasl_servers: dict[str, ServerProcess]) 
 
     assert _same(_outcomes(sasl_servers, action)) == (
         [(31, "sasl", "bob")], b"secret", [(3, "sasl", "bob")], ["NoAuth", "NoAuth"])
+
+
+def _create_outcome(server: ServerProcess, path: str, ident: str) -> str:
+    with kazoo(server) as client:
+        try:
+            client.create(path, acl=[make_acl("sasl", ident, read=True)])
+        except InvalidACLError:
+            return "InvalidACL"
+        return "created"
+
+
+@pytest.mark.parametrize("ident, outcome", [
+    ("bob", "created"), ("bob/host@REALM", "created"), ("a@b@c", "InvalidACL"),
+    ("x/y/z@R", "InvalidACL"), ("x/y/z", "created"),
+])
+def test_sasl_acl_ids_as_kerberos_names(sasl_servers: dict[str, ServerProcess], ident: str,
+                                        outcome: str) -> None:
+    """ZooKeeper validates sasl ids as Kerberos names: one with an @ must be name[/host]@REALM."""
+    path = "/ident-" + hashlib.md5(ident.encode()).hexdigest()[:8]
+    assert _same(_outcomes(sasl_servers,
+                           lambda server: _create_outcome(server, path, ident))) == outcome
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_sasl_acl_without_the_provider_is_invalid(kind: str, tmp_path: Path) -> None:
+    server = start_server(kind, tmp_path)
+    try:
+        assert _create_outcome(server, "/no-provider", "bob") == "InvalidACL"
+    finally:
+        server.stop()
 
 
 @pytest.mark.parametrize("mechanism, password, outcome", [

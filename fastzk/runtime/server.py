@@ -325,6 +325,7 @@ class Server:
             output_limit_bytes=cfg.client_output_limit_bytes,
             large_request_threshold=cfg.large_request_threshold,
             sasl_users=cfg.sasl_users,
+            sasl_acls="sasl" in cfg.auth_providers,
             enforce_auth_schemes=cfg.enforce_auth_schemes,
             skip_acl=cfg.skip_acl,
         )

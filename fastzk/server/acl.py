@@ -89,8 +89,10 @@ def check(acl: Sequence[ACLEntry], perm: int, identities: Set[Identity]) -> bool
     return False
 
 
-def fix_acl(acl: list[ACLEntry] | None, identities: set[Identity]) -> list[ACLEntry] | None:
-    """Validates a create/setACL list and expands `auth` entries; None means INVALIDACL."""
+def fix_acl(acl: list[ACLEntry] | None, identities: set[Identity],
+            sasl: bool = False) -> list[ACLEntry] | None:
+    """Validates a create/setACL list and expands `auth` entries; None means INVALIDACL.
+    `sasl`: the sasl scheme has a provider (without one ZooKeeper refuses sasl entries)."""
     if not acl:
         return None
     result: list[ACLEntry] = []
@@ -113,7 +115,7 @@ def fix_acl(acl: list[ACLEntry] | None, identities: set[Identity]) -> list[ACLEn
                 return None
             expanded = [(perms, scheme, ident)]
         elif scheme == "sasl":
-            if not _valid_sasl_id(ident):
+            if not sasl or not _valid_sasl_id(ident):
                 return None
             expanded = [(perms, scheme, ident)]
         else:
