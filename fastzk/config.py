@@ -122,6 +122,7 @@ class Config:
     auth_providers: frozenset[str] = frozenset({"ip", "digest"})
     enforce_auth_schemes: frozenset[str] = frozenset()
     skip_acl: bool = False
+    sasl_super_user: str | None = None  # superUser: this SASL user is also ("super", "")
     source: str = "embedded default"
     warnings: tuple[str, ...] = field(default=())
 
@@ -296,7 +297,7 @@ def _security_key(key: str) -> bool:
     bare = key.removeprefix("zookeeper.")
     return (key == JAAS_KEY or bare.startswith("authProvider.") or bare in CLIENT_SASL_KEYS
             or bare in ("sasl.serverconfig", "enforce.auth.enabled", "enforce.auth.schemes",
-                        "sessionRequireClientSASLAuth", "skipACL"))
+                        "sessionRequireClientSASLAuth", "skipACL", "superUser"))
 
 
 def _security(values: dict[str, object], props: dict[str, str], base: Path,
@@ -315,6 +316,8 @@ def _security(values: dict[str, object], props: dict[str, str], base: Path,
         elif name in CLIENT_SASL_KEYS:
             warnings.append(f"{key}: a client option; servers ignore it (as ZooKeeper's do)")
     values["auth_providers"] = frozenset(providers)
+    if "superUser" in bare:
+        values["sasl_super_user"] = bare["superUser"][1].strip()
     if JAAS_KEY in props:
         path = Path(props[JAAS_KEY])
         path = path if path.is_absolute() else base / path

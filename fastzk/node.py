@@ -20,6 +20,7 @@ A standalone server is an ensemble of one voter: the same path, with commit = lo
 
 from __future__ import annotations
 
+import logging
 import random
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -51,6 +52,7 @@ from fastzk.server.stats import FAST_READ, RequestStats
 from fastzk.server.watches import CHILD, DATA, PERSISTENT, RECURSIVE, WatchManager
 
 NO_PASSWORD = bytes(16)
+log = logging.getLogger("fastzk.auth")
 
 
 class Pending:
@@ -158,6 +160,7 @@ class Limits:
     # SASL DIGEST-MD5 users (name, password) from the JAAS Server section; None: no SASL, a
     # sasl packet gets the null token of a server without it
     sasl_users: tuple[tuple[str, str], ...] | None = None
+    sasl_super_user: str | None = None  # zookeeper.superUser: a SASL user that is super
     sasl_acls: bool = False  # authProvider.N=...SASLAuthenticationProvider: sasl:ID ACLs valid
     enforce_auth_schemes: frozenset[str] = frozenset()  # enforce.auth.schemes; empty: off
     skip_acl: bool = False  # skipACL=yes: no ACL is checked
@@ -786,7 +789,8 @@ class Node:
                 client.sasl = DigestMD5Server(dict(users), make_nonce(self.rng))
             try:
                 token = client.sasl.evaluate(body or b"")
-            except SaslError:
+            except SaslError as error:
+                log.warning("%s: SASL authentication failed, closing: %s", client.address, error)
                 client.out.begin(xid, 0, Err.AUTH_FAILED)
                 client.out.write_buffer(None)
                 client.out.end()
@@ -795,6 +799,8 @@ class Node:
                 return
             if client.sasl.user is not None:
                 client.identities.add(("sasl", client.sasl.user))
+                if client.sasl.user == self.limits.sasl_super_user:
+                    client.identities.add(("super", ""))
                 client.must_authenticate = not self._authenticated(client)
         client.out.begin(xid, 0, Err.OK)
         client.out.write_buffer(token)

@@ -488,6 +488,23 @@ def test_enforce_auth(tmp_path: Path) -> None:
                       0, 0, 0, 0)
 
 
+def test_session_require_client_sasl_auth(tmp_path: Path) -> None:
+    """sessionRequireClientSASLAuth=true is enforce.auth with the sasl scheme alone: a digest
+    identity does not count."""
+    def action(server: ServerProcess) -> tuple:
+        sock, _ = wire.handshake(server.host, server.port)
+        with sock:
+            sock.sendall(wire.request(wire.XID_AUTH, wire.OP_AUTH, wire.p_int(0)
+                                      + wire.p_ustring("digest") + wire.p_buffer(b"u:p")))
+            auth = wire.read_reply(sock)[0].err
+            sock.sendall(wire.exists_request(1, "/"))
+            return auth, _refused(sock, 1, SESSION_CLOSED_REQUIRE_SASL_AUTH)
+
+    with _servers(tmp_path, sessionRequireClientSASLAuth="true") as servers:
+        assert _same(_outcomes_unauthenticated(servers, action)) == (
+            0, (1, 0, SESSION_CLOSED_REQUIRE_SASL_AUTH, b"", True))
+
+
 def _outcomes_unauthenticated(servers: dict[str, ServerProcess], action: object) -> dict:
     """As _outcomes, but the still-serving check authenticates first (enforce.auth is on)."""
     results = {kind: action(server) for kind, server in servers.items()}  # type: ignore[operator]
@@ -497,6 +514,24 @@ def _outcomes_unauthenticated(servers: dict[str, ServerProcess], action: object)
             _authenticate(sock, "alice", "alicesecret")
             assert wire.ping(sock).err == 0
     return results
+
+
+def test_sasl_super_user(tmp_path: Path) -> None:
+    """superUser=NAME: that SASL user passes every ACL check (ZooKeeper's isSaslSuperUser)."""
+    def action(server: ServerProcess) -> tuple:
+        with kazoo(server, "bob", "bobsecret") as bob:
+            bob.create("/bobs", b"x", acl=[make_acl("sasl", "bob", read=True)])
+        outcomes = []
+        for user, password in (("super", "adminsecret"), ("alice", "alicesecret")):
+            with kazoo(server, user, password) as client:
+                try:
+                    outcomes.append(client.get("/bobs")[0])
+                except NoAuthError:
+                    outcomes.append("NoAuth")
+        return tuple(outcomes)
+
+    with _servers(tmp_path, superUser="super") as servers:
+        assert _same(_outcomes(servers, action)) == (b"x", "NoAuth")
 
 
 def test_skip_acl(tmp_path: Path) -> None:

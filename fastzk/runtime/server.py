@@ -326,6 +326,7 @@ class Server:
             large_request_threshold=cfg.large_request_threshold,
             sasl_users=cfg.sasl_users,
             sasl_acls="sasl" in cfg.auth_providers,
+            sasl_super_user=cfg.sasl_super_user,
             enforce_auth_schemes=cfg.enforce_auth_schemes,
             skip_acl=cfg.skip_acl,
         )
