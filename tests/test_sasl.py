@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import random
+import shutil
 import socket
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -547,3 +550,45 @@ def test_skip_acl(tmp_path: Path) -> None:
 
     with _servers(tmp_path, skipACL="yes") as servers:
         assert _same(_outcomes(servers, action)) == (b"x", [(31, "sasl", "bob")])
+
+
+ZKCLI = Path("/usr/share/zookeeper/bin/zkCli.sh")
+
+
+@pytest.mark.skipif(not ZKCLI.exists() or shutil.which("java") is None,
+                    reason="Debian zookeeper package (zkCli.sh) and java are required")
+@pytest.mark.parametrize("password", ["bobsecret", "wrong"])
+def test_java_client_with_a_jaas_client_section(sasl_servers: dict[str, ServerProcess],
+                                                 tmp_path: Path, password: str) -> None:
+    """zkCli (the JDK's DIGEST-MD5 client, which also checks the server's rspauth) with a JAAS
+    `Client` section: the same events and identities on both servers."""
+    client_jaas = tmp_path / "client.jaas"
+    client_jaas.write_text("Client {\n  org.apache.zookeeper.server.auth.DigestLoginModule "
+                           f'required\n  username="bob"\n  password="{password}";\n}};\n')
+    env = dict(os.environ, ZOO_LOG_DIR=str(tmp_path), TZ="UTC",
+               CLIENT_JVMFLAGS="-XX:TieredStopAtLevel=1 -XX:+UseSerialGC -Xshare:auto "
+                               f"-Djava.security.auth.login.config={client_jaas}")
+    env.pop("JAVA_TOOL_OPTIONS", None)
+
+    def action(server: ServerProcess) -> list[str]:
+        proc = subprocess.Popen([str(ZKCLI), "-server", server.connect_string, "whoami"],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        try:
+            out, _ = proc.communicate(timeout=40)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, 9)
+                proc.wait(5)
+        lines = out.decode("utf-8", "replace").splitlines()
+        # the watcher's events and the command's output interleave as threads run: compare
+        # which lines appear, not their order
+        return sorted({line.strip() for line in lines
+                       if line.startswith(("WatchedEvent state:", "sasl:", "ip:", "Auth scheme"))})
+
+    result = _same(_outcomes(sasl_servers, action))
+    if password == "bobsecret":
+        assert "WatchedEvent state:SaslAuthenticated type:None path:null" in result
+        assert "sasl: bob" in result  # type: ignore[operator]
+    else:
+        assert "WatchedEvent state:AuthFailed type:None path:null" in result
