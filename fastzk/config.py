@@ -123,6 +123,7 @@ class Config:
     enforce_auth_schemes: frozenset[str] = frozenset()
     skip_acl: bool = False
     sasl_super_user: str | None = None  # superUser: this SASL user is also ("super", "")
+    allow_sasl_failed: bool = False  # allowSaslFailedClients: a failed exchange keeps its connection
     source: str = "embedded default"
     warnings: tuple[str, ...] = field(default=())
 
@@ -297,7 +298,8 @@ def _security_key(key: str) -> bool:
     bare = key.removeprefix("zookeeper.")
     return (key == JAAS_KEY or bare.startswith("authProvider.") or bare in CLIENT_SASL_KEYS
             or bare in ("sasl.serverconfig", "enforce.auth.enabled", "enforce.auth.schemes",
-                        "sessionRequireClientSASLAuth", "skipACL", "superUser"))
+                        "sessionRequireClientSASLAuth", "skipACL", "superUser",
+                        "allowSaslFailedClients"))
 
 
 def _security(values: dict[str, object], props: dict[str, str], base: Path,
@@ -318,6 +320,8 @@ def _security(values: dict[str, object], props: dict[str, str], base: Path,
     values["auth_providers"] = frozenset(providers)
     if "superUser" in bare:
         values["sasl_super_user"] = bare["superUser"][1].strip()
+    if "allowSaslFailedClients" in bare:
+        values["allow_sasl_failed"] = _bool(*bare["allowSaslFailedClients"])
     if JAAS_KEY in props:
         path = Path(props[JAAS_KEY])
         path = path if path.is_absolute() else base / path

@@ -161,6 +161,7 @@ class Limits:
     # sasl packet gets the null token of a server without it
     sasl_users: tuple[tuple[str, str], ...] | None = None
     sasl_super_user: str | None = None  # zookeeper.superUser: a SASL user that is super
+    allow_sasl_failed: bool = False  # allowSaslFailedClients: keep the connection on failure
     sasl_acls: bool = False  # authProvider.N=...SASLAuthenticationProvider: sasl:ID ACLs valid
     enforce_auth_schemes: frozenset[str] = frozenset()  # enforce.auth.schemes; empty: off
     skip_acl: bool = False  # skipACL=yes: no ACL is checked
@@ -780,29 +781,31 @@ class Node:
         self._in_order(client, reply)
 
     def _sasl(self, client: Client, xid: int, body: Any) -> None:
-        """One SASL token in, one out. A failed exchange gets AuthFailed with a null token, then
-        the connection is closed, as ZooKeeper does."""
-        users = self.limits.sasl_users
+        """One SASL token in, one out. A failed exchange gets AuthFailed with a null token
+        (SessionClosedRequireAuth when enforce.auth requires sasl), then the connection is
+        closed, as ZooKeeper does; with allowSaslFailedClients (and sasl not required) it gets
+        a null token and stays open, unauthenticated."""
+        limits = self.limits
         token: bytes | None = None
-        if users is not None:
+        err = Err.OK
+        if limits.sasl_users is not None:
             if client.sasl is None:
-                client.sasl = DigestMD5Server(dict(users), make_nonce(self.rng))
+                client.sasl = DigestMD5Server(dict(limits.sasl_users), make_nonce(self.rng))
             try:
                 token = client.sasl.evaluate(body or b"")
             except SaslError as error:
-                log.warning("%s: SASL authentication failed, closing: %s", client.address, error)
-                client.out.begin(xid, 0, Err.AUTH_FAILED)
-                client.out.write_buffer(None)
-                client.out.end()
-                self._sent(client)
-                self._close(client)
-                return
+                log.warning("%s: SASL authentication failed: %s", client.address, error)
+                required = "sasl" in limits.enforce_auth_schemes
+                if required or not limits.allow_sasl_failed:
+                    err = (Err.SESSION_CLOSED_REQUIRE_SASL_AUTH if required
+                           else Err.AUTH_FAILED)
+                    self._close(client)
             if client.sasl.user is not None:
                 client.identities.add(("sasl", client.sasl.user))
-                if client.sasl.user == self.limits.sasl_super_user:
+                if client.sasl.user == limits.sasl_super_user:
                     client.identities.add(("super", ""))
                 client.must_authenticate = not self._authenticated(client)
-        client.out.begin(xid, 0, Err.OK)
+        client.out.begin(xid, 0, err)
         client.out.write_buffer(token)
         client.out.end()
         self._sent(client)

@@ -184,11 +184,13 @@ def test_config_reads_sasl_enforce_and_skipacl(tmp_path: Path) -> None:
                             "enforce.auth.enabled": "true",
                             "enforce.auth.schemes": "sasl, digest",
                             "skipACL": "yes",
+                            "zookeeper.superUser": "super",
+                            "allowSaslFailedClients": "true",
                             "zookeeper.sasl.client.canonicalize.hostname": "false"})
     assert dict(cfg.sasl_users or ()) == {"alice": "alicesecret", "bob": "bobsecret",
                                           "super": "adminsecret"}
     assert cfg.enforce_auth_schemes == {"sasl", "digest"}
-    assert cfg.skip_acl
+    assert cfg.skip_acl and cfg.allow_sasl_failed and cfg.sasl_super_user == "super"
     assert any("client option" in w for w in cfg.warnings)
     assert _cfg(tmp_path, **{"authProvider.1": SASL_PROVIDER,
                              "sessionRequireClientSASLAuth": "true"}).enforce_auth_schemes == {
@@ -481,6 +483,12 @@ def test_enforce_auth(tmp_path: Path) -> None:
                                       + wire.p_ustring("digest") + wire.p_buffer(b"u:p")))
             results.append(wire.read_reply(sock)[0].err)
             results.append(_get_data(sock, 1, "/").err)
+        sock, _ = wire.handshake(server.host, server.port)
+        with sock:  # a failed exchange: the error says authentication is required
+            hdr, body = _sasl(sock, 1, b"")
+            sock.sendall(wire.request(2, OP_SASL, wire.p_buffer(
+                client_token(wire.parse_buffer(body)[0] or b"", "bob", "wrong"))))
+            results.append(_refused(sock, 2, SESSION_CLOSED_REQUIRE_SASL_AUTH))
         return tuple(results)
 
     with _servers(tmp_path, **{"enforce.auth.enabled": "true",
@@ -488,7 +496,27 @@ def test_enforce_auth(tmp_path: Path) -> None:
         result = _same(_outcomes_unauthenticated(servers, action))
     assert result == ((1, 0, SESSION_CLOSED_REQUIRE_SASL_AUTH, b"", True),
                       (wire.XID_PING, 0, SESSION_CLOSED_REQUIRE_SASL_AUTH, b"", True),
-                      0, 0, 0, 0)
+                      0, 0, 0, 0,
+                      (2, 0, SESSION_CLOSED_REQUIRE_SASL_AUTH, wire.p_buffer(None), True))
+
+
+def test_allow_sasl_failed_clients(tmp_path: Path) -> None:
+    """allowSaslFailedClients=true: a wrong password gets err 0 and a null token, and the
+    connection stays open without a sasl identity."""
+    def action(server: ServerProcess) -> tuple:
+        sock, _ = wire.handshake(server.host, server.port)
+        with sock:
+            create = wire.create_request(1, "/guarded", b"",
+                                         acl=wire.p_int(1) + wire.p_acl(1, "sasl", "bob"))
+            sock.sendall(create)
+            created = wire.read_reply(sock)[0].err
+            hdr, body = _sasl(sock, 2, b"")
+            hdr, body = _sasl(sock, 3, client_token(wire.parse_buffer(body)[0] or b"", "bob",
+                                                     "wrong"))
+            return created, hdr.zxid, hdr.err, body, _get_data(sock, 4, "/guarded").err
+
+    with _servers(tmp_path, allowSaslFailedClients="true") as servers:
+        assert _same(_outcomes(servers, action)) == (0, 0, 0, wire.p_buffer(None), NO_AUTH)
 
 
 def test_session_require_client_sasl_auth(tmp_path: Path) -> None:

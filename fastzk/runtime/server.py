@@ -327,6 +327,7 @@ class Server:
             sasl_users=cfg.sasl_users,
             sasl_acls="sasl" in cfg.auth_providers,
             sasl_super_user=cfg.sasl_super_user,
+            allow_sasl_failed=cfg.allow_sasl_failed,
             enforce_auth_schemes=cfg.enforce_auth_schemes,
             skip_acl=cfg.skip_acl,
         )
