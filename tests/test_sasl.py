@@ -454,6 +454,20 @@ def test_sasl_packet_before_the_handshake(sasl_servers: dict[str, ServerProcess]
     assert _same(_outcomes(sasl_servers, action)) == (True, b"")
 
 
+def test_sasl_pipelined_behind_the_connect_request(sasl_servers: dict[str, ServerProcess]) -> None:
+    """A sasl packet sent right behind the ConnectRequest, before its answer, waits for the
+    session and is then answered with the challenge."""
+    def action(server: ServerProcess) -> tuple:
+        with contextlib.closing(wire.connect(server.host, server.port)) as sock:
+            sock.sendall(wire.connect_request() + wire.request(1, OP_SASL, wire.p_buffer(b"")))
+            connected = wire.parse_connect_response(wire.read_frame(sock)).session_id != 0
+            hdr, body = wire.read_reply(sock)
+            challenge = wire.parse_buffer(body)[0] or b""
+            return connected, hdr.xid, hdr.zxid, hdr.err, challenge.startswith(b'realm="')
+
+    assert _same(_outcomes(sasl_servers, action)) == (True, 1, 0, 0, True)
+
+
 def _get_data(sock: socket.socket, xid: int, path: str) -> wire.ReplyHeader:
     sock.sendall(wire.get_data_request(xid, path))
     return wire.read_reply(sock)[0]
