@@ -28,6 +28,7 @@ from kazoo.exceptions import AuthFailedError, InvalidACLError, NoAuthError
 from kazoo.security import make_acl
 
 from fastzk import config, jaas
+from fastzk.nemesis.cluster import Cluster
 from fastzk.nemesis.servers import ServerProcess, start_server
 from fastzk.server import sasl
 
@@ -261,9 +262,16 @@ def sasl_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str,
 @contextlib.contextmanager
 def kazoo(server: ServerProcess, user: str | None = None, password: str = "",
           mechanism: str = "DIGEST-MD5") -> Iterator[KazooClient]:
+    with kazoo_hosts(server.connect_string, user, password, mechanism) as client:
+        yield client
+
+
+@contextlib.contextmanager
+def kazoo_hosts(hosts: str, user: str | None = None, password: str = "",
+                mechanism: str = "DIGEST-MD5") -> Iterator[KazooClient]:
     options = None if user is None else {"mechanism": mechanism, "username": user,
                                          "password": password}
-    client = KazooClient(server.connect_string, sasl_options=options, timeout=5,
+    client = KazooClient(hosts, sasl_options=options, timeout=5,
                          connection_retry={"max_tries": 0})
     try:
         client.start(timeout=10)
@@ -592,6 +600,34 @@ def test_skip_acl(tmp_path: Path) -> None:
 
     with _servers(tmp_path, skipACL="yes") as servers:
         assert _same(_outcomes(servers, action)) == (b"x", [(31, "sasl", "bob")])
+
+
+def test_fastzk_ensemble_forwards_sasl_identities(tmp_path: Path) -> None:
+    """On a 3-member fastzk ensemble with enforce.auth: a write of a SASL user on a follower is
+    decided by the leader with that user's identity; ACLs hold on every member."""
+    jaas_path = tmp_path / "jaas.conf"
+    jaas_path.write_text(JAAS)
+    cfg = {"authProvider.1": SASL_PROVIDER, "java.security.auth.login.config": str(jaas_path),
+           "enforce.auth.enabled": "true", "enforce.auth.schemes": "sasl"}
+    with Cluster("fastzk", 3, cfg=cfg, parent_dir=tmp_path) as cluster:
+        cluster.wait_for_leader()
+        follower, other = cluster.followers()[0], cluster.members[0]
+        with kazoo_hosts(follower.connect_string(), "bob", "bobsecret") as bob:
+            bob.create("/ens", b"b", acl=[make_acl("sasl", "bob", all=True)])
+            bob.sync("/ens")
+        with kazoo_hosts(other.connect_string(), "bob", "bobsecret") as bob:
+            bob.sync("/ens")
+            assert bob.get("/ens")[0] == b"b"
+        with kazoo_hosts(other.connect_string(), "alice", "alicesecret") as alice:
+            alice.sync("/")
+            with pytest.raises(NoAuthError):
+                alice.get("/ens")
+        host, port = follower.connect_string().rsplit(":", 1)
+        sock, _ = wire.handshake(host, int(port))
+        with sock:
+            sock.sendall(wire.exists_request(1, "/ens"))
+            assert _refused(sock, 1, SESSION_CLOSED_REQUIRE_SASL_AUTH)[1:] == (
+                0, SESSION_CLOSED_REQUIRE_SASL_AUTH, b"", True)
 
 
 ZKCLI = Path("/usr/share/zookeeper/bin/zkCli.sh")
