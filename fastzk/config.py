@@ -7,8 +7,12 @@ dropped, so an operator can point fastzk at the zoo.cfg they already have and se
 
 from __future__ import annotations
 
+import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from fastzk import jaas
 
 DEFAULT_4LW = frozenset({"srvr", "stat", "ruok", "isro", "mntr", "conf", "wchs", "dirs"})
 ALL_4LW = frozenset(
@@ -22,7 +26,7 @@ KNOWN_UNUSED = frozenset(
         "autopurge.purgeInterval", "reconfigEnabled",
         "metricsProvider.className", "metricsProvider.httpPort",
         "quorumListenOnAllIPs", "syncEnabled", "clientPortListenBacklog",
-        "forceSync", "leaderServes", "cnxTimeout", "audit.enable", "skipACL",
+        "forceSync", "leaderServes", "cnxTimeout", "audit.enable",
         "localSessionsEnabled", "localSessionsUpgradingEnabled",
         "dynamicConfigFile", "maxResponseCacheSize",
     }
@@ -163,6 +167,14 @@ class Config:
     # the secret every member proves it knows before a peer connection carries anything
     # (fastzk.quorumSecretFile); None: members are told apart by their address only
     quorum_secret: bytes | None = None
+    # security: SASL users from the JAAS Server section (None: no SASL), the auth schemes with
+    # a provider (authProvider.N), enforce.auth.schemes (empty: off), skipACL
+    sasl_users: tuple[tuple[str, str], ...] | None = None
+    auth_providers: frozenset[str] = frozenset({"ip", "digest"})
+    enforce_auth_schemes: frozenset[str] = frozenset()
+    skip_acl: bool = False
+    sasl_super_user: str | None = None  # superUser: this SASL user is also ("super", "")
+    allow_sasl_failed: bool = False  # allowSaslFailedClients: a failed exchange keeps its connection
     source: str = "embedded default"
     warnings: tuple[str, ...] = field(default=())
 
@@ -334,6 +346,98 @@ def _secret(key: str, value: str, base: Path, warnings: list[str]) -> bytes:
     return secret
 
 
+# ZooKeeper's authentication provider classes (authProvider.N) and the scheme each serves
+AUTH_PROVIDERS = {
+    "org.apache.zookeeper.server.auth.SASLAuthenticationProvider": "sasl",
+    "org.apache.zookeeper.server.auth.DigestAuthenticationProvider": "digest",
+    "org.apache.zookeeper.server.auth.IPAuthenticationProvider": "ip",
+    "org.apache.zookeeper.server.auth.X509AuthenticationProvider": "x509",
+}
+JAAS_KEY = "java.security.auth.login.config"
+# options of ZooKeeper's clients (system properties there), which no server reads
+CLIENT_SASL_KEYS = frozenset({
+    "sasl.client", "sasl.clientconfig", "sasl.client.canonicalize.hostname",
+    "sasl.client.username", "server.principal", "server.realm",
+})
+
+
+def _security_key(key: str) -> bool:
+    bare = key.removeprefix("zookeeper.")
+    return (key == JAAS_KEY or bare.startswith("authProvider.") or bare in CLIENT_SASL_KEYS
+            or bare in ("sasl.serverconfig", "enforce.auth.enabled", "enforce.auth.schemes",
+                        "sessionRequireClientSASLAuth", "skipACL", "superUser",
+                        "allowSaslFailedClients"))
+
+
+def _security(values: dict[str, object], props: dict[str, str], base: Path,
+              warnings: list[str]) -> None:
+    """SASL users, providers, enforced authentication and skipACL, checked together: each
+    inconsistency is one start-up error, as ZooKeeper's are."""
+    bare = {key.removeprefix("zookeeper."): (key, value) for key, value in props.items()}
+    providers = {"ip", "digest"}
+    for name, (key, value) in sorted(bare.items()):
+        if name.startswith("authProvider."):
+            scheme = AUTH_PROVIDERS.get(value.strip())
+            if scheme is None:
+                raise ConfigError(f"{key}: unknown authentication provider class {value!r} "
+                                  f"(known: {', '.join(sorted(AUTH_PROVIDERS))})")
+            providers.add(scheme)
+        elif name in CLIENT_SASL_KEYS:
+            warnings.append(f"{key}: a client option; servers ignore it (as ZooKeeper's do)")
+    values["auth_providers"] = frozenset(providers)
+    if "superUser" in bare:
+        values["sasl_super_user"] = bare["superUser"][1].strip()
+    if "allowSaslFailedClients" in bare:
+        values["allow_sasl_failed"] = _bool(*bare["allowSaslFailedClients"])
+    if JAAS_KEY in props:
+        path = Path(props[JAAS_KEY])
+        path = path if path.is_absolute() else base / path
+        section = bare.get("sasl.serverconfig", ("", "Server"))[1]
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as error:
+            raise ConfigError(f"{JAAS_KEY}: cannot read {path}: {error.strerror}") from None
+        try:
+            values["sasl_users"] = jaas.server_users(text, section)
+        except jaas.JaasError as error:
+            raise ConfigError(f"{JAAS_KEY}: {path}: {error}") from None
+    if "skipACL" in bare:
+        key, value = bare["skipACL"]
+        if value.strip() not in ("yes", "no"):
+            raise ConfigError(f"{key}: yes or no, not {value!r} (ZooKeeper skips ACLs only "
+                              "on exactly yes)")
+        values["skip_acl"] = value.strip() == "yes"
+        if values["skip_acl"]:
+            warnings.append(f"{key}=yes: NO ACL is checked; every client may read, change "
+                            "and delete every znode")
+    schemes: set[str] = set()
+    if "sessionRequireClientSASLAuth" in bare:
+        key, value = bare["sessionRequireClientSASLAuth"]
+        if _bool(key, value):
+            schemes = {"sasl"}
+    if not schemes and "enforce.auth.enabled" in bare and _bool(*bare["enforce.auth.enabled"]):
+        listed = bare.get("enforce.auth.schemes", ("", ""))[1]
+        schemes = {scheme.strip() for scheme in listed.split(",") if scheme.strip()}
+        if not schemes:
+            raise ConfigError("enforce.auth.enabled=true needs enforce.auth.schemes "
+                              "(e.g. sasl,digest)")
+    for scheme in sorted(schemes):
+        if scheme not in providers:
+            raise ConfigError(f"enforce.auth.schemes: authentication scheme {scheme} is not "
+                              "available (add its authProvider.N line)")
+    values["enforce_auth_schemes"] = frozenset(schemes)
+
+
+def _jaas_from_env(environ: dict[str, str] | os._Environ[str]) -> str | None:
+    """ZooKeeper's scripts pass the JAAS file as -Djava.security.auth.login.config=... in
+    SERVER_JVMFLAGS or JVMFLAGS; the same variables work here."""
+    for name in ("SERVER_JVMFLAGS", "JVMFLAGS"):
+        found = re.search(r"-D" + re.escape(JAAS_KEY) + r"=(\S+)", environ.get(name, ""))
+        if found:
+            return str(Path(found.group(1)).absolute())
+    return None
+
+
 def load(path: str | Path | None) -> Config:
     if path is None:
         return Config()
@@ -342,6 +446,10 @@ def load(path: str | Path | None) -> Config:
         props = parse_properties(path.read_text(encoding="utf-8"))
     except OSError as error:
         raise ConfigError(f"cannot read {path}: {error.strerror}") from None
+    if JAAS_KEY not in props:
+        from_env = _jaas_from_env(os.environ)
+        if from_env is not None:
+            props[JAAS_KEY] = from_env
     return from_properties(props, source=str(path), base=path.parent)
 
 
@@ -462,6 +570,8 @@ def from_properties(props: dict[str, str], source: str, base: Path) -> Config:
                             "counter. For testing only.")
         elif bare in TLS_KEYS:
             continue  # read by _tls, all together
+        elif _security_key(key):
+            continue  # read by _security
         elif key in KNOWN_UNUSED:
             warnings.append(f"{key}: accepted but not used by fastzk yet (ignored)")
         else:
@@ -486,6 +596,7 @@ def from_properties(props: dict[str, str], source: str, base: Path) -> Config:
     bare_props = {k.removeprefix("zookeeper."): v for k, v in props.items()}
     _tls(values, bare_props, base, warnings)
     _quorum_tls(values, bare_props, base, warnings)
+    _security(values, props, base, warnings)
     values["warnings"] = tuple(warnings)
     cfg = Config(**values)  # type: ignore[arg-type]
     if cfg.client_output_hard_limit_bytes < cfg.client_output_limit_bytes:

@@ -20,6 +20,7 @@ A standalone server is an ensemble of one voter: the same path, with commit = lo
 
 from __future__ import annotations
 
+import logging
 import random
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -45,11 +46,13 @@ from fastzk.server import acl as acls
 from fastzk.server.apply import Applier, write_multi_failure, write_notification, write_reply
 from fastzk.server.prep import BARRIER, Prep, Txn
 from fastzk.server.reads import Reads
+from fastzk.server.sasl import DigestMD5Server, SaslError, make_nonce
 from fastzk.server.sessions import Session, SessionTable
 from fastzk.server.stats import FAST_READ, RequestStats
 from fastzk.server.watches import CHILD, DATA, PERSISTENT, RECURSIVE, WatchManager
 
 NO_PASSWORD = bytes(16)
+log = logging.getLogger("fastzk.auth")
 
 
 class Pending:
@@ -81,7 +84,7 @@ class Client:
         "read_only_byte", "received", "sent", "established_ms", "last_op", "last_xid",
         "last_zxid", "last_response_ms", "last_latency_ms", "min_latency_ms", "max_latency_ms",
         "total_latency_ms", "replies", "read_only", "fifo_sizes", "fifo_bytes",
-        "unsent_bytes", "connecting_since",
+        "unsent_bytes", "connecting_since", "sasl", "must_authenticate",
     )
 
     def __init__(self, address: str) -> None:
@@ -108,6 +111,10 @@ class Client:
         self.last_response_ms = 0
         self.read_only = False  # a read-only session, served while this member has no quorum
         self.connecting_since = 0  # quorum tick its session creation or revalidation was sent
+        self.sasl: DigestMD5Server | None = None  # its SASL exchange, from the first sasl packet
+        # enforce.auth.enabled: no request but auth and sasl until it holds an identity of an
+        # enforced scheme (the runtime's fast path is off meanwhile)
+        self.must_authenticate = False
         self.reset_stats()
 
     def reset_stats(self) -> None:
@@ -150,6 +157,14 @@ class Limits:
     output_limit_bytes: int = 0
     large_request_threshold: int = -1  # only larger writes count in Node.inflight_write_bytes
     bugs: frozenset[str] = frozenset()  # planted bugs (fastzk/sim/bugs.py), for the simulator
+    # SASL DIGEST-MD5 users (name, password) from the JAAS Server section; None: no SASL, a
+    # sasl packet gets the null token of a server without it
+    sasl_users: tuple[tuple[str, str], ...] | None = None
+    sasl_super_user: str | None = None  # zookeeper.superUser: a SASL user that is super
+    allow_sasl_failed: bool = False  # allowSaslFailedClients: keep the connection on failure
+    sasl_acls: bool = False  # authProvider.N=...SASLAuthenticationProvider: sasl:ID ACLs valid
+    enforce_auth_schemes: frozenset[str] = frozenset()  # enforce.auth.schemes; empty: off
+    skip_acl: bool = False  # skipACL=yes: no ACL is checked
 
 
 VERDICT = -1  # ReadIndex contexts (origin, ctx) of verdicts; origins are member ids or None
@@ -196,9 +211,9 @@ class Node:
         self.tree.set_config(membership)
         self.watches = WatchManager()
         self.sessions = SessionTable(limits.tick_ms, server_id, start_ms, rng)
-        self.prep = Prep(self.tree, 0, limits.ttl_enabled)
+        self.prep = self._new_prep(self.tree, 0)
         self.applier = Applier(self.tree, self.watches, self.sessions)
-        self.reads = Reads(self.tree, self.watches)
+        self.reads = Reads(self.tree, self.watches, limits.skip_acl)
         self.applied_zxid = 0
         self.replica = self._new_replica(0, 0, 0, [])
         self.proposals: list[tuple[int, Txn]] = []
@@ -236,6 +251,10 @@ class Node:
         self._request_bytes = 0  # size of the request being handled
         self.digests_compared = 0
         self.digest_mismatches: list[tuple[int, int, int]] = []  # (zxid, ours, the leader's)
+
+    def _new_prep(self, tree: DataTree, last_zxid: int) -> Prep:
+        limits = self.limits
+        return Prep(tree, last_zxid, limits.ttl_enabled, limits.skip_acl, limits.sasl_acls)
 
     def _new_replica(self, epoch: int, voted_for: int, base: int,
                      entries: list[tuple[int, Txn]]) -> Replica:
@@ -286,7 +305,7 @@ class Node:
             if self.replica.role == LEADER:
                 # a new leader prepares from its applied tree (nothing is pending) and gives
                 # every session a full timeout to find it, as ZooKeeper's leader does
-                self.prep = Prep(self.tree, self.replica.log.last, self.limits.ttl_enabled)
+                self.prep = self._new_prep(self.tree, self.replica.log.last)
                 for session in self.sessions.sessions.values():
                     session.closing = False
                     self.sessions.touch(session, self.mono_ms)
@@ -308,7 +327,7 @@ class Node:
         self.verdict_waits.clear()
         self.verdicts.clear()
         self.proposals.clear()
-        self.prep = Prep(self.tree, self.replica.log.last, self.limits.ttl_enabled)
+        self.prep = self._new_prep(self.tree, self.replica.log.last)
 
     # --- time --------------------------------------------------------------------------------
     def set_time(self, now_ms: int, mono_ms: int) -> None:
@@ -379,6 +398,7 @@ class Node:
     # --- connections -------------------------------------------------------------------------
     def connection_made(self, client: Client) -> None:
         self.clients.add(client)
+        client.must_authenticate = not self._authenticated(client)
 
     def connection_lost(self, client: Client) -> None:
         client.state = State.CLOSED
@@ -531,7 +551,9 @@ class Node:
             return
         client.last_xid = xid
         client.last_op = OP_CODES.get(op, "NA")
-        if op == Op.PING:
+        if client.must_authenticate and op not in (Op.AUTH, Op.SASL):
+            self._refuse_unauthenticated(client, xid)
+        elif op == Op.PING:
             client.out.reply_header(Xid.PING, self.applied_zxid, Err.OK)
             self._sent(client)
         elif op in WRITE_OPS:
@@ -718,12 +740,7 @@ class Node:
         if op == Op.AUTH:
             self._auth(client, xid, body)
         elif op == Op.SASL:
-            def reply() -> None:
-                client.out.begin(xid, 0, Err.OK)
-                client.out.write_buffer(None)
-                client.out.end()
-                self._sent(client)
-            self._in_order(client, reply)
+            self._in_order(client, lambda: self._sasl(client, xid, body))
         elif op in (Op.SET_WATCHES, Op.SET_WATCHES2):
             self._in_order(client, lambda: self._set_watches(client, xid, body))
         elif op == Op.ADD_WATCH:
@@ -740,6 +757,7 @@ class Node:
             client.identities.add(("digest", identity))
             if self.limits.super_digest is not None and identity == self.limits.super_digest:
                 client.identities.add(("super", ""))
+            client.must_authenticate = not self._authenticated(client)
             self._in_order(client, lambda: self._error(client, xid, Err.OK, zxid=0))
         elif scheme == "ip":
             self._in_order(client, lambda: self._error(client, xid, Err.OK, zxid=0))
@@ -748,6 +766,49 @@ class Node:
                 self._error(client, xid, Err.AUTH_FAILED, zxid=0)
                 self._close(client)
             self._in_order(client, reply)
+
+    def _authenticated(self, client: Client) -> bool:
+        """enforce.auth.enabled: does the connection hold an identity of an enforced scheme?"""
+        schemes = self.limits.enforce_auth_schemes
+        return not schemes or any(scheme in schemes for scheme, _ in client.identities)
+
+    def _refuse_unauthenticated(self, client: Client, xid: int) -> None:
+        """ZooKeeper 3.8's AuthenticationHelper: SessionClosedRequireAuth (no body, zxid 0),
+        then the connection is closed (the session itself lives on until it expires)."""
+        def reply() -> None:
+            self._error(client, xid, Err.SESSION_CLOSED_REQUIRE_SASL_AUTH, zxid=0)
+            self._close(client)
+        self._in_order(client, reply)
+
+    def _sasl(self, client: Client, xid: int, body: Any) -> None:
+        """One SASL token in, one out. A failed exchange gets AuthFailed with a null token
+        (SessionClosedRequireAuth when enforce.auth requires sasl), then the connection is
+        closed, as ZooKeeper does; with allowSaslFailedClients (and sasl not required) it gets
+        a null token and stays open, unauthenticated."""
+        limits = self.limits
+        token: bytes | None = None
+        err = Err.OK
+        if limits.sasl_users is not None:
+            if client.sasl is None:
+                client.sasl = DigestMD5Server(dict(limits.sasl_users), make_nonce(self.rng))
+            try:
+                token = client.sasl.evaluate(body or b"")
+            except SaslError as error:
+                log.warning("%s: SASL authentication failed: %s", client.address, error)
+                required = "sasl" in limits.enforce_auth_schemes
+                if required or not limits.allow_sasl_failed:
+                    err = (Err.SESSION_CLOSED_REQUIRE_SASL_AUTH if required
+                           else Err.AUTH_FAILED)
+                    self._close(client)
+            if client.sasl.user is not None:
+                client.identities.add(("sasl", client.sasl.user))
+                if client.sasl.user == limits.sasl_super_user:
+                    client.identities.add(("super", ""))
+                client.must_authenticate = not self._authenticated(client)
+        client.out.begin(xid, 0, err)
+        client.out.write_buffer(token)
+        client.out.end()
+        self._sent(client)
 
     def _set_watches(self, client: Client, xid: int, body: Any) -> None:
         rel_zxid, data_paths, exist_paths, child_paths = body[:4]
@@ -1182,9 +1243,9 @@ class Node:
         for session_id, timeout, passwd in sessions:
             self.sessions.add(session_id, timeout, passwd, self.mono_ms)
             self.sessions.reserve(session_id)
-        self.prep = Prep(tree, zxid, self.limits.ttl_enabled)
+        self.prep = self._new_prep(tree, zxid)
         self.applier = Applier(tree, self.watches, self.sessions)
-        self.reads = Reads(tree, self.watches)
+        self.reads = Reads(tree, self.watches, self.limits.skip_acl)
         self.applied_zxid = zxid
         self.replica.snapshot_installed(sender, epoch, zxid)
 

@@ -85,6 +85,7 @@ class Err:
     EPHEMERAL_ON_LOCAL_SESSION = -120
     NO_WATCHER = -121
     RECONFIG_DISABLED = -123
+    SESSION_CLOSED_REQUIRE_SASL_AUTH = -124  # enforce.auth: the connection must authenticate
 
 
 class Xid:

@@ -245,7 +245,7 @@ class ClientProtocol(asyncio.BufferedProtocol):
             node.drain(client)  # replies queued behind a write that the limit held back
         while client.state == State.READY and not self._blocked():
             room = limit - client.unsent_bytes
-            if not fifo and (node.serving or client.read_only):
+            if not fifo and (node.serving or client.read_only) and not client.must_authenticate:
                 served = serve_reads(buf, node.tree, out, node.applied_zxid, FAST_PATH_BATCH,
                                      room)
                 if served:
@@ -342,6 +342,12 @@ class Server:
             read_only_enabled=cfg.read_only_enabled,
             output_limit_bytes=cfg.client_output_limit_bytes,
             large_request_threshold=cfg.large_request_threshold,
+            sasl_users=cfg.sasl_users,
+            sasl_acls="sasl" in cfg.auth_providers,
+            sasl_super_user=cfg.sasl_super_user,
+            allow_sasl_failed=cfg.allow_sasl_failed,
+            enforce_auth_schemes=cfg.enforce_auth_schemes,
+            skip_acl=cfg.skip_acl,
         )
         self.node = Node(limits, random.SystemRandom(), server_id=cfg.server_id,
                          start_ms=self.started_ms, quorum=quorum_config(cfg),

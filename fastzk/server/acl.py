@@ -1,8 +1,9 @@
-"""ACL evaluation and authentication schemes (world, auth, digest, ip, x509, super).
+"""ACL evaluation and authentication schemes (world, auth, digest, ip, x509, sasl, super).
 
 A connection's identities are a set of (scheme, id) pairs: ("ip", addr) from accept time,
 ("digest", "user:hash") per digest auth packet, ("x509", subject DN) from a verified TLS
-client certificate, ("super", "") when the digest or certificate is the operator's super user.
+client certificate, ("sasl", user) after a SASL exchange, ("super", "") when the digest,
+certificate or SASL user is the operator's super user.
 """
 
 from __future__ import annotations
@@ -10,12 +11,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import ipaddress
+import re
 from collections.abc import Sequence, Set
 
 Identity = tuple[str, str]
 ACLEntry = tuple[int, str, str]
 # schemes whose identities an `auth` ACL entry stands for (ZooKeeper: isAuthenticated())
-AUTHENTICATED = frozenset({"digest", "x509"})
+AUTHENTICATED = frozenset({"digest", "x509", "sasl"})
 
 
 def digest_id(credentials: str) -> str:
@@ -57,6 +59,15 @@ def _valid_digest_id(ident: str) -> bool:
     return len(parts) == 2
 
 
+_KERBEROS_NAME = re.compile(r"[^/@]*(/[^/@]*)?@[^/@]*")
+
+
+def _valid_sasl_id(ident: str) -> bool:
+    """ZooKeeper's SASLAuthenticationProvider takes any id its KerberosName parses: a name with
+    an @ must be name[/host]@REALM."""
+    return "@" not in ident or _KERBEROS_NAME.fullmatch(ident) is not None
+
+
 def check(acl: Sequence[ACLEntry], perm: int, identities: Set[Identity]) -> bool:
     """True when `identities` hold `perm` on a node with `acl` (any overlapping bit suffices)."""
     if not acl:
@@ -81,8 +92,10 @@ def check(acl: Sequence[ACLEntry], perm: int, identities: Set[Identity]) -> bool
     return False
 
 
-def fix_acl(acl: list[ACLEntry] | None, identities: set[Identity]) -> list[ACLEntry] | None:
-    """Validates a create/setACL list and expands `auth` entries; None means INVALIDACL."""
+def fix_acl(acl: list[ACLEntry] | None, identities: set[Identity],
+            sasl: bool = False) -> list[ACLEntry] | None:
+    """Validates a create/setACL list and expands `auth` entries; None means INVALIDACL.
+    `sasl`: the sasl scheme has a provider (without one ZooKeeper refuses sasl entries)."""
     if not acl:
         return None
     result: list[ACLEntry] = []
@@ -105,6 +118,10 @@ def fix_acl(acl: list[ACLEntry] | None, identities: set[Identity]) -> list[ACLEn
             expanded = [(perms, scheme, ident)]
         elif scheme == "x509":
             if not ident:
+                return None
+            expanded = [(perms, scheme, ident)]
+        elif scheme == "sasl":
+            if not sasl or not _valid_sasl_id(ident):
                 return None
             expanded = [(perms, scheme, ident)]
         else:

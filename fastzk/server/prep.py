@@ -124,10 +124,13 @@ def _parent_path(path: str) -> str:
 
 
 class Prep:
-    def __init__(self, tree: DataTree, last_zxid: int, ttl_enabled: bool) -> None:
+    def __init__(self, tree: DataTree, last_zxid: int, ttl_enabled: bool,
+                 skip_acl: bool = False, sasl_acls: bool = False) -> None:
         self.tree = tree
         self.last_zxid = last_zxid  # the zxid of the newest prepared txn
         self.ttl_enabled = ttl_enabled
+        self.skip_acl = skip_acl  # skipACL=yes: no ACL is checked (ACLs are still validated)
+        self.sasl_acls = sasl_acls  # the sasl scheme has a provider: sasl:ID entries are valid
         self._pending: dict[str, tuple[int, _View | None]] = {}
         self._pending_order: deque[tuple[int, list[str]]] = deque()
 
@@ -268,7 +271,7 @@ class Prep:
         view = self._lookup(path, scratch)
         if view is None:
             raise _Failed(Err.NO_NODE)
-        if not acls.check(view.acl, perm, identities):
+        if not (self.skip_acl or acls.check(view.acl, perm, identities)):
             raise _Failed(Err.NO_AUTH)
         return view
 
@@ -291,7 +294,7 @@ class Prep:
             raise _Failed(Err.BAD_ARGUMENTS)
         if path.rfind("/") < 0 or "\0" in path:
             raise _Failed(Err.BAD_ARGUMENTS)
-        fixed_acl = acls.fix_acl(acl, identities)
+        fixed_acl = acls.fix_acl(acl, identities, self.sasl_acls)
         if fixed_acl is None:
             raise _Failed(Err.INVALID_ACL)
         parent_path = _parent_path(path)
@@ -348,7 +351,7 @@ class Prep:
         path, acl, version = body
         if not valid_path(path):
             raise _Failed(Err.BAD_ARGUMENTS)
-        fixed_acl = acls.fix_acl(acl, identities)
+        fixed_acl = acls.fix_acl(acl, identities, self.sasl_acls)
         if fixed_acl is None:
             raise _Failed(Err.INVALID_ACL)
         node = self._existing(path, Perm.ADMIN, identities, scratch)

@@ -16,15 +16,18 @@ from fastzk.server.watches import CHILD, DATA, WatchManager
 
 
 class Reads:
-    def __init__(self, tree: DataTree, watches: WatchManager) -> None:
+    def __init__(self, tree: DataTree, watches: WatchManager, skip_acl: bool = False) -> None:
         self.tree = tree
         self.watches = watches
+        self.skip_acl = skip_acl  # skipACL=yes: every read is allowed, no ACL masked
 
     def _readable(self, path: str, perm: int, identities: Any) -> int:
         found = self.tree.get_acl(path)
         if found is None:
             return Err.NO_NODE
-        return Err.OK if acls.check(found[0], perm, identities) else Err.NO_AUTH
+        if self.skip_acl or acls.check(found[0], perm, identities):
+            return Err.OK
+        return Err.NO_AUTH
 
     def answer(self, conn: Any, xid: int, op: int, body: Any, zxid: int) -> None:
         """Writes the reply of one read request to conn.out."""
@@ -113,9 +116,10 @@ class Reads:
             if found is None:
                 return Err.NO_NODE
             acl, stat = found
-            if not acls.check(acl, Perm.READ | Perm.ADMIN, conn.identities):
+            if not self.skip_acl and not acls.check(acl, Perm.READ | Perm.ADMIN,
+                                                    conn.identities):
                 return Err.NO_AUTH
-            if not acls.check(acl, Perm.ADMIN, conn.identities):
+            if not self.skip_acl and not acls.check(acl, Perm.ADMIN, conn.identities):
                 acl = acls.mask_digests(acl)
             out.begin(xid, zxid, Err.OK)
             out.write_acl_vector(acl)
