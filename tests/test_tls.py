@@ -502,3 +502,17 @@ def test_java_client(certs: Certs, mtls: ServerProcess) -> None:
                          env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60,
                          start_new_session=True)
     assert b"Created /java" in run.stdout, run.stdout.decode()[-3000:]
+
+
+def test_load_generator_over_mutual_tls(certs: Certs, mtls: ServerProcess) -> None:
+    """`fastzk load --tls-ca/--tls-cert/--tls-key` (what bench/tls.py measures with): a run
+    over the secure port completes; without a client certificate the server refuses it."""
+    base = [sys.executable, "-m", "fastzk", "load", "--server", secure(mtls), "--op", "get",
+            "--ops", "500", "--sessions", "2", "--root", "/load-tls",
+            "--tls-ca", str(certs.root / "ca.pem")]
+    done = subprocess.run(base + ["--tls-cert", str(certs.root / "alice.crt"),
+                                  "--tls-key", str(certs.root / "alice.key")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    refused = subprocess.run(base, capture_output=True, text=True, timeout=120)
+    assert refused.returncode != 0

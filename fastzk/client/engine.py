@@ -27,6 +27,7 @@ import gc
 import math
 import os
 import random
+import ssl
 import threading
 import time
 from collections import Counter, deque
@@ -1062,11 +1063,13 @@ class Pacer:
 
 
 async def open_session(
-    host: str, port: int, session: SessionBase, timeout_ms: int, connect_timeout: float
+    host: str, port: int, session: SessionBase, timeout_ms: int, connect_timeout: float,
+    tls: ssl.SSLContext | None = None,
 ) -> SessionBase:
-    """Connect *session* (a protocol instance) and run the handshake."""
+    """Connect *session* (a protocol instance; over TLS with `tls`) and run the handshake."""
     loop = asyncio.get_running_loop()
-    await asyncio.wait_for(loop.create_connection(lambda: session, host, port), connect_timeout)
+    await asyncio.wait_for(loop.create_connection(lambda: session, host, port, ssl=tls),
+                           connect_timeout)
     assert session.transport is not None
     session.transport.write(connect_request(timeout_ms))
     try:

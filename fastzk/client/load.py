@@ -37,6 +37,7 @@ import json
 import multiprocessing
 import os
 import queue
+import ssl
 import sys
 import time
 import uuid
@@ -143,6 +144,11 @@ class LoadConfig:
     setup: bool = True
     cleanup: bool = True
     connect_timeout: float = 10.0
+    #: TLS (the server's secureClientPort): CA file to verify it, and a client certificate
+    #: and key for mutual TLS (empty: plaintext / no client certificate).
+    tls_ca: str = ""
+    tls_cert: str = ""
+    tls_key: str = ""
     #: A connect string ``host:port[,host:port...]``; overrides host/port when set.
     servers: str = ""
     #: A workload preset (kafka, lock, watch-fanout, session-churn) instead of ``op``.
@@ -271,11 +277,23 @@ class LoadResult:
 # --- set-up and clean-up ---------------------------------------------------------------------------
 
 
+def client_tls(cfg: LoadConfig) -> ssl.SSLContext | None:
+    """The client side of --tls-ca (verifying the server's certificate against that CA, not
+    its host name: servers are given by address) and --tls-cert/--tls-key."""
+    if not cfg.tls_ca:
+        return None
+    context = ssl.create_default_context(cafile=cfg.tls_ca)
+    context.check_hostname = False
+    if cfg.tls_cert:
+        context.load_cert_chain(cfg.tls_cert, cfg.tls_key or None)
+    return context
+
+
 async def _connect(cfg: LoadConfig) -> ZKClient:
     host, port = cfg.endpoints()[0]
     return await ZKClient.connect(
-        host, port, session_timeout_ms=cfg.session_timeout_ms, connect_timeout=cfg.connect_timeout
-    )
+        host, port, session_timeout_ms=cfg.session_timeout_ms, connect_timeout=cfg.connect_timeout,
+        tls=client_tls(cfg))
 
 
 async def ensure_path(client: ZKClient, path: str, data: bytes = b"") -> None:
@@ -446,10 +464,11 @@ async def run_simple_part(
     loop = asyncio.get_running_loop()
     pacer: Pacer | None = None
     elapsed = 0.0
+    tls = client_tls(cfg)
     try:
         await asyncio.gather(*(
             open_session(*endpoints[s.gidx % len(endpoints)], s, cfg.session_timeout_ms,
-                         cfg.connect_timeout)
+                         cfg.connect_timeout, tls)
             for s in sessions
         ))
         models = [s for s in sessions if isinstance(s, ModelSession)]
@@ -846,6 +865,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="connect string host:port[,host:port...]; sessions are spread over the servers "
         "(default %(default)s)",
     )
+    tls = parser.add_argument_group("TLS (a server's secureClientPort)")
+    tls.add_argument("--tls-ca", default="", metavar="FILE",
+                     help="connect over TLS, verifying the server against this CA (PEM)")
+    tls.add_argument("--tls-cert", default="", metavar="FILE",
+                     help="client certificate (PEM; with its key, or see --tls-key)")
+    tls.add_argument("--tls-key", default="", metavar="FILE", help="client key (PEM)")
     g = parser.add_argument_group("workload")
     g.add_argument(
         "--op", default=d.op,
@@ -949,6 +974,9 @@ def config_from_args(args: argparse.Namespace) -> LoadConfig:
         multi_size=args.multi_size,
         expire_pct=args.expire_pct,
         corrupt_every=args.corrupt_every,
+        tls_ca=args.tls_ca,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
     )
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -207,8 +208,9 @@ class ZKClient:
         session_timeout_ms: int = 10_000,
         watcher: Watcher | None = None,
         connect_timeout: float = 10.0,
+        tls: ssl.SSLContext | None = None,
     ) -> ZKClient:
-        """Open a connection, run the handshake and start pinging.
+        """Open a connection (over TLS with `tls`), run the handshake and start pinging.
 
         Raises ZKError(SESSIONEXPIRED) when the server refuses the session (timeout 0),
         ZKError(CONNECTIONLOSS) when it closes the socket, and TimeoutError.
@@ -216,7 +218,8 @@ class ZKClient:
         client = cls(watcher)
         loop = client._loop
         await asyncio.wait_for(
-            loop.create_connection(lambda: _ClientProtocol(client), host, port), connect_timeout
+            loop.create_connection(lambda: _ClientProtocol(client), host, port, ssl=tls),
+            connect_timeout
         )
         assert client._transport is not None
         client._transport.write(connect_request(session_timeout_ms))
