@@ -556,10 +556,8 @@ def test_partitioned_znode_agrees_with_brute_force_on_one_key() -> None:
     assert seen_verdicts == {LIN, NOT}
 
 
-def never_written(rng: random.Random, events: list[dict[str, Any]], f: str,
-                  value: Any = "never written") -> list[dict[str, Any]]:
-    """One ok read's value replaced by a value no operation wrote."""
-    events = [dict(event) for event in events]
+def _ok_reads(events: list[dict[str, Any]], f: str) -> list[int]:
+    """Indexes of the ok completions of operations `f`."""
     invoked: dict[Any, str] = {}
     reads = []
     for i, event in enumerate(events):
@@ -567,7 +565,14 @@ def never_written(rng: random.Random, events: list[dict[str, Any]], f: str,
             invoked[event["process"]] = event["f"]
         elif event["type"] == "ok" and invoked[event["process"]] == f:
             reads.append(i)
-    events[rng.choice(reads)]["value"] = value
+    return reads
+
+
+def never_written(rng: random.Random, events: list[dict[str, Any]], f: str,
+                  value: Any = "never written") -> list[dict[str, Any]]:
+    """One ok read's value replaced by a value no operation wrote."""
+    events = [dict(event) for event in events]
+    events[rng.choice(_ok_reads(events, f))]["value"] = value
     return events
 
 
@@ -585,14 +590,7 @@ def test_simulated_register_passes_and_a_mutated_read_fails() -> None:
 def mutate_read(rng: random.Random, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One ok read's value replaced by another value that some write did write."""
     events = [dict(event) for event in events]
-    invoked: dict[Any, str] = {}
-    reads = []
-    for i, event in enumerate(events):
-        if event["type"] == "invoke":
-            invoked[event["process"]] = event["f"]
-        elif event["type"] == "ok" and invoked[event["process"]] == "read":
-            reads.append(i)
-    i = rng.choice(reads)
+    i = rng.choice(_ok_reads(events, "read"))
     events[i]["value"] = rng.choice([value for value in range(5) if value != events[i]["value"]])
     return events
 

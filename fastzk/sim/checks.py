@@ -47,7 +47,6 @@ class Checks:
         self.digests: dict[int, int] = {}  # zxid -> tree digest there
         self.leaders: dict[int, int] = {}  # epoch -> its leader
         self.gone: list[int] = []  # sessions closed or expired, as clients learned
-        self.acks = 0
 
     def fail(self, kind: str, message: str) -> None:
         raise Violation(kind, message)
@@ -99,7 +98,6 @@ class Checks:
 
     def acknowledged(self, zxid: int) -> None:
         """A client got a successful reply to a write at `zxid`."""
-        self.acks += 1
         durable = [sid for sid in self.voters if self.world.servers[sid].disk.has(zxid)]
         if len(durable) < self.quorum:
             self.fail("durability", f"write {zxid:#x} acknowledged while durable only on "

@@ -73,7 +73,6 @@ class SimClient:
         self.next_value = 0
         self.probe_done = False
         self.ops = 0
-        self.sessions = 0
 
     # --- connection --------------------------------------------------------------------------
     def start(self) -> None:
@@ -190,8 +189,6 @@ class SimClient:
             assert self.conn is not None
             self._send(codec.connect_request(self.timeout_ms, 0, ZERO_PASSWD, self.last_zxid))
             return
-        if self.session_id != response.session_id:
-            self.sessions += 1
         self.session_id = response.session_id
         self.passwd = response.passwd
         self.negotiated_ms = response.timeout_ms

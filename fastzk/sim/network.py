@@ -47,14 +47,12 @@ class Network:
         self.links = {(i, j): Link(i, j) for i in ids for j in ids if i != j}
         self.duplicate_rate = 0.0
         self.stale_rate = 0.0
-        self.sent = 0
 
     def send(self, src: int, dst: int, message: Any) -> None:
         link = self.links[src, dst]
         if not link.up:
             return  # lost with the link: the replication core resends, the host gives up
         data = encode(message)[4:]  # the frame's body: the link delimits messages
-        self.sent += 1
         if link.hold:
             link.held.append(data)
             return

@@ -117,7 +117,6 @@ class SimServer:
         self.applied_at_snapshot = 0
         self.snapshot_start: tuple[int, bytes] | None = None
         self.next_conn = 0
-        self.starts = 0
 
     # --- time -----------------------------------------------------------------------------
     def mono_us(self) -> int:
@@ -147,7 +146,6 @@ class SimServer:
         """Starts (or restarts) the server from its disk, as storage.recover does."""
         world = self.world
         self.boot += 1
-        self.starts += 1
         self.set_rate(self.rate)
         node = SimNode(self.limits, random.Random(world.rng.getrandbits(64)),
                        server_id=self.sid, start_ms=EPOCH_MS + world.now_us // 1000,
