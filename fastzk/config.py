@@ -106,6 +106,22 @@ class Member:
 
 
 @dataclass(frozen=True)
+class QuorumAuth:
+    """What a member proves itself with on peer links (runtime/peers.py's handshake): the
+    user name and key it dials with, the keys it accepts by user name, and whether a peer that
+    does not authenticate is refused when it dials us (`server_required`) or when we dial it
+    (`learner_required`). The shared secret is one nameless user; ZooKeeper's quorum.auth.*
+    keys give named users from the JAAS QuorumServer and QuorumLearner sections."""
+
+    user: str
+    key: bytes
+    keys: tuple[tuple[str, bytes], ...]
+    server_required: bool = True
+    learner_required: bool = True
+    origin: str = "fastzk.quorumSecretFile"  # what an operator should look at when refused
+
+
+@dataclass(frozen=True)
 class Config:
     data_dir: Path = Path("fastzk-data")
     tick_time: int = 2000
@@ -164,9 +180,9 @@ class Config:
     # TESTING ONLY: named points in log truncation and snapshot installation where the
     # process dies (once per data dir), for the crash-in-the-middle tests of follower sync
     crash_points: frozenset[str] = frozenset()  # fastzk.crashPoints
-    # the secret every member proves it knows before a peer connection carries anything
-    # (fastzk.quorumSecretFile); None: members are told apart by their address only
-    quorum_secret: bytes | None = None
+    # how members prove who they are before a peer connection carries anything
+    # (fastzk.quorumSecretFile or quorum.auth.*); None: told apart by their address only
+    quorum_auth: QuorumAuth | None = None
     # security: SASL users from the JAAS Server section (None: no SASL), the auth schemes with
     # a provider (authProvider.N), enforce.auth.schemes (empty: off), skipACL
     sasl_users: tuple[tuple[str, str], ...] | None = None
@@ -361,6 +377,67 @@ CLIENT_SASL_KEYS = frozenset({
 })
 
 
+# ZooKeeper's keys for SASL between members (system properties there, zoo.cfg keys too)
+QUORUM_AUTH_KEYS = frozenset({
+    "quorum.auth.enableSasl", "quorum.auth.learnerRequireSasl",
+    "quorum.auth.serverRequireSasl", "quorum.auth.learner.saslLoginContext",
+    "quorum.auth.server.saslLoginContext", "quorum.auth.kerberos.servicePrincipal",
+    "quorum.cnxn.threads.size",
+})
+
+
+def _quorum_auth(values: dict[str, object], props: dict[str, str], base: Path,
+                 warnings: list[str]) -> None:
+    """quorum.auth.*: members authenticate with the DIGEST users of the JAAS file, a member
+    dialing with its QuorumLearner user and password, a member accepting the QuorumServer
+    users. fastzk proves the password with its HMAC handshake (runtime/peers.py) rather than
+    SASL DIGEST-MD5 messages; what is refused is what ZooKeeper refuses."""
+    enabled = _bool("quorum.auth.enableSasl", props.get("quorum.auth.enableSasl", "false"))
+    required = {name: _bool(f"quorum.auth.{name}RequireSasl",
+                            props.get(f"quorum.auth.{name}RequireSasl", "false"))
+                for name in ("server", "learner")}
+    if not enabled:
+        for name, value in required.items():
+            if value:
+                raise ConfigError(f"quorum.auth.{name}RequireSasl=true needs "
+                                  "quorum.auth.enableSasl=true")
+        return
+    if values.get("quorum_auth") is not None:
+        raise ConfigError("fastzk.quorumSecretFile and quorum.auth.enableSasl both "
+                          "authenticate members: configure one of them")
+    if "quorum.auth.kerberos.servicePrincipal" in props:
+        warnings.append("quorum.auth.kerberos.servicePrincipal: Kerberos between members is "
+                        "not supported (DIGEST users only): ignored")
+    if JAAS_KEY not in props:
+        raise ConfigError("quorum.auth.enableSasl=true needs the JAAS file "
+                          f"({JAAS_KEY}) with the QuorumServer and QuorumLearner sections")
+    path = Path(props[JAAS_KEY])
+    path = path if path.is_absolute() else base / path
+    server = props.get("quorum.auth.server.saslLoginContext", "QuorumServer")
+    learner = props.get("quorum.auth.learner.saslLoginContext", "QuorumLearner")
+    try:
+        text = path.read_text(encoding="utf-8")
+        users = jaas.server_users(text, server)
+        user, password = jaas.digest_login(text, learner)
+    except OSError as error:
+        raise ConfigError(f"{JAAS_KEY}: cannot read {path}: {error.strerror}") from None
+    except jaas.JaasError as error:
+        raise ConfigError(f"{JAAS_KEY}: {path}: {error}") from None
+    if any(len(name.encode()) > 255 for name, _ in ((user, ""), *users)):
+        raise ConfigError(f"{JAAS_KEY}: {path}: quorum user names are at most 255 bytes")
+    if not users:
+        raise ConfigError(f"{JAAS_KEY}: {path}: section {server} has no user_NAME=\"password\" "
+                          "entry, so no member could authenticate to this one")
+    if not required["server"]:
+        warnings.append("quorum.auth.serverRequireSasl=false: members that do not "
+                        "authenticate are still accepted (a rolling upgrade's first step); set "
+                        "it to true once every member has quorum.auth.enableSasl=true")
+    values["quorum_auth"] = QuorumAuth(
+        user=user, key=password.encode(), keys=tuple((name, pw.encode()) for name, pw in users),
+        server_required=required["server"], learner_required=required["learner"],
+        origin=f"quorum.auth.* (JAAS {server}/{learner} in {path})")
+
+
 def _security_key(key: str) -> bool:
     bare = key.removeprefix("zookeeper.")
     return (key == JAAS_KEY or bare.startswith("authProvider.") or bare in CLIENT_SASL_KEYS
@@ -397,8 +474,13 @@ def _security(values: dict[str, object], props: dict[str, str], base: Path,
             text = path.read_text(encoding="utf-8")
         except OSError as error:
             raise ConfigError(f"{JAAS_KEY}: cannot read {path}: {error.strerror}") from None
-        try:
-            values["sasl_users"] = jaas.server_users(text, section)
+        try:  # a file without the section (only the quorum's, say): no SASL for clients,
+            # as ZooKeeper's server goes on without it
+            if section in jaas.parse(text):
+                values["sasl_users"] = jaas.server_users(text, section)
+            else:
+                warnings.append(f"{JAAS_KEY}: {path} has no {section} section: no SASL for "
+                                "clients")
         except jaas.JaasError as error:
             raise ConfigError(f"{JAAS_KEY}: {path}: {error}") from None
     if "skipACL" in bare:
@@ -560,7 +642,9 @@ def from_properties(props: dict[str, str], source: str, base: Path) -> Config:
             warnings.append(f"{key}={value}: the server kills itself at these points. For "
                             "testing only.")
         elif key == "fastzk.quorumSecretFile":
-            values["quorum_secret"] = _secret(key, value, base, warnings)
+            secret = _secret(key, value, base, warnings)
+            values["quorum_auth"] = QuorumAuth(user="", key=secret, keys=(("", secret),),
+                                               origin=key)
         elif key == "fastzk.firstZxidCounter":
             counter = _int(key, value, 1)
             if counter > 0xFFFFFFF0:
@@ -570,6 +654,8 @@ def from_properties(props: dict[str, str], source: str, base: Path) -> Config:
                             "counter. For testing only.")
         elif bare in TLS_KEYS:
             continue  # read by _tls, all together
+        elif key in QUORUM_AUTH_KEYS:
+            continue  # read by _quorum_auth
         elif _security_key(key):
             continue  # read by _security
         elif key in KNOWN_UNUSED:
@@ -597,6 +683,7 @@ def from_properties(props: dict[str, str], source: str, base: Path) -> Config:
     _tls(values, bare_props, base, warnings)
     _quorum_tls(values, bare_props, base, warnings)
     _security(values, props, base, warnings)
+    _quorum_auth(values, props, base, warnings)
     values["warnings"] = tuple(warnings)
     cfg = Config(**values)  # type: ignore[arg-type]
     if cfg.client_output_hard_limit_bytes < cfg.client_output_limit_bytes:

@@ -92,3 +92,19 @@ def server_users(text: str, section: str = "Server") -> tuple[tuple[str, str], .
              for _, options in sections[section] for key, value in options.items()
              if key.startswith("user_")}
     return tuple(sorted(users.items()))
+
+
+def digest_login(text: str, section: str) -> tuple[str, str]:
+    """The `username` and `password` options a DIGEST login (ZooKeeper's QuorumLearner, a
+    client's Client section) gives in `section`."""
+    sections = parse(text)
+    if section not in sections:
+        raise JaasError(f"no {section} section (a member dials its peers with its username "
+                        "and password)")
+    for module, options in sections[section]:
+        if module.endswith("Krb5LoginModule"):
+            raise JaasError(f"{section}: Kerberos between members is not supported; use "
+                            "DigestLoginModule with username and password")
+        if "username" in options and "password" in options:
+            return options["username"], options["password"]
+    raise JaasError(f"{section}: no entry with both username and password")

@@ -469,7 +469,7 @@ def test_peers_without_the_quorum_secret_cannot_join_or_impersonate(tmp_path: Pa
         target = cluster.followers()[0]
         hello = struct.pack(">8sIii", b"FZKPEER1", 2, leader.sid, target.sid)
         with socket.create_connection(("127.0.0.1", target.quorum_port), timeout=5) as sock:
-            sock.sendall(hello + os.urandom(16))  # the leader's id, without the secret
+            sock.sendall(hello + os.urandom(16) + b"\0")  # the leader's id, no secret
             sock.settimeout(5)
             challenge = sock.recv(48)
             assert len(challenge) == 48  # the target's nonce and proof: nothing about us
@@ -483,15 +483,17 @@ def test_peers_without_the_quorum_secret_cannot_join_or_impersonate(tmp_path: Pa
                 sock.settimeout(10)
                 assert sock.recv(100) == b""
         log = target.log_tail(200)
-        assert f"it claims to be server.{leader.sid} but does not know the quorum secret" in log
-        assert "it does not authenticate and this server requires the quorum secret" in log
+        assert f"it claims to be server.{leader.sid} but does not know the key of its user " \
+            "(fastzk.quorumSecretFile)" in log
+        assert "it does not authenticate and this server requires members to " \
+            "(fastzk.quorumSecretFile)" in log
         assert cluster.wait_for_leader() is leader  # the impostor disturbed nothing
 
         outsider = next(m for m in cluster.members if m is not leader and m is not target)
         outsider.stop()
         secret_file.write_bytes(base64.b64encode(os.urandom(32)))  # read at start only
         outsider.start()
-        cluster.wait_until(lambda: "does not know the quorum secret" in outsider.log_tail(50),
+        cluster.wait_until(lambda: "does not know the key of user ''" in outsider.log_tail(50),
                            "the outsider refused by its peers")
         with client(leader.connect_string()) as zk:
             zk.create("/t/guarded", b"yes", makepath=True)  # the other two are a quorum
@@ -503,6 +505,81 @@ def test_peers_without_the_quorum_secret_cannot_join_or_impersonate(tmp_path: Pa
         with client(outsider.connect_string()) as zk:
             zk.sync("/t")
             assert zk.get("/t/guarded")[0] == b"yes"
+
+
+QUORUM_JAAS = """
+QuorumServer {{ org.apache.zookeeper.server.auth.DigestLoginModule required
+    user_zkpeer="{server}"; }};
+QuorumLearner {{ org.apache.zookeeper.server.auth.DigestLoginModule required
+    username="zkpeer" password="{learner}"; }};
+"""
+
+
+def test_quorum_sasl_keys_authenticate_members_through_a_rolling_upgrade(
+        tmp_path: Path) -> None:
+    """ZooKeeper's quorum.auth.* with the JAAS QuorumServer/QuorumLearner users, and its
+    rolling upgrade: with enableSasl on two members and nothing required, a member without
+    authentication still belongs; restarted one by one with everything required, the ensemble
+    stays whole; then a process with an unknown user, a guessed proof or no authentication is
+    refused and logged, and a member whose learner password is wrong cannot join."""
+    jaas = tmp_path / "jaas.conf"
+    jaas.write_text(QUORUM_JAAS.format(server="peerpass", learner="peerpass"))
+    lax = {"java.security.auth.login.config": str(jaas), "quorum.auth.enableSasl": "true"}
+    cluster = Cluster("fastzk", 3, cfg=lax)
+    late = cluster.members[2]
+    for key in lax:
+        del late._start_args[key]
+    with cluster:
+        with client(cluster.connect_string()) as zk:
+            zk.create("/t/mixed", b"1", makepath=True)
+        strict = {"quorum.auth.serverRequireSasl": "true",
+                  "quorum.auth.learnerRequireSasl": "true"}
+        for member, keys in ((late, lax), *((m, strict) for m in cluster.members)):
+            member.stop()
+            assert member.process is not None
+            cfg = member.process.cfg_path
+            cfg.write_text(cfg.read_text() + "".join(f"{k}={v}\n" for k, v in keys.items()))
+            member.start()
+            cluster.wait_for_leader(members=cluster.members)
+        leader = cluster.wait_for_leader(members=cluster.members)
+        target = cluster.followers()[0]
+        hello = struct.pack(">8sIii", b"FZKPEER1", 2, leader.sid, target.sid)
+        for user, expect_challenge in ((b"zkpeer", True), (b"mallory", False)):
+            with socket.create_connection(("127.0.0.1", target.quorum_port),
+                                          timeout=5) as sock:
+                sock.sendall(hello + os.urandom(16) + bytes([len(user)]) + user)
+                sock.settimeout(10)
+                if expect_challenge:
+                    assert len(sock.recv(48)) == 48  # the target's nonce and proof
+                    sock.sendall(os.urandom(32))  # a guessed proof
+                assert sock.recv(100) == b""  # closed
+        with socket.create_connection(("127.0.0.1", target.quorum_port), timeout=5) as sock:
+            sock.sendall(struct.pack(">8sIii", b"FZKPEER1", 1, leader.sid, target.sid))
+            sock.settimeout(10)
+            assert sock.recv(100) == b""
+        log = target.log_tail(200)
+        assert f"it claims to be server.{leader.sid} but does not know the key of its user" in log
+        assert f"server.{leader.sid} authenticates as user 'mallory', which is not one" in log
+        assert "it does not authenticate and this server requires members to (quorum.auth" in log
+        assert cluster.wait_for_leader() is leader  # the impostors disturbed nothing
+
+        outsider = next(m for m in cluster.members if m is not leader and m is not target)
+        outsider.stop()
+        jaas.write_text(QUORUM_JAAS.format(server="peerpass", learner="guessed"))
+        outsider.start()
+        cluster.wait_until(
+            lambda: "does not know the key of user 'zkpeer'" in outsider.log_tail(50),
+            "the outsider cannot prove its learner password")
+        with client(leader.connect_string()) as zk:
+            zk.create("/t/guarded", b"yes")  # the other two are a quorum
+        assert outsider.mode() != "follower"
+        outsider.stop()
+        jaas.write_text(QUORUM_JAAS.format(server="peerpass", learner="peerpass"))
+        outsider.start()
+        cluster.wait_for_leader(members=cluster.members)
+        with client(outsider.connect_string()) as zk:
+            zk.sync("/t")
+            assert zk.get("/t/guarded")[0] == b"yes" and zk.get("/t/mixed")[0] == b"1"
 
 
 def test_members_talk_over_mutual_tls_and_refuse_untrusted_certificates(

@@ -221,7 +221,9 @@ def test_the_quorum_secret_file_is_read_and_checked(tmp_path: Path) -> None:
     secret.chmod(0o600)
     cfg = write_cfg(tmp_path, "dataDir=data\nfastzk.quorumSecretFile=quorum.secret\n")
     loaded = load(cfg)
-    assert loaded.quorum_secret == b"0123456789abcdef0123456789abcdef"  # relative to zoo.cfg
+    secret_bytes = b"0123456789abcdef0123456789abcdef"  # relative to zoo.cfg
+    assert loaded.quorum_auth is not None
+    assert (loaded.quorum_auth.key, loaded.quorum_auth.keys) == (secret_bytes, (("", secret_bytes),))
     assert not [w for w in loaded.warnings if "quorumSecretFile" in w]
     secret.chmod(0o644)
     assert any("readable by other users" in w for w in load(cfg).warnings)
@@ -231,3 +233,48 @@ def test_the_quorum_secret_file_is_read_and_checked(tmp_path: Path) -> None:
     secret.unlink()
     with pytest.raises(ConfigError, match="quorumSecretFile: cannot read"):
         load(cfg)
+
+
+QUORUM_JAAS = """
+QuorumServer { org.apache.zookeeper.server.auth.DigestLoginModule required
+    user_zkpeer="peerpass" user_other="otherpass"; };
+QuorumLearner { org.apache.zookeeper.server.auth.DigestLoginModule required
+    username="zkpeer" password="peerpass"; };
+"""
+
+
+def test_quorum_auth_keys_take_the_jaas_quorum_sections(tmp_path: Path) -> None:
+    """ZooKeeper's quorum.auth.* keys: a member dials as its QuorumLearner user and accepts
+    the QuorumServer users; each inconsistency ZooKeeper refuses is a start-up error."""
+    (tmp_path / "jaas.conf").write_text(QUORUM_JAAS)
+    base = ("dataDir=data\njava.security.auth.login.config=jaas.conf\n"
+            "quorum.auth.enableSasl=true\n")
+    loaded = load(write_cfg(tmp_path, base + "quorum.auth.serverRequireSasl=true\n"
+                                              "quorum.auth.learnerRequireSasl=true\n"))
+    auth = loaded.quorum_auth
+    assert auth is not None and (auth.user, auth.key) == ("zkpeer", b"peerpass")
+    assert auth.keys == (("other", b"otherpass"), ("zkpeer", b"peerpass"))
+    assert auth.server_required and auth.learner_required
+    assert [w.split(": ")[-1] for w in loaded.warnings] == ["no SASL for clients"]
+    lax = load(write_cfg(tmp_path, base)).quorum_auth
+    assert lax is not None and not lax.server_required and not lax.learner_required
+    assert any("serverRequireSasl=false" in w for w in load(write_cfg(tmp_path, base)).warnings)
+    assert load(write_cfg(tmp_path, "dataDir=data\n")).quorum_auth is None
+    bad = {
+        "quorum.auth.serverRequireSasl=true\n": "needs quorum.auth.enableSasl=true",
+        "quorum.auth.enableSasl=true\n": "needs the JAAS file",
+        base + "quorum.auth.learner.saslLoginContext=Missing\n": "no Missing section",
+        base + "quorum.auth.server.saslLoginContext=QuorumLearner\n": "has no user_NAME",
+    }
+    for text, message in bad.items():
+        with pytest.raises(ConfigError, match=message):
+            load(write_cfg(tmp_path, "dataDir=data\n" + text))
+    (tmp_path / "quorum.secret").write_bytes(b"0123456789abcdef0123456789abcdef")
+    (tmp_path / "quorum.secret").chmod(0o600)
+    with pytest.raises(ConfigError, match="configure one of them"):
+        load(write_cfg(tmp_path, base + "fastzk.quorumSecretFile=quorum.secret\n"))
+    (tmp_path / "jaas.conf").write_text(QUORUM_JAAS.replace(
+        "org.apache.zookeeper.server.auth.DigestLoginModule required\n    username",
+        "com.sun.security.auth.module.Krb5LoginModule required\n    username"))
+    with pytest.raises(ConfigError, match="Kerberos between members is not supported"):
+        load(write_cfg(tmp_path, base))

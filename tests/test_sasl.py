@@ -198,12 +198,18 @@ def test_config_reads_sasl_enforce_and_skipacl(tmp_path: Path) -> None:
         "sasl"}
     plain = _cfg(tmp_path)
     assert plain.sasl_users is None and not plain.skip_acl and not plain.enforce_auth_schemes
+    # a file without a Server section (only the quorum's, say): ZooKeeper's server runs on
+    # without SASL for clients, and so does fastzk, saying so
+    (tmp_path / "quorum-only.conf").write_text("QuorumServer { a.B required; };")
+    quorum_only = _cfg(tmp_path, **{"java.security.auth.login.config": "quorum-only.conf"})
+    assert quorum_only.sasl_users is None
+    assert any("no Server section" in w for w in quorum_only.warnings)
 
 
 @pytest.mark.parametrize("keys, message", [
     ({"authProvider.1": "com.example.Nope"}, "unknown authentication provider"),
     ({"java.security.auth.login.config": "missing.conf"}, "cannot read"),
-    ({"java.security.auth.login.config": "client-only.conf"}, "no Server section"),
+    ({"java.security.auth.login.config": "broken.conf"}, "unterminated string"),
     ({"enforce.auth.enabled": "true"}, "needs enforce.auth.schemes"),
     ({"enforce.auth.enabled": "true", "enforce.auth.schemes": "sasl"}, "not available"),
     ({"sessionRequireClientSASLAuth": "true"}, "not available"),
@@ -211,7 +217,7 @@ def test_config_reads_sasl_enforce_and_skipacl(tmp_path: Path) -> None:
     ({"enforce.auth.enabled": "maybe"}, "not a boolean"),
 ])
 def test_config_errors_are_one_line(tmp_path: Path, keys: dict[str, str], message: str) -> None:
-    (tmp_path / "client-only.conf").write_text("Client { a.B required; };")
+    (tmp_path / "broken.conf").write_text('Server { a.B required user_x="y; };')
     with pytest.raises(config.ConfigError, match=message) as caught:
         _cfg(tmp_path, **keys)
     assert "\n" not in str(caught.value)

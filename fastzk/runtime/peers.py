@@ -13,13 +13,19 @@ is closed as well; the replication core resends what was lost once the link is b
 
 With `sslQuorum=true` every connection is mutual TLS (ssl.quorum.* stores): a member must
 present a certificate that the others' trust store verifies, and the hello travels inside.
-With a shared secret (`fastzk.quorumSecretFile`) an address proves nothing: the hello says
-version 2 and carries the dialer's 16-byte nonce; the receiver answers with its own nonce and
-HMAC-SHA256(secret, "fzk-accept" | hello | both nonces), which the dialer checks (it will not
-send its messages to an impostor either), and the dialer answers with HMAC-SHA256(secret,
-"fzk-dial" | hello | both nonces). Only then does the receiver take messages. Fresh nonces on
-both sides make a recorded handshake useless; a process without the secret, or claiming another
-member's id (the id is inside what is signed), is refused with a log line on both ends.
+With authentication (a shared secret, `fastzk.quorumSecretFile`, or ZooKeeper's
+`quorum.auth.*` keys with the JAAS QuorumServer/QuorumLearner users) an address proves nothing:
+the hello says version 2 and is followed by the dialer's 16-byte nonce and its user name (a
+length byte and UTF-8; empty for the shared secret); the receiver looks the user's key up and
+answers with its own nonce and HMAC-SHA256(key, "fzk-accept" | hello | user | both nonces),
+which the dialer checks (it will not send its messages to an impostor either), and the dialer
+answers with HMAC-SHA256(key, "fzk-dial" | hello | user | both nonces). Only then does the
+receiver take messages. Fresh nonces on both sides make a recorded handshake useless; a process
+without the key, or claiming another member's id (the id is inside what is signed), is refused
+with a log line on both ends. A receiver without authentication answers an authenticating
+hello with 48 zero bytes, and one with quorum.auth.serverRequireSasl=false takes version-1
+hellos: that is how ZooKeeper's rolling upgrade to quorum SASL works (a dialer with
+learnerRequireSasl=true, or the shared secret, refuses such a receiver).
 """
 
 from __future__ import annotations
@@ -48,6 +54,7 @@ VERSION = 1
 AUTH_VERSION = 2  # the hello is followed by the authentication handshake
 NONCE_BYTES = 16
 MAC_BYTES = 32
+NO_AUTH = bytes(NONCE_BYTES + MAC_BYTES)  # the answer of a receiver that authenticates nobody
 HELLO = struct.Struct(">8sIii")
 LENGTH = struct.Struct(">I")
 RETRY_S = 0.05
@@ -153,9 +160,10 @@ def decode(payload: bytes) -> Any:
 
 
 # --- connections -----------------------------------------------------------------------------
-def _mac(secret: bytes, role: bytes, hello: bytes, dialer_nonce: bytes,
+def _mac(key: bytes, role: bytes, signed: bytes, dialer_nonce: bytes,
          acceptor_nonce: bytes) -> bytes:
-    return hmac.new(secret, role + hello + dialer_nonce + acceptor_nonce,
+    """`signed` is the hello and the user field, everything the dialer claims."""
+    return hmac.new(key, role + signed + dialer_nonce + acceptor_nonce,
                     hashlib.sha256).digest()
 
 
@@ -218,16 +226,14 @@ class _Inbound(asyncio.Protocol):
         network.after_input()
 
     def _handshake(self) -> bool:
-        """Consumes the hello (and, with a secret, the nonce and later the dialer's proof);
-        True once the peer is known and its messages may be taken."""
+        """Consumes the hello (and, when it authenticates, the nonce and user and later the
+        dialer's proof); True once the peer is known and its messages may be taken."""
         network = self.network
         buf = self.buf
         if self.claimed is None:
             if not MAGIC.startswith(bytes(buf[:len(MAGIC)])):
                 self._reject("not a fastzk peer (bad hello)")
                 return False
-            secret = network.cfg.quorum_secret
-            need = HELLO.size + (NONCE_BYTES if secret is not None else 0)
             if len(buf) < HELLO.size:
                 return False
             magic, version, sender, receiver = HELLO.unpack_from(buf)
@@ -235,18 +241,11 @@ class _Inbound(asyncio.Protocol):
             if reason is not None:
                 self._reject(reason)
                 return False
-            if len(buf) < need:
+            if version == VERSION:
+                del buf[:HELLO.size]
+            elif not self._challenge(sender):
                 return False
-            self.hello = bytes(buf[:HELLO.size])
-            dialer_nonce = bytes(buf[HELLO.size:need])
-            del buf[:need]
             self.claimed = sender
-            if secret is not None:
-                nonce = os.urandom(NONCE_BYTES)
-                assert self.transport is not None
-                self.transport.write(nonce + _mac(secret, b"fzk-accept", self.hello,
-                                                  dialer_nonce, nonce))
-                self.expected_mac = _mac(secret, b"fzk-dial", self.hello, dialer_nonce, nonce)
         if self.expected_mac:
             if len(buf) < MAC_BYTES:
                 return False
@@ -254,11 +253,39 @@ class _Inbound(asyncio.Protocol):
             del buf[:MAC_BYTES]
             if not hmac.compare_digest(proof, self.expected_mac):
                 self._reject(f"it claims to be server.{self.claimed} but does not know the "
-                             "quorum secret (fastzk.quorumSecretFile)")
+                             f"key of its user ({self.network.auth_origin()})")
                 return False
         self.peer = self.claimed
         self.timer.cancel()
         network.inbound_opened(self.peer, self)
+        return True
+
+    def _challenge(self, sender: int) -> bool:
+        """An authenticating hello: once nonce and user are in, answers with our nonce and
+        proof (or NO_AUTH when this server authenticates nobody)."""
+        buf = self.buf
+        start = HELLO.size + NONCE_BYTES + 1
+        if len(buf) < start or len(buf) < start + buf[start - 1]:
+            return False
+        end = start + buf[start - 1]
+        signed = bytes(buf[:HELLO.size]) + bytes(buf[start - 1:end])
+        dialer_nonce = bytes(buf[HELLO.size:start - 1])
+        raw_user = bytes(buf[start:end])
+        del buf[:end]
+        assert self.transport is not None
+        auth = self.network.cfg.quorum_auth
+        if auth is None:
+            self.transport.write(NO_AUTH)
+            return True
+        key = self.network.auth_keys.get(raw_user)
+        if key is None:
+            self._reject(f"server.{sender} authenticates as user "
+                         f"{raw_user.decode('utf-8', 'replace')!r}, which is not one of this "
+                         f"server's ({auth.origin})")
+            return False
+        nonce = os.urandom(NONCE_BYTES)
+        self.transport.write(nonce + _mac(key, b"fzk-accept", signed, dialer_nonce, nonce))
+        self.expected_mac = _mac(key, b"fzk-dial", signed, dialer_nonce, nonce)
         return True
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -304,6 +331,9 @@ class PeerNetwork:
         self.on_down = on_down
         self.after_input = after_input
         self.max_frame = max(16 * 1024 * 1024, 4 * cfg.jute_max_buffer)
+        auth = cfg.quorum_auth
+        self.auth_keys = {} if auth is None else {
+            name.encode(): key for name, key in auth.keys}
         self.links: dict[int, asyncio.Transport | None] = {
             peer: None for peer in self.members if peer != cfg.server_id}
         self.inbound: dict[int, _Inbound] = {}
@@ -363,38 +393,51 @@ class PeerNetwork:
             self.links[peer] = transport
             self.on_up(peer)
             self.after_input()
+            opened = self.loop.time()
             await protocol.closed
             self.links[peer] = None
             if not self._closing:
                 self.on_down(peer)
                 self.after_input()
-                await asyncio.sleep(RETRY_S)
+                # closed at once: refused (the peer logs why), so do not retry 20 times a second
+                refused = self.loop.time() - opened < AUTH_RETRY_S
+                await asyncio.sleep(AUTH_RETRY_S if refused else RETRY_S)
 
     async def _introduce(self, member: Member, transport: asyncio.Transport,
                          protocol: _Outbound) -> bool:
-        """Sends the hello and, with a secret, completes the handshake: the acceptor must
-        prove it knows the secret before this server sends it anything."""
-        secret = self.cfg.quorum_secret
-        hello = HELLO.pack(MAGIC, VERSION if secret is None else AUTH_VERSION,
+        """Sends the hello and, when members authenticate, completes the handshake: the
+        acceptor must prove it knows our user's key before this server sends it anything."""
+        auth = self.cfg.quorum_auth
+        hello = HELLO.pack(MAGIC, VERSION if auth is None else AUTH_VERSION,
                            self.cfg.server_id, member.server_id)
-        if secret is None:
+        if auth is None:
             transport.write(hello)
             return True
+        user = auth.user.encode()
+        signed = hello + bytes([len(user)]) + user
         nonce = os.urandom(NONCE_BYTES)
-        transport.write(hello + nonce)
+        transport.write(hello + nonce + signed[HELLO.size:])
         closed = protocol.closed
         done, _ = await asyncio.wait((protocol.challenge, closed), timeout=HELLO_TIMEOUT_S,
                                      return_when=asyncio.FIRST_COMPLETED)
         if protocol.challenge not in done:
             return False  # refused (its log says why) or silent
         challenge = protocol.challenge.result()
+        where = f"server.{member.server_id} ({member.host}:{member.quorum_port})"
+        if challenge == NO_AUTH:
+            if auth.learner_required:
+                log.warning("%s does not authenticate members: not connecting to it (%s)",
+                            where, auth.origin)
+                return False
+            log.info("%s does not authenticate members; connecting anyway "
+                     "(quorum.auth.learnerRequireSasl=false)", where)
+            return True
         theirs, proof = challenge[:NONCE_BYTES], challenge[NONCE_BYTES:]
-        if not hmac.compare_digest(proof, _mac(secret, b"fzk-accept", hello, nonce, theirs)):
-            log.warning("server.%d (%s:%d) does not know the quorum secret "
-                        "(fastzk.quorumSecretFile): not connecting to it", member.server_id,
-                        member.host, member.quorum_port)
+        if not hmac.compare_digest(proof, _mac(auth.key, b"fzk-accept", signed, nonce, theirs)):
+            log.warning("%s does not know the key of user %r (%s): not connecting to it",
+                        where, auth.user, auth.origin)
             return False
-        transport.write(_mac(secret, b"fzk-dial", hello, nonce, theirs))
+        transport.write(_mac(auth.key, b"fzk-dial", signed, nonce, theirs))
         return True
 
     def send_paced(self, peer: int, messages: Iterator[Any],
@@ -435,15 +478,12 @@ class PeerNetwork:
                     address: str) -> str | None:
         if magic != MAGIC:
             return "not a fastzk peer (bad hello)"
-        expected = VERSION if self.cfg.quorum_secret is None else AUTH_VERSION
-        if version != expected:
-            if version == AUTH_VERSION:
-                return ("it authenticates with a quorum secret and this server has none "
-                        "(fastzk.quorumSecretFile)")
-            if expected == AUTH_VERSION and version == VERSION:
-                return ("it does not authenticate and this server requires the quorum secret "
-                        "(fastzk.quorumSecretFile)")
-            return f"peer protocol version {version}, this server speaks {expected}"
+        if version not in (VERSION, AUTH_VERSION):
+            return f"peer protocol version {version}, this server speaks {VERSION} and " \
+                f"{AUTH_VERSION}"
+        auth = self.cfg.quorum_auth
+        if version == VERSION and auth is not None and auth.server_required:
+            return f"it does not authenticate and this server requires members to ({auth.origin})"
         if receiver != self.cfg.server_id:
             return f"it wants server.{receiver}, this is server.{self.cfg.server_id}"
         member = self.members.get(sender)
@@ -457,6 +497,10 @@ class PeerNetwork:
                 expected.is_loopback and ipaddress.ip_address(address).is_loopback):
             return f"server.{sender} is {member.host}, not {address}"
         return None
+
+    def auth_origin(self) -> str:
+        auth = self.cfg.quorum_auth
+        return auth.origin if auth is not None else "no quorum authentication"
 
     def inbound_opened(self, peer: int, protocol: _Inbound) -> None:
         old = self.inbound.get(peer)
