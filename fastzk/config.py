@@ -82,6 +82,8 @@ class TlsSettings:
     handshake_timeout_ms: int = 5000  # ssl.handshakeDetectionTimeoutMillis
     x509_super_user: str | None = None  # X509AuthenticationProvider.superUser
     prefix: str = "ssl."  # where its keys come from, for error messages
+    # ssl.quorum.hostnameVerification: a member's certificate must name its server.N address
+    hostname_verification: bool = False
 
 
 @dataclass(frozen=True)
@@ -681,7 +683,7 @@ def from_properties(props: dict[str, str], source: str, base: Path) -> Config:
         _ensemble(values, members, props, values.get("data_dir"), warnings)  # type: ignore[arg-type]
     bare_props = {k.removeprefix("zookeeper."): v for k, v in props.items()}
     _tls(values, bare_props, base, warnings)
-    _quorum_tls(values, bare_props, base, warnings)
+    _quorum_tls(values, bare_props, base)
     _security(values, props, base, warnings)
     _quorum_auth(values, props, base, warnings)
     values["warnings"] = tuple(warnings)
@@ -736,8 +738,7 @@ def _tls_common(props: dict[str, str], prefix: str) -> dict[str, object]:
             "handshake_timeout_ms": _int(timeout_key, props.get(timeout_key, "5000"), 1)}
 
 
-def _quorum_tls(values: dict[str, object], props: dict[str, str], base: Path,
-                warnings: list[str]) -> None:
+def _quorum_tls(values: dict[str, object], props: dict[str, str], base: Path) -> None:
     """sslQuorum and the ssl.quorum.* keys: mutual TLS between members, both stores
     required (every member presents a certificate the others' trust store verifies)."""
     if not _bool("sslQuorum", props.get("sslQuorum", "false")):
@@ -745,16 +746,14 @@ def _quorum_tls(values: dict[str, object], props: dict[str, str], base: Path,
     for name in ("keyStore", "trustStore"):
         if f"ssl.quorum.{name}.location" not in props:
             raise ConfigError(f"sslQuorum=true needs ssl.quorum.{name}.location")
-    key = "ssl.quorum.hostnameVerification"
-    if _bool(key, props.get(key, "true")):
-        warnings.append(f"{key}: fastzk verifies members' certificates against the trust "
-                        "store, not their host names (set it to false to silence this)")
+    verify = _bool("ssl.quorum.hostnameVerification",
+                   props.get("ssl.quorum.hostnameVerification", "true"))
     key_store, key_type, key_password = _store(props, "keyStore", base, "ssl.quorum.")
     trust, trust_type, trust_password = _store(props, "trustStore", base, "ssl.quorum.")
     values["quorum_tls"] = TlsSettings(
         key_store=key_store, key_store_type=key_type, key_store_password=key_password,
         trust_store=trust, trust_store_type=trust_type, trust_store_password=trust_password,
-        client_auth="need", prefix="ssl.quorum.",
+        client_auth="need", prefix="ssl.quorum.", hostname_verification=verify,
         **_tls_common(props, "ssl.quorum."))  # type: ignore[arg-type]
 
 

@@ -585,15 +585,24 @@ def test_quorum_sasl_keys_authenticate_members_through_a_rolling_upgrade(
 def test_members_talk_over_mutual_tls_and_refuse_untrusted_certificates(
         tmp_path: Path) -> None:
     """sslQuorum: every peer link is mutual TLS; a member whose certificate the others do
-    not trust cannot join, and plaintext on a quorum port gets nowhere."""
-    ca, rogue = Issuer("quorum CA"), Issuer("rogue CA")
-    key, cert = ca.issue("CN=member,O=fastzk")
-    (tmp_path / "member.pem").write_bytes(key_pem(key) + pem(cert) + pem(ca.cert))
+    not trust, or that is for another host (ssl.quorum.hostnameVerification, the default),
+    cannot join, and plaintext on a quorum port gets nowhere. Changed store files are
+    reloaded: once the trust store adds a new CA, a member with a certificate of that CA
+    joins without the others restarting."""
+    ca, rogue, next_ca = Issuer("quorum CA"), Issuer("rogue CA"), Issuer("next quorum CA")
+
+    def store(sid: int, issuer: Issuer, hosts: tuple[str, ...] = ("localhost",)) -> None:
+        key, cert = issuer.issue("CN=member,O=fastzk", hosts)
+        (tmp_path / f"member{sid}.pem").write_bytes(key_pem(key) + pem(cert) + pem(issuer.cert))
+
     (tmp_path / "ca.pem").write_bytes(pem(ca.cert))
-    keys = {"sslQuorum": "true", "ssl.quorum.keyStore.location": str(tmp_path / "member.pem"),
-            "ssl.quorum.trustStore.location": str(tmp_path / "ca.pem"),
-            "ssl.quorum.hostnameVerification": "false"}
-    with Cluster("fastzk", 3, cfg=keys) as cluster:
+    cluster = Cluster("fastzk", 3, cfg={
+        "sslQuorum": "true", "ssl.quorum.trustStore.location": str(tmp_path / "ca.pem")})
+    for member in cluster.members:
+        store(member.sid, ca)
+        member._start_args["ssl.quorum.keyStore.location"] = str(
+            tmp_path / f"member{member.sid}.pem")
+    with cluster:
         leader = cluster.wait_for_leader()
         with client(leader.connect_string()) as zk:
             zk.create("/t/tls", b"over tls", makepath=True)
@@ -606,18 +615,24 @@ def test_members_talk_over_mutual_tls_and_refuse_untrusted_certificates(
                 answer += chunk
             assert len(answer) <= 7  # at most a TLS alert record, then closed
         outsider = next(m for m in cluster.members if m is not leader and m is not target)
-        outsider.stop()
-        rogue_key, rogue_cert = rogue.issue("CN=member,O=fastzk")
-        (tmp_path / "member.pem").write_bytes(
-            key_pem(rogue_key) + pem(rogue_cert) + pem(rogue.cert))  # read at start only
-        outsider.start()
-        refused = f"server.{outsider.sid} (127.0.0.1:{outsider.quorum_port}): TLS handshake " \
+        prefix = f"server.{outsider.sid} (127.0.0.1:{outsider.quorum_port}): TLS handshake " \
             "failed: CERTIFICATE_VERIFY_FAILED"
-        cluster.wait_until(lambda: refused in leader.log_tail(50),
-                           "the outsider's certificate refused by the leader")
-        assert outsider.mode() != "follower"
+        for issuer, hosts, refusal in (
+                (rogue, ("localhost",), prefix),
+                (ca, ("elsewhere.example",), f"{prefix} (IP address mismatch")):
+            outsider.stop()
+            store(outsider.sid, issuer, hosts)  # read at start, and reloaded
+            outsider.start()
+            cluster.wait_until(lambda: refusal in leader.log_tail(50),  # noqa: B023
+                               "the outsider's certificate refused by the leader")
+            assert outsider.mode() != "follower"
+        assert f"it claims to be server.{outsider.sid}, but its certificate is not for " \
+            "127.0.0.1" in leader.log_tail(200) + target.log_tail(200)
         outsider.stop()
-        (tmp_path / "member.pem").write_bytes(key_pem(key) + pem(cert) + pem(ca.cert))
+        (tmp_path / "ca.pem").write_bytes(pem(ca.cert) + pem(next_ca.cert))
+        cluster.wait_until(lambda: all("TLS certificate files reloaded" in m.log_tail(100)
+                                       for m in (leader, target)), "the new trust store reloaded")
+        store(outsider.sid, next_ca)
         outsider.start()
         cluster.wait_for_leader(members=cluster.members)
         with client(outsider.connect_string()) as zk:

@@ -11,8 +11,11 @@ an oversized frame or a message that does not decode to the shape of its kind cl
 connection with a log line. A link whose send buffer passes its bound (the peer stopped reading)
 is closed as well; the replication core resends what was lost once the link is back.
 
-With `sslQuorum=true` every connection is mutual TLS (ssl.quorum.* stores): a member must
-present a certificate that the others' trust store verifies, and the hello travels inside.
+With `sslQuorum=true` every connection is mutual TLS (ssl.quorum.* stores, reloaded when the
+files change): a member must present a certificate that the others' trust store verifies and,
+with ssl.quorum.hostnameVerification (the default), that names the address of its server.N
+line: the dialer checks the member it dials, the receiver the member the hello claims to be.
+The hello travels inside.
 With authentication (a shared secret, `fastzk.quorumSecretFile`, or ZooKeeper's
 `quorum.auth.*` keys with the JAAS QuorumServer/QuorumLearner users) an address proves nothing:
 the hello says version 2 and is followed by the dialer's 16-byte nonce and its user name (a
@@ -44,7 +47,7 @@ from typing import Any
 from fastzk._core import decode_value, encode_value
 from fastzk.config import Config, Member
 from fastzk.quorum import messages as msgs
-from fastzk.runtime.tls import build_context
+from fastzk.runtime.tls import Contexts, SecureListener, names_host
 from fastzk.server.prep import Txn
 
 log = logging.getLogger("fastzk.peers")
@@ -241,6 +244,11 @@ class _Inbound(asyncio.Protocol):
             if reason is not None:
                 self._reject(reason)
                 return False
+            if not network.certificate_names(sender, self.transport):
+                self._reject(f"it claims to be server.{sender}, but its certificate is not for "
+                             f"{network.members[sender].host} "
+                             "(ssl.quorum.hostnameVerification)")
+                return False
             if version == VERSION:
                 del buf[:HELLO.size]
             elif not self._challenge(sender):
@@ -340,18 +348,21 @@ class PeerNetwork:
         self._server: asyncio.base_events.Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
-        # sslQuorum: members accept and dial over mutual TLS (restart to load new files)
-        tls = cfg.quorum_tls
-        self.server_tls = build_context(tls) if tls is not None else None
-        self.client_tls = build_context(tls, server_side=False) if tls is not None else None
+        # sslQuorum: members accept and dial over mutual TLS
+        self.tls = Contexts(cfg.quorum_tls, dialing=True) if cfg.quorum_tls is not None else None
+        self._listener: SecureListener | None = None
 
     async def start(self) -> None:
         """Listens on this member's quorum port (raises OSError when it is taken), then dials
         every peer in the background."""
-        self._server = await self.loop.create_server(
-            lambda: _Inbound(self), host=self.me.host, port=self.me.quorum_port,
-            reuse_address=True, ssl=self.server_tls,
-            ssl_handshake_timeout=HELLO_TIMEOUT_S if self.server_tls is not None else None)
+        if self.tls is not None:
+            self._listener = SecureListener(self.loop, self.tls, lambda: _Inbound(self),
+                                            unified=False)
+            self._listener.start(self.me.host, self.me.quorum_port)
+        else:
+            self._server = await self.loop.create_server(
+                lambda: _Inbound(self), host=self.me.host, port=self.me.quorum_port,
+                reuse_address=True)
         for peer in sorted(self.links):
             self._tasks.append(self.loop.create_task(self._dial(self.members[peer])))
 
@@ -365,6 +376,8 @@ class PeerNetwork:
         for protocol in list(self.inbound.values()):
             if protocol.transport is not None:
                 protocol.transport.abort()
+        if self._listener is not None:
+            self._listener.close()
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
@@ -373,13 +386,17 @@ class PeerNetwork:
         peer = member.server_id
         while not self._closing:
             try:
+                tls = self.tls.client if self.tls is not None else None
                 transport, protocol = await self.loop.create_connection(
-                    _Outbound, host=member.host, port=member.quorum_port,
-                    ssl=self.client_tls,
-                    ssl_handshake_timeout=HELLO_TIMEOUT_S if self.client_tls else None)
+                    _Outbound, host=member.host, port=member.quorum_port, ssl=tls,
+                    server_hostname=member.host if tls is not None else None,
+                    ssl_handshake_timeout=HELLO_TIMEOUT_S if tls is not None else None)
             except ssl.SSLError as error:
-                log.warning("server.%d (%s:%d): TLS handshake failed: %s", peer, member.host,
-                            member.quorum_port, error.reason or error)
+                reason = error.verify_message if isinstance(
+                    error, ssl.SSLCertVerificationError) else ""
+                log.warning("server.%d (%s:%d): TLS handshake failed: %s%s", peer, member.host,
+                            member.quorum_port, error.reason or error,
+                            f" ({reason})" if reason else "")
                 await asyncio.sleep(AUTH_RETRY_S)
                 continue
             except (TimeoutError, OSError):
@@ -497,6 +514,22 @@ class PeerNetwork:
                 expected.is_loopback and ipaddress.ip_address(address).is_loopback):
             return f"server.{sender} is {member.host}, not {address}"
         return None
+
+    def certificate_names(self, sender: int, transport: asyncio.BaseTransport | None) -> bool:
+        """With ssl.quorum.hostnameVerification, whether the peer's certificate names the
+        address of the member it claims to be (so one member's certificate cannot speak for
+        another); always true otherwise."""
+        if self.tls is None or not self.tls.settings.hostname_verification:
+            return True
+        ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
+        cert = ssl_object.getpeercert() if ssl_object is not None else None
+        return bool(cert) and names_host(cert, self.members[sender].host)
+
+    def reload_tls(self) -> None:
+        """New peer connections (dialed or accepted) use changed certificate files; the
+        established ones keep theirs."""
+        if self.tls is not None:
+            self.tls.reload_if_changed()
 
     def auth_origin(self) -> str:
         auth = self.cfg.quorum_auth

@@ -568,6 +568,8 @@ class Server:
         self.after_input()
         if self.tls is not None:
             self.tls.reload_if_changed()
+        if self.peers is not None:
+            self.peers.reload_tls()
         if self.burst and not self.node.inflight_write_bytes and MALLOC_TRIM is not None:
             self.burst = False  # it has drained: return its memory to the system
             MALLOC_TRIM(0)

@@ -1,5 +1,6 @@
-"""The client port's TLS: SSL contexts from ZooKeeper's key and trust stores, their reload when
-the files change, and the x509 identity of a verified client certificate.
+"""TLS for the client port and between members: SSL contexts from ZooKeeper's key and trust
+stores, their reload when the files change, host name checks of members' certificates, and the
+x509 identity of a verified client certificate.
 
 A context is built once per change of the files, never per connection: established
 connections keep the context they were accepted with (ZooKeeper's FileChangeWatcher does the
@@ -9,6 +10,7 @@ same), new ones get the new certificate.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import os
 import secrets
@@ -102,8 +104,9 @@ def _load_key_store(context: ssl.SSLContext, settings: TlsSettings) -> None:
 
 def build_context(settings: TlsSettings, server_side: bool = True) -> ssl.SSLContext:
     """A server-side context, or (for a member dialing its peers) a client-side one that
-    presents the same certificate and verifies the peer's against the trust store, not its
-    host name; every error is a ConfigError naming the file and the cause."""
+    presents the same certificate and verifies the peer's against the trust store (and its
+    host name with ssl.quorum.hostnameVerification); every error is a ConfigError naming the
+    file and the cause."""
     prefix = settings.prefix
     for key, path in ((f"{prefix}keyStore", settings.key_store),
                       (f"{prefix}trustStore", settings.trust_store)):
@@ -116,8 +119,8 @@ def build_context(settings: TlsSettings, server_side: bool = True) -> ssl.SSLCon
     try:
         context.minimum_version = versions[0]
         context.maximum_version = versions[-1]
-        if not server_side:
-            context.check_hostname = False
+        if not server_side:  # the dialer names the member it expects (server_hostname)
+            context.check_hostname = settings.hostname_verification
         context.verify_mode = CLIENT_AUTH[settings.client_auth]
         context.options |= ssl.OP_NO_RENEGOTIATION
         _load_key_store(context, settings)
@@ -147,13 +150,19 @@ def build_context(settings: TlsSettings, server_side: bool = True) -> ssl.SSLCon
 
 
 class Contexts:
-    """The context new connections get, swapped when a store file changes on disk (checked
-    once a tick: a stat of two files)."""
+    """The contexts new connections get, swapped when a store file changes on disk (checked
+    once a tick: a stat of two files). Members also dial with a client-side context of the
+    same stores (`client`)."""
 
-    def __init__(self, settings: TlsSettings) -> None:
+    def __init__(self, settings: TlsSettings, dialing: bool = False) -> None:
         self.settings = settings
-        self.context = build_context(settings)
+        self.dialing = dialing
+        self.context, self.client = self._build()
         self._stamps = self._stat()
+
+    def _build(self) -> tuple[ssl.SSLContext, ssl.SSLContext | None]:
+        return (build_context(self.settings),
+                build_context(self.settings, server_side=False) if self.dialing else None)
 
     def _stat(self) -> tuple[tuple[int, int, int] | None, ...]:
         stamps = []
@@ -172,16 +181,41 @@ class Contexts:
         if stamps == self._stamps:
             return False
         try:
-            context = build_context(self.settings)
+            self.context, self.client = self._build()
         except ConfigError as error:
             log.warning("TLS certificate files changed but cannot be loaded (keeping the "
                         "previous ones): %s", error)
             return False
         self._stamps = stamps
-        self.context = context
         log.info("TLS certificate files reloaded (%s): new connections use them",
                  self.settings.key_store)
         return True
+
+
+def names_host(cert: dict, host: str) -> bool:
+    """Whether a verified certificate (`getpeercert()`'s dict) is for `host`, as a TLS client
+    checks a server (RFC 6125): an IP address against its IP SANs; a name against its DNS SANs
+    (a leftmost `*` stands for one label), or its CN when it has none."""
+    sans = cert.get("subjectAltName", ())
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        address = None
+    if address is not None:
+        return any(kind == "IP Address" and ipaddress.ip_address(value.strip()) == address
+                   for kind, value in sans)
+    names = [value for kind, value in sans if kind == "DNS"]
+    if not names:
+        names = [value for rdn in cert.get("subject", ()) for key, value in rdn
+                 if key == "commonName"]
+    host = host.lower().rstrip(".")
+    for name in names:
+        name = name.lower().rstrip(".")
+        if name == host:
+            return True
+        if name.startswith("*.") and "." in host and host.split(".", 1)[1] == name[2:]:
+            return True
+    return False
 
 
 def _der_value(attribute: x509.NameAttribute) -> bytes:
