@@ -5,8 +5,9 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+KRB5_STAMP := $(VENV)/.kerberos
 
-.PHONY: serve test install reference-server bench lint clean ensemble ensemble-stop
+.PHONY: serve test install reference-server kerberos bench lint clean ensemble ensemble-stop
 
 $(STAMP): pyproject.toml setup.py fastzk/_core.pyx fastzk/_core.pxd $(wildcard fastzk/core/*.pxi)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -15,6 +16,28 @@ $(STAMP): pyproject.toml setup.py fastzk/_core.pyx fastzk/_core.pxd $(wildcard f
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# MIT Kerberos for the GSSAPI tests (only `make test` needs it): libkrb5-dev to build the
+# gssapi and kerberos wheels, krb5-kdc, krb5-admin-server and krb5-user for the throwaway KDC
+# the tests start themselves (k5test). The Debian packages are installed only when missing,
+# with a policy-rc.d that keeps their init scripts from starting a KDC (a machine's own
+# policy-rc.d is left alone).
+$(KRB5_STAMP): $(STAMP)
+	@if ! test -x /usr/sbin/krb5kdc || ! test -x /usr/sbin/kadmin.local \
+		|| ! test -x /usr/bin/kinit || ! test -x /usr/bin/krb5-config; then \
+		echo "installing the Debian packages krb5-kdc krb5-admin-server krb5-user libkrb5-dev"; \
+		policy=; if [ ! -e /usr/sbin/policy-rc.d ]; then policy=/usr/sbin/policy-rc.d; \
+			printf '#!/bin/sh\nexit 101\n' > $$policy && chmod 755 $$policy; fi; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			--no-install-recommends krb5-kdc krb5-admin-server krb5-user libkrb5-dev \
+			>/dev/null; status=$$?; \
+		if [ -n "$$policy" ]; then rm -f $$policy; fi; \
+		exit $$status; \
+	fi
+	$(PY) -m pip install -q -e '.[test-kerberos]'
+	touch $(KRB5_STAMP)
+
+kerberos: $(KRB5_STAMP)
 
 serve: install
 	$(VENV)/bin/fastzk serve
@@ -47,7 +70,7 @@ reference-server:
 			--no-install-recommends zookeeper default-jre-headless >/dev/null; \
 	fi
 
-test: install reference-server
+test: install reference-server kerberos
 	$(VENV)/bin/ruff check fastzk tests bench
 	$(PY) -m pytest -q tests
 

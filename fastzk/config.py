@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fastzk import jaas
+from fastzk.server.sasl import GssapiLogin
 
 DEFAULT_4LW = frozenset({"srvr", "stat", "ruok", "isro", "mntr", "conf", "wchs", "dirs"})
 ALL_4LW = frozenset(
@@ -188,6 +189,9 @@ class Config:
     # security: SASL users from the JAAS Server section (None: no SASL), the auth schemes with
     # a provider (authProvider.N), enforce.auth.schemes (empty: off), skipACL
     sasl_users: tuple[tuple[str, str], ...] | None = None
+    # SASL GSSAPI instead, when the Server section is a Krb5LoginModule: the acceptor
+    # credentials (acquired at load time) and kerberos.removeHost/RealmFromPrincipal
+    sasl_gssapi: GssapiLogin | None = None
     auth_providers: frozenset[str] = frozenset({"ip", "digest"})
     enforce_auth_schemes: frozenset[str] = frozenset()
     skip_acl: bool = False
@@ -445,7 +449,8 @@ def _security_key(key: str) -> bool:
     return (key == JAAS_KEY or bare.startswith("authProvider.") or bare in CLIENT_SASL_KEYS
             or bare in ("sasl.serverconfig", "enforce.auth.enabled", "enforce.auth.schemes",
                         "sessionRequireClientSASLAuth", "skipACL", "superUser",
-                        "allowSaslFailedClients"))
+                        "allowSaslFailedClients", "kerberos.removeHostFromPrincipal",
+                        "kerberos.removeRealmFromPrincipal"))
 
 
 def _security(values: dict[str, object], props: dict[str, str], base: Path,
@@ -476,15 +481,20 @@ def _security(values: dict[str, object], props: dict[str, str], base: Path,
             text = path.read_text(encoding="utf-8")
         except OSError as error:
             raise ConfigError(f"{JAAS_KEY}: cannot read {path}: {error.strerror}") from None
+        kerberos = None
         try:  # a file without the section (only the quorum's, say): no SASL for clients,
             # as ZooKeeper's server goes on without it
-            if section in jaas.parse(text):
-                values["sasl_users"] = jaas.server_users(text, section)
-            else:
+            if section not in jaas.parse(text):
                 warnings.append(f"{JAAS_KEY}: {path} has no {section} section: no SASL for "
                                 "clients")
+            else:
+                kerberos = jaas.server_kerberos(text, section)
+                if kerberos is None:
+                    values["sasl_users"] = jaas.server_users(text, section)
         except jaas.JaasError as error:
             raise ConfigError(f"{JAAS_KEY}: {path}: {error}") from None
+        if kerberos is not None:
+            values["sasl_gssapi"] = _gssapi_login(kerberos, bare)
     if "skipACL" in bare:
         key, value = bare["skipACL"]
         if value.strip() not in ("yes", "no"):
@@ -510,6 +520,24 @@ def _security(values: dict[str, object], props: dict[str, str], base: Path,
             raise ConfigError(f"enforce.auth.schemes: authentication scheme {scheme} is not "
                               "available (add its authProvider.N line)")
     values["enforce_auth_schemes"] = frozenset(schemes)
+
+
+def _gssapi_login(kerberos: jaas.KerberosLogin,
+                  bare: dict[str, tuple[str, str]]) -> GssapiLogin:
+    """The Kerberos acceptor, acquired now so that an unusable keytab or principal stops the
+    start with the library's reason. The gssapi package is imported only here: a server
+    without Kerberos in its JAAS file runs without it."""
+    from fastzk.server import gss
+
+    flags = {name: _bool(*bare[name]) if name in bare else False
+             for name in ("kerberos.removeHostFromPrincipal",
+                          "kerberos.removeRealmFromPrincipal")}
+    try:
+        return gss.login(kerberos.principal, kerberos.keytab,
+                         remove_host=flags["kerberos.removeHostFromPrincipal"],
+                         remove_realm=flags["kerberos.removeRealmFromPrincipal"])
+    except gss.GssUnavailable as error:
+        raise ConfigError(f"{JAAS_KEY}: Krb5LoginModule: {error}") from None
 
 
 def _jaas_from_env(environ: dict[str, str] | os._Environ[str]) -> str | None:

@@ -46,7 +46,7 @@ from fastzk.server import acl as acls
 from fastzk.server.apply import Applier, write_multi_failure, write_notification, write_reply
 from fastzk.server.prep import BARRIER, Prep, Txn
 from fastzk.server.reads import Reads
-from fastzk.server.sasl import DigestMD5Server, SaslError, make_nonce
+from fastzk.server.sasl import DigestMD5Server, GssapiLogin, GssapiServer, SaslError, make_nonce
 from fastzk.server.sessions import Session, SessionTable
 from fastzk.server.stats import FAST_READ, RequestStats
 from fastzk.server.watches import CHILD, DATA, PERSISTENT, RECURSIVE, WatchManager
@@ -111,7 +111,8 @@ class Client:
         self.last_response_ms = 0
         self.read_only = False  # a read-only session, served while this member has no quorum
         self.connecting_since = 0  # quorum tick its session creation or revalidation was sent
-        self.sasl: DigestMD5Server | None = None  # its SASL exchange, from the first sasl packet
+        # its SASL exchange, from the first sasl packet
+        self.sasl: DigestMD5Server | GssapiServer | None = None
         # enforce.auth.enabled: no request but auth and sasl until it holds an identity of an
         # enforced scheme (the runtime's fast path is off meanwhile)
         self.must_authenticate = False
@@ -160,6 +161,8 @@ class Limits:
     # SASL DIGEST-MD5 users (name, password) from the JAAS Server section; None: no SASL, a
     # sasl packet gets the null token of a server without it
     sasl_users: tuple[tuple[str, str], ...] | None = None
+    # SASL GSSAPI (Kerberos) instead of DIGEST-MD5: the server's acceptor credentials
+    sasl_gssapi: GssapiLogin | None = None
     sasl_super_user: str | None = None  # zookeeper.superUser: a SASL user that is super
     allow_sasl_failed: bool = False  # allowSaslFailedClients: keep the connection on failure
     sasl_acls: bool = False  # authProvider.N=...SASLAuthenticationProvider: sasl:ID ACLs valid
@@ -788,9 +791,12 @@ class Node:
         limits = self.limits
         token: bytes | None = None
         err = Err.OK
-        if limits.sasl_users is not None:
+        if limits.sasl_users is not None or limits.sasl_gssapi is not None:
             if client.sasl is None:
-                client.sasl = DigestMD5Server(dict(limits.sasl_users), make_nonce(self.rng))
+                gssapi = limits.sasl_gssapi
+                client.sasl = (
+                    GssapiServer(gssapi.new_acceptor(), gssapi.names) if gssapi is not None
+                    else DigestMD5Server(dict(limits.sasl_users or ()), make_nonce(self.rng)))
             try:
                 token = client.sasl.evaluate(body or b"")
             except SaslError as error:

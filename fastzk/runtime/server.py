@@ -343,6 +343,7 @@ class Server:
             output_limit_bytes=cfg.client_output_limit_bytes,
             large_request_threshold=cfg.large_request_threshold,
             sasl_users=cfg.sasl_users,
+            sasl_gssapi=cfg.sasl_gssapi,
             sasl_acls="sasl" in cfg.auth_providers,
             sasl_super_user=cfg.sasl_super_user,
             allow_sasl_failed=cfg.allow_sasl_failed,

@@ -1,8 +1,12 @@
-"""The server side of SASL DIGEST-MD5 (RFC 2831) as ZooKeeper's server runs it.
+"""The server side of SASL as ZooKeeper's server runs it: DIGEST-MD5 (RFC 2831) and GSSAPI
+(Kerberos V5, RFC 4752).
 
-ZooKeeper's server has one mechanism per connection, chosen by its own login (DIGEST-MD5 when
-the JAAS `Server` section holds `user_NAME="password"` entries): the client never names a
-mechanism on the wire, it just sends tokens in `sasl` (102) requests. The exchange is
+ZooKeeper's server has one mechanism per connection, chosen by its own login: DIGEST-MD5 when
+the JAAS `Server` section holds `user_NAME="password"` entries, GSSAPI when it is a
+Krb5LoginModule with a keytab. The client never names a mechanism on the wire, it just sends
+tokens in `sasl` (102) requests.
+
+DIGEST-MD5:
 
 1. the client sends a token (empty from every DIGEST-MD5 client; the JDK ignores what it
    holds, so a client of another mechanism gets the challenge too); the server answers a
@@ -12,9 +16,17 @@ mechanism on the wire, it just sends tokens in `sasl` (102) requests. The exchan
    answers `rspauth=...`, proving it knows the password too. The connection then holds the
    identity ("sasl", user name), which `sasl:NAME` ACL entries match.
 
-Anything else (a malformed or oversized token, a wrong password,
-an unknown user, a second response after completion: a replay) raises `SaslError`, which the
-node answers as ZooKeeper does: AuthFailed, then the connection is closed.
+GSSAPI (`GssapiServer`): GSS-API context tokens go back and forth until the context is
+established (one round for Kerberos: AP-REQ in, AP-REP out); the client then sends an empty
+token, the server answers a wrapped 4-byte offer (security layers: "none" only, as ZooKeeper's
+server offers; its receive buffer size), and the client answers a wrapped choice followed by an
+optional authorization id. The identity is the authenticated principal, shaped as ZooKeeper's
+KerberosName shapes it (`KerberosNames`). The GSS-API calls sit behind `Acceptor`, so that this
+state machine stays pure; fastzk/server/gss.py implements it with python-gssapi.
+
+Anything else (a malformed or oversized token, a wrong password, an unknown user, a ticket
+the server cannot decrypt, a second response after completion: a replay) raises `SaslError`,
+which the node answers as ZooKeeper does: AuthFailed, then the connection is closed.
 
 Pure and deterministic: the nonce comes from the caller's rng, there is no I/O.
 """
@@ -25,7 +37,9 @@ import base64
 import hashlib
 import hmac
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Protocol
 
 REALM = "zk-sasl-md5"  # ZooKeeper creates its DIGEST-MD5 server with this server name
 PROTOCOL = "zookeeper"
@@ -186,3 +200,136 @@ class DigestMD5Server:
             raise SaslError(f"DIGEST-MD5: wrong response for user {user!r} (bad password)")
         self.user = user
         return f"rspauth={response_value(*args, initial=False)}".encode("ascii")
+
+
+# --- GSSAPI (RFC 4752) ---------------------------------------------------------------------
+
+NO_SECURITY_LAYER = 1  # RFC 4752 3.3: the bit of the only layer ZooKeeper's server offers
+MAX_RECEIVE_BYTES = 65536  # the JDK server's default receive buffer size, sent in the offer
+MAX_GSS_TOKEN_BYTES = 65536  # a Kerberos AP-REQ is a few kilobytes; refuse absurd tokens early
+
+
+class Acceptor(Protocol):
+    """One GSS-API acceptor context (RFC 2743), bound to the server's own credentials. Every
+    method raises SaslError when the GSS-API call fails."""
+
+    @property
+    def complete(self) -> bool:
+        """The context is established."""
+        ...
+
+    @property
+    def initiator(self) -> str:
+        """The authenticated client principal, `name[/instance]@REALM` (once complete)."""
+        ...
+
+    def step(self, token: bytes) -> bytes | None:
+        """gss_accept_sec_context: the token for the client, if any."""
+        ...
+
+    def wrap(self, data: bytes) -> bytes:
+        """gss_wrap with integrity only (no confidentiality), as the JDK wraps the offer."""
+        ...
+
+    def unwrap(self, data: bytes) -> bytes:
+        ...
+
+
+@dataclass(frozen=True)
+class KerberosNames:
+    """How ZooKeeper's server turns the authenticated principal into the `sasl` identity: its
+    default auth_to_local rule keeps the first component of a principal of the default realm,
+    then puts back `/instance` unless kerberos.removeHostFromPrincipal and `@REALM` unless
+    kerberos.removeRealmFromPrincipal. A principal of another realm matches no rule; ZooKeeper
+    then logs an error and keeps the name the client asked for (its authorization id, which
+    ZooKeeper's clients leave to the principal), so fastzk keeps the full principal."""
+
+    default_realm: str
+    remove_host: bool = False
+    remove_realm: bool = False
+
+    def identity(self, principal: str) -> str:
+        name, at, realm = principal.rpartition("@")
+        if not at:
+            name, realm = principal, ""
+        if realm != self.default_realm:
+            return principal
+        primary, slash, instance = name.partition("/")
+        result = primary
+        if slash and not self.remove_host:
+            result += "/" + instance
+        if not self.remove_realm:
+            result += "@" + realm
+        return result
+
+
+@dataclass(frozen=True)
+class GssapiLogin:
+    """The server's Kerberos login: a fresh acceptor per connection, and the naming rules."""
+
+    new_acceptor: Callable[[], Acceptor]
+    names: KerberosNames
+
+
+_ACCEPTING, _ESTABLISHED, _OFFERED = range(3, 6)
+
+
+class GssapiServer:
+    """One connection's GSSAPI exchange, as the JDK's GSSAPI server runs it for ZooKeeper.
+    `evaluate` takes each client token in turn and returns the server's token (None: a null
+    token on the wire); once `user` is set the client is authenticated."""
+
+    def __init__(self, acceptor: Acceptor, names: KerberosNames) -> None:
+        self.acceptor = acceptor
+        self.names = names
+        self.state = _ACCEPTING
+        self.principal: str | None = None  # the authenticated principal, once established
+        self.user: str | None = None
+
+    def evaluate(self, token: bytes) -> bytes | None:
+        if len(token) > MAX_GSS_TOKEN_BYTES:
+            self.state = _DONE
+            raise SaslError(f"GSSAPI: token of {len(token)} bytes "
+                            f"(at most {MAX_GSS_TOKEN_BYTES})")
+        state, self.state = self.state, _DONE  # any failure below is final
+        if state == _ACCEPTING:
+            if not token:
+                raise SaslError("GSSAPI: empty initial token (a client of another "
+                                "mechanism? the server is configured for Kerberos)")
+            reply = self.acceptor.step(token)
+            if not self.acceptor.complete:
+                self.state = _ACCEPTING
+                return reply or b""
+            self.principal = self.acceptor.initiator
+            if reply:  # the AP-REP of mutual authentication; the client answers with nothing
+                self.state = _ESTABLISHED
+                return reply
+            return self._offer()
+        if state == _ESTABLISHED:
+            if token:
+                raise SaslError(f"GSSAPI: {len(token)} bytes where the client had to send "
+                                "an empty token after the context was established")
+            return self._offer()
+        if state == _OFFERED:
+            return self._choose(token)
+        raise SaslError("GSSAPI: the exchange is over (a replayed token?)")
+
+    def _offer(self) -> bytes:
+        """RFC 4752 3.1: the security layers offered and the receive buffer size, wrapped."""
+        self.state = _OFFERED
+        offer = bytes([NO_SECURITY_LAYER]) + MAX_RECEIVE_BYTES.to_bytes(3, "big")
+        return self.acceptor.wrap(offer)
+
+    def _choose(self, token: bytes) -> None:
+        """The client's wrapped choice: its layer, its buffer size, an optional authzid (which,
+        as in ZooKeeper, does not change the identity: that is the authenticated principal)."""
+        choice = self.acceptor.unwrap(token)
+        if len(choice) < 4:
+            raise SaslError(f"GSSAPI: the client's security layer choice has {len(choice)} "
+                            "bytes (at least 4)")
+        if not choice[0] & NO_SECURITY_LAYER:
+            raise SaslError(f"GSSAPI: the client chose security layer {choice[0]:#x}; only "
+                            "no security layer (0x1) was offered")
+        assert self.principal is not None
+        self.user = self.names.identity(self.principal)
+        return None
