@@ -58,7 +58,9 @@ TLS_KEYS = frozenset(
      "ssl.quorum.keyStore.type", "ssl.quorum.trustStore.location",
      "ssl.quorum.trustStore.password", "ssl.quorum.trustStore.type", "ssl.quorum.protocol",
      "ssl.quorum.enabledProtocols", "ssl.quorum.ciphersuites",
-     "ssl.quorum.handshakeDetectionTimeoutMillis", "ssl.quorum.hostnameVerification"}
+     "ssl.quorum.handshakeDetectionTimeoutMillis", "ssl.quorum.hostnameVerification",
+     # the admin endpoint's HTTPS (with the ssl.quorum.* stores): read by `_admin_tls`
+     "admin.forceHttps", "admin.portUnification", "admin.needClientAuth"}
 )
 STORE_TYPES = {".pem": "PEM", ".crt": "PEM", ".key": "PEM", ".p12": "PKCS12",
                ".pfx": "PKCS12", ".pkcs12": "PKCS12", ".jks": "JKS"}
@@ -154,6 +156,10 @@ class Config:
     admin_enabled: bool = True
     admin_address: str = "127.0.0.1"
     admin_port: int = 8080
+    # HTTPS on the admin port (admin.forceHttps, or admin.portUnification: both on one port),
+    # with the quorum's stores as ZooKeeper's AdminServer takes them
+    admin_tls: TlsSettings | None = None
+    admin_unified: bool = False
     handshake_timeout_ms: int = 10000
     container_check_interval_ms: int = 60000
     container_max_per_minute: int = 10000
@@ -712,6 +718,7 @@ def from_properties(props: dict[str, str], source: str, base: Path) -> Config:
     bare_props = {k.removeprefix("zookeeper."): v for k, v in props.items()}
     _tls(values, bare_props, base, warnings)
     _quorum_tls(values, bare_props, base)
+    _admin_tls(values, bare_props, base)
     _security(values, props, base, warnings)
     _quorum_auth(values, props, base, warnings)
     values["warnings"] = tuple(warnings)
@@ -785,13 +792,50 @@ def _quorum_tls(values: dict[str, object], props: dict[str, str], base: Path) ->
         **_tls_common(props, "ssl.quorum."))  # type: ignore[arg-type]
 
 
+def _admin_tls(values: dict[str, object], props: dict[str, str], base: Path) -> None:
+    """admin.forceHttps (HTTPS only) or admin.portUnification (HTTP and HTTPS on the admin
+    port), with the server's certificate from ssl.quorum.keyStore and, for
+    admin.needClientAuth, clients' certificates verified against ssl.quorum.trustStore: the
+    stores ZooKeeper's AdminServer uses."""
+    force = _bool("admin.forceHttps", props.get("admin.forceHttps", "false"))
+    unified = _bool("admin.portUnification", props.get("admin.portUnification", "false"))
+    need = _bool("admin.needClientAuth", props.get("admin.needClientAuth", "false"))
+    if not force and not unified:
+        if need:
+            raise ConfigError("admin.needClientAuth=true needs HTTPS on the admin port "
+                              "(admin.forceHttps=true or admin.portUnification=true)")
+        return
+    if "ssl.quorum.keyStore.location" not in props:
+        raise ConfigError("admin.forceHttps and admin.portUnification need "
+                          "ssl.quorum.keyStore.location (the admin server's key and "
+                          "certificate, as in ZooKeeper)")
+    if need and "ssl.quorum.trustStore.location" not in props:
+        raise ConfigError("admin.needClientAuth=true needs ssl.quorum.trustStore.location "
+                          "(to verify clients' certificates)")
+    key_store, key_type, key_password = _store(props, "keyStore", base, "ssl.quorum.")
+    trust: dict[str, object] = {}
+    if "ssl.quorum.trustStore.location" in props:
+        location, kind, password = _store(props, "trustStore", base, "ssl.quorum.")
+        trust = {"trust_store": location, "trust_store_type": kind,
+                 "trust_store_password": password}
+    values["admin_tls"] = TlsSettings(
+        key_store=key_store, key_store_type=key_type, key_store_password=key_password,
+        client_auth="need" if need else "none", prefix="ssl.quorum.",
+        **trust, **_tls_common(props, "ssl.quorum."))  # type: ignore[arg-type]
+    values["admin_unified"] = unified and not force  # forceHttps wins, as in ZooKeeper
+
+
 def _tls(values: dict[str, object], props: dict[str, str], base: Path,
          warnings: list[str]) -> None:
     """secureClientPort and the ssl.* keys (`zookeeper.` prefix already removed)."""
-    for key in ("ssl.hostnameVerification", "ssl.clientHostnameVerification"):
-        if key in props and _bool(key, props[key]):
-            warnings.append(f"{key}=true: fastzk does not match client certificates to the "
-                            "client's host name (it verifies them against the trust store)")
+    # ZooKeeper's server never matches a client's certificate to its host name on the client
+    # port (ssl.hostnameVerification is for its clients); 3.9's
+    # ssl.clientHostnameVerification asks for it, which fastzk does not do
+    _bool("ssl.hostnameVerification", props.get("ssl.hostnameVerification", "true"))
+    key = "ssl.clientHostnameVerification"
+    if key in props and _bool(key, props[key]):
+        warnings.append(f"{key}=true: fastzk does not match client certificates to the "
+                        "client's host name (it verifies them against the trust store)")
     if "secureClientPort" in props:
         values["secure_client_port"] = _port("secureClientPort", props["secureClientPort"])
         if "client_port" not in values:

@@ -8,6 +8,8 @@ zoo.cfg, and kazoo (use_ssl), Python's ssl and `openssl s_client` connect on loo
 from __future__ import annotations
 
 import datetime
+import http.client
+import json
 import os
 import shutil
 import socket
@@ -516,3 +518,58 @@ def test_load_generator_over_mutual_tls(certs: Certs, mtls: ServerProcess) -> No
     assert done.returncode == 0, done.stdout + done.stderr
     refused = subprocess.run(base, capture_output=True, text=True, timeout=120)
     assert refused.returncode != 0
+
+
+def _admin_get(port: int, path: str, context: ssl.SSLContext | None) -> tuple[int, bytes]:
+    """One request to the admin endpoint, over HTTPS when given a context."""
+    conn = (http.client.HTTPSConnection(LOOPBACK, port, timeout=10, context=context)
+            if context is not None else http.client.HTTPConnection(LOOPBACK, port, timeout=10))
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+def test_admin_endpoint_over_https(certs: Certs, tmp_path: Path,
+                                   clients: Callable[..., KazooClient]) -> None:
+    """ZooKeeper's AdminServer keys: admin.forceHttps with the ssl.quorum.* stores refuses
+    plain HTTP; admin.needClientAuth refuses a client without a certificate, and a verified
+    certificate's x509 subject is an identity for the commands that need every permission on
+    "/"; admin.portUnification serves HTTP and HTTPS on one port."""
+    stores = {"ssl.quorum.keyStore.location": certs.root / "server.pem",
+              "ssl.quorum.trustStore.location": certs.root / "ca.pem",
+              "ssl.quorum.handshakeDetectionTimeoutMillis": HANDSHAKE_TIMEOUT_MS}
+    proc = start_server("fastzk", tmp_path / "forced", **stores,
+                        **{"admin.forceHttps": "true", "admin.needClientAuth": "true"})
+    try:
+        port = proc.admin_port
+        assert port is not None
+        status, body = _admin_get(port, "/commands/ruok", certs.context("alice"))
+        assert status == 200 and json.loads(body)["command"] == "ruok"
+        for context in (None, certs.context()):  # plain HTTP; HTTPS without a certificate
+            with pytest.raises((OSError, http.client.HTTPException)):
+                _admin_get(port, "/commands/ruok", context)
+        wait_for_log(proc, "TLS handshake with")
+        zk = clients(KazooClient(hosts=proc.connect_string, timeout=10.0))
+        zk.set_acls("/", [make_acl("x509", ALICE, all=True)])
+        assert _admin_get(port, "/commands/dump", certs.context("alice"))[0] == 200
+        assert _admin_get(port, "/commands/dump", certs.context("bob"))[0] == 403
+    finally:
+        proc.stop()
+    unified = start_server("fastzk", tmp_path / "unified", **stores,
+                           **{"admin.portUnification": "true"})
+    try:
+        port = unified.admin_port
+        assert port is not None
+        for context in (None, certs.context()):
+            assert _admin_get(port, "/commands/ruok", context)[0] == 200
+    finally:
+        unified.stop()
+    with pytest.raises(config.ConfigError, match="needs HTTPS on the admin port"):
+        config.from_properties({"dataDir": str(tmp_path), "admin.needClientAuth": "true"},
+                               "zoo.cfg", tmp_path)
+    with pytest.raises(config.ConfigError, match="need ssl.quorum.keyStore.location"):
+        config.from_properties({"dataDir": str(tmp_path), "admin.forceHttps": "true"},
+                               "zoo.cfg", tmp_path)

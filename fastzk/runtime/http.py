@@ -10,8 +10,14 @@ Deliberately tiny: GET only, one request per connection, bounded request size.
 Commands that reveal sessions, connections and watches or reset counters need what ZooKeeper
 3.9.4+ asks of its authenticated admin commands: an identity holding every permission on the
 root znode, checked one permission at a time (3.9.0-3.9.3 accepted any one of them). The
-identities are the client's address (ip) and an `Authorization: digest user:password` header;
-while "/" keeps its default world:anyone ACL nothing changes for anyone.
+identities are the client's address (ip), an `Authorization: digest user:password` header and,
+over HTTPS with a verified client certificate, its x509 subject; while "/" keeps its default
+world:anyone ACL nothing changes for anyone.
+
+HTTPS as ZooKeeper's AdminServer does it: admin.forceHttps (only HTTPS) or
+admin.portUnification (HTTPS and HTTP on the port, told apart by the first byte), the
+ssl.quorum.* stores, admin.needClientAuth to require a client certificate; changed certificate
+files are reloaded for new connections.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from fastzk.proto import Perm
 from fastzk.runtime import admin
 from fastzk.runtime.metrics import exposition, registry_for
+from fastzk.runtime.tls import Contexts, SecureListener, x509_id
 from fastzk.server import acl as acls
 
 if TYPE_CHECKING:
@@ -48,11 +55,16 @@ class AdminProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.address = ""
         self.authorization = ""
+        self.x509 = ""  # the subject of a verified client certificate (HTTPS)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         self.address = peer[0] if peer else ""
+        ssl_object = transport.get_extra_info("ssl_object")
+        der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+        if der:
+            self.x509 = x509_id(der)
 
     def data_received(self, data: bytes) -> None:
         self.data += data
@@ -98,6 +110,8 @@ class AdminProtocol(asyncio.Protocol):
 
     def _authorized(self) -> bool:
         identities = {("ip", self.address)}
+        if self.x509:
+            identities.add(("x509", self.x509))
         scheme, _, credentials = self.authorization.partition(" ")
         if scheme.lower() == "digest" and credentials:
             identity = acls.digest_id(credentials.strip())
@@ -124,17 +138,42 @@ class AdminProtocol(asyncio.Protocol):
         self.transport.close()
 
 
-async def start_admin(server: Server) -> asyncio.base_events.Server | None:
-    """Listens on admin.serverAddress:admin.serverPort; a busy port is logged, not fatal, as
-    the client port is what clients need."""
-    cfg = server.cfg
-    registry = registry_for(server)
-    try:
-        return await server.loop.create_server(
-            lambda: AdminProtocol(server, registry),
-            host=cfg.admin_address, port=cfg.admin_port, reuse_address=True,
-        )
-    except OSError as error:
-        log.warning("admin server not started on %s:%d: %s", cfg.admin_address,
-                    cfg.admin_port, error.strerror)
-        return None
+class AdminListener:
+    """The admin port: plain HTTP through asyncio's server, or HTTPS (alone or beside HTTP)
+    through the TLS listener the client port uses, whose contexts follow the files."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        settings = server.cfg.admin_tls
+        self.tls = Contexts(settings) if settings is not None else None
+        self._plain: asyncio.base_events.Server | None = None
+        self._secure: SecureListener | None = None
+
+    async def start(self) -> None:
+        """Listens on admin.serverAddress:admin.serverPort; a busy port is logged, not fatal,
+        as the client port is what clients need."""
+        server, cfg = self.server, self.server.cfg
+        registry = registry_for(server)
+        try:
+            if self.tls is not None:
+                self._secure = SecureListener(server.loop, self.tls,
+                                              lambda: AdminProtocol(server, registry),
+                                              unified=cfg.admin_unified)
+                self._secure.start(cfg.admin_address, cfg.admin_port)
+            else:
+                self._plain = await server.loop.create_server(
+                    lambda: AdminProtocol(server, registry),
+                    host=cfg.admin_address, port=cfg.admin_port, reuse_address=True)
+        except OSError as error:
+            log.warning("admin server not started on %s:%d: %s", cfg.admin_address,
+                        cfg.admin_port, error.strerror)
+
+    def reload_tls(self) -> None:
+        if self.tls is not None:
+            self.tls.reload_if_changed()
+
+    def close(self) -> None:
+        if self._secure is not None:
+            self._secure.close()
+        if self._plain is not None:
+            self._plain.close()

@@ -31,7 +31,7 @@ from fastzk.quorum import messages as msgs
 from fastzk.quorum.replica import QuorumConfig
 from fastzk.runtime import admin
 from fastzk.runtime import snapshot as snapshots
-from fastzk.runtime.http import start_admin
+from fastzk.runtime.http import AdminListener
 from fastzk.runtime.peers import PeerNetwork
 from fastzk.runtime.storage import Storage
 from fastzk.runtime.tls import Contexts, SecureListener, x509_id
@@ -362,7 +362,7 @@ class Server:
         self.per_ip: Counter[str] = Counter()
         self._step_scheduled = False
         self._tcp: asyncio.base_events.Server | None = None
-        self._admin: asyncio.base_events.Server | None = None
+        self._admin: AdminListener | None = None
         self.tls = Contexts(cfg.tls) if cfg.tls is not None else None
         self.secure_listeners: list[SecureListener] = []
         self.trace_mask = admin.TRACE_MASK
@@ -571,6 +571,8 @@ class Server:
             self.tls.reload_if_changed()
         if self.peers is not None:
             self.peers.reload_tls()
+        if self._admin is not None:
+            self._admin.reload_tls()
         if self.burst and not self.node.inflight_write_bytes and MALLOC_TRIM is not None:
             self.burst = False  # it has drained: return its memory to the system
             MALLOC_TRIM(0)
@@ -620,7 +622,8 @@ class Server:
                              self._quorum_tick)
         self.loop.call_later(self.cfg.container_check_interval_ms / 1000, self._reap)
         if self.cfg.admin_enabled:
-            self._admin = await start_admin(self)
+            self._admin = AdminListener(self)
+            await self._admin.start()
         self.serving = True
 
     async def _listen(self) -> None:
