@@ -340,3 +340,29 @@ def test_offline_tools(tmp_path: Path) -> None:
                                 text=True, timeout=60, cwd=REPO)
         assert result.returncode == 0, result.stderr
         assert "zxid" in result.stdout
+
+
+def test_a_snapshot_at_the_end_of_an_epoch_recovers_from_the_next_epochs_log(
+        tmp_path: Path) -> None:
+    """A follower that installs a snapshot at the last txn of an epoch drops its whole log,
+    and its log then starts at the next epoch's barrier, not at snapshot zxid + 1: the barrier
+    records the zxid before it, which is what recovery must accept (a cluster test restarting
+    such a follower found it refusing to start)."""
+    harness, _ = _history(tmp_path, 0)
+    harness.snapshot()
+    end = harness.node.applied_zxid
+    assert harness.storage.last_snapshot.name == snapshots.snapshot_name(end)
+    harness.close()
+    again = Harness(tmp_path, seed=10)  # a new epoch: its barrier records `end`
+    assert again.node.applied_zxid >> 32 > end >> 32
+    again.close()
+    log_dir = again.storage.log_dir
+    for base, path in wal.list_segments(log_dir):
+        if base <= end:
+            path.unlink()  # as a snapshot install leaves it: no entry at or before `end`
+    assert wal.list_segments(log_dir)[0][0] >> 32 > end >> 32
+    third = Harness(tmp_path, seed=11)
+    assert third.report.snapshot is not None and third.report.snapshot.name.endswith(
+        f"{end:016x}")
+    assert third.node.applied_zxid >= again.node.applied_zxid
+    third.close()

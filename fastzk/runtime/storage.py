@@ -108,7 +108,7 @@ def recover(node: Node, snap_dir: Path, log_dir: Path) -> RecoveryReport:
             continue
         candidate = wal.verify_log(log_dir, info.zxid)
         first = candidate.first_zxid
-        if first and first > info.zxid + 1:
+        if first and first > info.zxid + 1 and not _first_follows(candidate, info.zxid):
             raise wal.RecoveryError(
                 f"snapshot {path} needs the log from zxid {info.zxid + 1:#x} but it starts at "
                 f"{first:#x} (segments were removed)")
@@ -123,7 +123,7 @@ def recover(node: Node, snap_dir: Path, log_dir: Path) -> RecoveryReport:
     if chosen is None:
         state = wal.verify_log(log_dir, 0)
         first = state.first_zxid
-        if first > 1 and not _starts_history(state):
+        if first > 1 and not _first_follows(state, 0):
             raise wal.RecoveryError(
                 f"no usable snapshot in {snap_dir} and the log in {log_dir} starts at zxid "
                 f"{first:#x}: the txns before it are gone"
@@ -162,11 +162,13 @@ def recover(node: Node, snap_dir: Path, log_dir: Path) -> RecoveryReport:
     )
 
 
-def _starts_history(state: wal.LogState) -> bool:
-    """Whether a log's first txn is the first of the whole history: the barrier of the first
-    epoch ever led, which records no predecessor."""
+def _first_follows(state: wal.LogState, zxid: int) -> bool:
+    """Whether a log's first txn comes right after `zxid` although its own zxid is not
+    zxid + 1: the barrier opening an epoch records the zxid before it (0 for the first entry of
+    all history), so a snapshot at the last txn of an epoch is followed by a log that starts
+    at the next epoch's barrier."""
     for txn in wal.read_log(state, 0):
-        return txn.changes[:1] == [(BARRIER, 0)]
+        return txn.changes[:1] == [(BARRIER, zxid)]
     return True
 
 
