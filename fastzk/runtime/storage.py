@@ -2,6 +2,8 @@
 retention. The runtime's only view of the disk.
 
 Start-up (`Storage.open`):
+0. a dataDir that holds Apache ZooKeeper's files and no fastzk data yet is imported first
+   (`fastzk.zkfiles.takeover.import_on_start`);
 1. delete half-written snapshots (`*.tmp`);
 2. take the newest snapshot that verifies (every block's CRC, the end block) and whose needs
    the log meets (the log continues from its start zxid and reaches its end zxid); a corrupt
@@ -221,6 +223,9 @@ class Storage:
     def open(self) -> RecoveryReport:
         for directory in (self.snap_dir, self.log_dir):
             ensure_dir(directory)
+        from fastzk.zkfiles.takeover import import_on_start
+
+        import_on_start(self.cfg, self.snap_dir, self.log_dir)  # Apache ZooKeeper's files
         report = recover(self.node, self.snap_dir, self.log_dir)
         self._since_txns = report.replayed
         self.writer = wal.WalWriter(
