@@ -110,7 +110,7 @@ def recover(node: Node, snap_dir: Path, log_dir: Path) -> RecoveryReport:
             continue
         candidate = wal.verify_log(log_dir, info.zxid)
         first = candidate.first_zxid
-        if first and first > info.zxid + 1:
+        if first and first > info.zxid + 1 and not _opens_epoch_after(candidate, info.zxid):
             raise wal.RecoveryError(
                 f"snapshot {path} needs the log from zxid {info.zxid + 1:#x} but it starts at "
                 f"{first:#x} (segments were removed)")
@@ -162,6 +162,15 @@ def recover(node: Node, snap_dir: Path, log_dir: Path) -> RecoveryReport:
         seconds=time.monotonic() - started,
         skipped_snapshots=skipped,
     )
+
+
+def _opens_epoch_after(state: wal.LogState, zxid: int) -> bool:
+    """Whether a log's first txn is the barrier of an epoch begun right after `zxid`: the log
+    then continues the snapshot although its zxids jump (an imported ZooKeeper snapshot is
+    followed by the first epoch fastzk leads)."""
+    for txn in wal.read_log(state, 0):
+        return txn.changes[:1] == [(BARRIER, zxid)]
+    return False
 
 
 def _starts_history(state: wal.LogState) -> bool:

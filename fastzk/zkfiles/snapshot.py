@@ -224,7 +224,8 @@ def _read_nodes(r: Reader, snap: ZkSnapshot, acl_ids: dict[int, int], first: byt
         n = unpack_int(data, pos)[0]
         pos += 4
         if n < 0 or pos + n > end:
-            raise r.fail(f"node path length {n} runs past the end of the stream", start)
+            raise r.fail(f"truncated: node path length {n} runs past the end of the stream",
+                         start)
         path = data[pos:pos + n]
         pos += n
         if path == b"/":
@@ -234,7 +235,8 @@ def _read_nodes(r: Reader, snap: ZkSnapshot, acl_ids: dict[int, int], first: byt
         dlen = unpack_int(data, pos)[0]
         pos += 4
         if dlen < -1 or pos + max(dlen, 0) + 68 > end:
-            raise r.fail(f"node {path!r}: data length {dlen} runs past the end", start)
+            raise r.fail(f"truncated: node {path!r}: data length {dlen} runs past the end",
+                         start)
         value = data[pos:pos + dlen] if dlen > 0 else b""
         pos += max(dlen, 0)
         (acl, czxid, mzxid, ctime, mtime, version, cversion, aversion, owner,
@@ -297,10 +299,10 @@ class SnapshotNode:
     pzxid: int
 
 
-def encode_snapshot(sessions: dict[int, int], nodes: Iterator[SnapshotNode], zxid: int,
-                    with_digest: bool = True) -> bytes:
+def encode_snapshot(sessions: dict[int, int], nodes: Iterator[SnapshotNode],
+                    zxid: int) -> tuple[bytes, int]:
     """A complete uncompressed snapshot, nodes in the order given (parents first), sealed as
-    FileSnap.serialize seals it, with the 3.6+ digest record for `zxid` if asked."""
+    FileSnap.serialize seals it, with the 3.6+ digest record for `zxid`; and that digest."""
     acl_keys: dict[tuple[tuple[int, str, str], ...], int] = {}
     body: list[bytes] = []
     digest = 0
@@ -329,7 +331,6 @@ def encode_snapshot(sessions: dict[int, int], nodes: Iterator[SnapshotNode], zxi
             put_string(head, ident)
     out = b"".join(head + body)
     out += LONG.pack(zlib.adler32(out)) + INT.pack(1) + b"/"
-    if with_digest:
-        out += LONG.pack(zxid) + INT.pack(DIGEST_VERSION) + LONG.pack(signed64(digest))
-        out += LONG.pack(zlib.adler32(out)) + INT.pack(1) + b"/"
-    return out
+    out += LONG.pack(zxid) + INT.pack(DIGEST_VERSION) + LONG.pack(signed64(digest))
+    out += LONG.pack(zlib.adler32(out)) + INT.pack(1) + b"/"
+    return out, signed64(digest)

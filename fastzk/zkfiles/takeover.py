@@ -193,7 +193,9 @@ def export_fastzk(data_dir: Path, to_dir: Path, log_dir: Path | None = None) -> 
     wal_dir = wal.log_dir_of(log_dir or data_dir)
     if not fastzk_data_present(snap_dir, wal_dir):
         raise TakeoverError(f"no fastzk data in {snap_dir}")
-    node = Node(Limits(), random.Random(0))
+    # session limits only matter to clients, and an offline node has none
+    node = Node(Limits(tick_ms=2000, min_session_timeout=4000, max_session_timeout=40000),
+                random.Random(0))
     try:
         storage.recover(node, snap_dir, wal_dir)
     except wal.RecoveryError as error:
@@ -206,14 +208,13 @@ def export_fastzk(data_dir: Path, to_dir: Path, log_dir: Path | None = None) -> 
     zxid = node.applied_zxid
     epoch = max(epoch, zxid >> 32)
     sessions = {s.session_id: s.timeout for s in node.sessions.sessions.values()}
-    data = zksnap.encode_snapshot(sessions, zk_nodes(node.tree), zxid)
+    data, digest = zksnap.encode_snapshot(sessions, zk_nodes(node.tree), zxid)
     version_dir = to_dir / "version-2"
     storage.ensure_dir(version_dir)
     path = version_dir / f"snapshot.{zxid:x}"
     _write_durably(path, data)
     for name in ("acceptedEpoch", "currentEpoch"):
         _write_durably(to_dir / name, str(epoch).encode())
-    digest = zksnap.signed64(int.from_bytes(data[-33:-25], "big"))
     return ExportReport(path, zxid, len(node.tree), len(sessions), epoch, digest)
 
 
