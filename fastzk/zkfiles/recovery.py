@@ -106,9 +106,6 @@ class Replayer:
         return zksnap.node_digest(key, data, st[0], st[1], st[10], st[2], st[3], st[4],
                                   info[2], st[6], info[4])
 
-    def _around(self, paths: tuple[str, ...]) -> int:
-        return sum(self.node_digest(p) for p in paths)
-
     # --- txns ----------------------------------------------------------------------------
     def apply(self, record: txnlog.TxnRecord) -> None:
         ops = record.ops

@@ -35,11 +35,6 @@ MAX_TTL = 0xFFFFFFFFFF
 CREATE, DELETE, SET_DATA, SET_ACL, CHECK, MULTI, CREATE2, RECONFIG = 1, 2, 5, 7, 13, 14, 15, 16
 CREATE_CONTAINER, DELETE_CONTAINER, CREATE_TTL = 19, 20, 21
 CREATE_SESSION, CLOSE_SESSION, ERROR = -10, -11, -1
-OP_NAMES = {CREATE: "create", DELETE: "delete", SET_DATA: "setData", SET_ACL: "setACL",
-            CHECK: "check", MULTI: "multi", CREATE2: "create2", RECONFIG: "reconfig",
-            CREATE_CONTAINER: "createContainer", DELETE_CONTAINER: "deleteContainer",
-            CREATE_TTL: "createTTL", CREATE_SESSION: "createSession",
-            CLOSE_SESSION: "closeSession", ERROR: "error"}
 
 
 @dataclass(slots=True)
