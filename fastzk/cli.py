@@ -37,6 +37,35 @@ def _snap_dump(args: argparse.Namespace) -> int:
     return snap_dump(args.file, sys.stdout, nodes=not args.summary, data=args.data)
 
 
+def _import(args: argparse.Namespace) -> int:
+    from fastzk.runtime import wal
+    from fastzk.zkfiles.takeover import TakeoverError, import_zk
+
+    to_log = args.to_log_dir or args.to
+    try:
+        report = import_zk(args.zk_data_dir, args.log_dir, wal.log_dir_of(args.to),
+                           wal.log_dir_of(to_log))
+    except (TakeoverError, OSError) as error:
+        print(f"fastzk import: {error}", file=sys.stderr)
+        return 1
+    print(f"imported {args.zk_data_dir} into {args.to}: {report.summary()}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from fastzk.zkfiles.takeover import TakeoverError, export_fastzk
+
+    try:
+        report = export_fastzk(args.data_dir, args.to, args.log_dir)
+    except (TakeoverError, OSError) as error:
+        print(f"fastzk export: {error}", file=sys.stderr)
+        return 1
+    print(f"exported {args.data_dir} to {report.snapshot}: zxid {report.zxid:#x}, "
+          f"{report.nodes} znodes, {report.sessions} sessions, epoch {report.epoch}, "
+          f"digest {report.digest}")
+    return 0
+
+
 def _sim(args: argparse.Namespace) -> int:
     from fastzk.sim.run import run_from_args
 
@@ -138,6 +167,28 @@ def build_parser() -> argparse.ArgumentParser:
     snap_dump.add_argument("--summary", action="store_true", help="no per-node lines")
     snap_dump.add_argument("--data", action="store_true", help="print each node's data too")
     snap_dump.set_defaults(handler=_snap_dump)
+
+    imp = commands.add_parser(
+        "import", help="turn an Apache ZooKeeper data directory (version-2/ snapshots and "
+        "logs) into a fastzk data directory, recovered as ZooKeeper would; reads ZooKeeper's "
+        "files only")
+    imp.add_argument("zk_data_dir", type=Path, help="ZooKeeper's dataDir (holds version-2/)")
+    imp.add_argument("--log-dir", type=Path, default=None,
+                     help="ZooKeeper's dataLogDir, if not the dataDir")
+    imp.add_argument("--to", type=Path, required=True, help="the fastzk dataDir to create")
+    imp.add_argument("--to-log-dir", type=Path, default=None,
+                     help="the fastzk dataLogDir, if not the dataDir")
+    imp.set_defaults(handler=_import)
+
+    exp = commands.add_parser(
+        "export", help="write a stopped fastzk server's state as an Apache ZooKeeper data "
+        "directory (snapshot, currentEpoch, acceptedEpoch)")
+    exp.add_argument("data_dir", type=Path, help="the fastzk dataDir")
+    exp.add_argument("--log-dir", type=Path, default=None,
+                     help="the fastzk dataLogDir, if not the dataDir")
+    exp.add_argument("--to", type=Path, required=True,
+                     help="ZooKeeper's dataDir to write (must hold no ZooKeeper data)")
+    exp.set_defaults(handler=_export)
 
     check = commands.add_parser(
         "check",

@@ -2,6 +2,8 @@
 retention. The runtime's only view of the disk.
 
 Start-up (`Storage.open`):
+0. a dataDir that holds Apache ZooKeeper's files and no fastzk data yet is imported first
+   (`fastzk.zkfiles.takeover.import_on_start`);
 1. delete half-written snapshots (`*.tmp`);
 2. take the newest snapshot that verifies (every block's CRC, the end block) and whose needs
    the log meets (the log continues from its start zxid and reaches its end zxid); a corrupt
@@ -165,8 +167,9 @@ def recover(node: Node, snap_dir: Path, log_dir: Path) -> RecoveryReport:
 def _first_follows(state: wal.LogState, zxid: int) -> bool:
     """Whether a log's first txn comes right after `zxid` although its own zxid is not
     zxid + 1: the barrier opening an epoch records the zxid before it (0 for the first entry of
-    all history), so a snapshot at the last txn of an epoch is followed by a log that starts
-    at the next epoch's barrier."""
+    all history), so a snapshot at the last txn of an epoch (one a follower installed, or an
+    imported ZooKeeper snapshot) is followed by a log that starts at the next epoch's
+    barrier."""
     for txn in wal.read_log(state, 0):
         return txn.changes[:1] == [(BARRIER, zxid)]
     return True
@@ -223,6 +226,9 @@ class Storage:
     def open(self) -> RecoveryReport:
         for directory in (self.snap_dir, self.log_dir):
             ensure_dir(directory)
+        from fastzk.zkfiles.takeover import import_on_start
+
+        import_on_start(self.cfg, self.snap_dir, self.log_dir)  # Apache ZooKeeper's files
         report = recover(self.node, self.snap_dir, self.log_dir)
         self._since_txns = report.replayed
         self.writer = wal.WalWriter(
