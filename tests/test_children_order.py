@@ -253,6 +253,25 @@ def _scenarios() -> list[Scenario]:
     for seed in range(4):
         out.append(_churn(f"one-bin-{seed}", random.Random(200 + seed), bucket + filler,
                           700, 10, 230))
+    # a tree bin split by resizes (to 128 and 256 bins): halves kept, re-treeified or
+    # untreeified by their sizes
+    for seed in range(8):
+        r = random.Random(400 + seed)
+        s = Scenario(f"split-{seed}")
+        fill = [f"g{i}" for i in range(200)]
+        in_bin = r.sample(bucket, r.randint(9, 30))
+        for name in fill[:30] + in_bin:
+            s.add(name)
+        s.check()
+        for name in r.sample(in_bin, r.randint(0, len(in_bin) // 2)):
+            s.remove(name)
+        s.check()
+        for i, name in enumerate(fill[30:]):
+            s.add(name)
+            if i % 20 == 0:
+                s.check()
+        s.check()
+        out.append(s)
     # unicode: BMP, supplementary (surrogate pairs), and equal hashes across the two
     unicode_pool = (_colliding(UNICODE_BLOCKS, 3)
                     + ["é", "中文", "\U0001f600", "a\U0001f9e1b", "\ufffd", "\ue000", "Ω≈ç"])
