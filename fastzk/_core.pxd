@@ -73,7 +73,7 @@ cdef class _Children:
     cdef int32_t threshold        # resize when size exceeds it (0.75 * cap)
     cdef int32_t ecap             # entries allocated
     cdef int32_t used             # entries ever handed out
-    cdef int32_t free             # first free entry, -1 = none
+    cdef int32_t free_head        # first free entry, -1 = none
     cdef Py_ssize_t name_off      # where a child's name starts in its path
     cdef bytes listing            # cached getChildren vector<ustring>; None when stale
 

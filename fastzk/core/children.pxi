@@ -148,9 +148,9 @@ cdef class _Children:
         cdef int32_t newcap
         cdef JEntry* grown
         cdef JTree* tgrown
-        if self.free >= 0:
-            e = self.free
-            self.free = self.entries[e].next
+        if self.free_head >= 0:
+            e = self.free_head
+            self.free_head = self.entries[e].next
         else:
             if self.used == self.ecap:
                 newcap = JSET_INITIAL_CAPACITY if self.ecap == 0 else self.ecap * 2
@@ -175,8 +175,8 @@ cdef class _Children:
 
     cdef void _release(self, int32_t e) noexcept:
         self.entries[e].node = NULL
-        self.entries[e].next = self.free
-        self.free = e
+        self.entries[e].next = self.free_head
+        self.free_head = e
 
     # --- HashMap: put, remove, resize ----------------------------------------------------------
 
@@ -820,6 +820,6 @@ cdef class _Children:
 cdef _Children new_children(_Node parent):
     """An empty set for parent's children (ZooKeeper creates it on the first addChild)."""
     cdef _Children c = _Children.__new__(_Children)
-    c.free = -1
+    c.free_head = -1
     c.name_off = 1 if PyBytes_GET_SIZE(parent.path) == 1 else PyBytes_GET_SIZE(parent.path) + 1
     return c
