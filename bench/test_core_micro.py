@@ -114,3 +114,66 @@ def test_serve_reads_64_pipelined_get_data(benchmark, big_tree):
         return served
 
     assert benchmark(serve) == 64
+
+
+def _serve_batch(tree, requests):
+    """A benchmark body that answers one pipelined batch of requests through serve_reads."""
+    batch = b"".join(struct.pack(">i", len(r)) + r for r in requests)
+    rb = ReadBuffer(0xFFFFF)
+    out = WriteBuffer()
+
+    def serve():
+        mv = rb.get_buffer(len(batch))
+        mv[: len(batch)] = batch
+        del mv
+        rb.buffer_updated(len(batch))
+        served = serve_reads(rb, tree, out, 0x100000005, 1000, 1 << 30)
+        out.take()
+        return served
+
+    return serve
+
+
+@pytest.fixture(scope="module")
+def small_dirs():
+    """100 directories of 10 children each: the common shape of a getChildren target."""
+    tree = DataTree()
+    zxid = 1
+    for d in range(100):
+        tree.create(f"/s{d}", b"", OPEN, 0, zxid, 0, d + 1)
+        zxid += 1
+        for i in range(10):
+            tree.create(f"/s{d}/member-{i:010d}", b"", OPEN, 0, zxid, 0, i + 1)
+            zxid += 1
+    return tree
+
+
+def test_serve_reads_64_pipelined_get_children_10(benchmark, small_dirs):
+    requests = [struct.pack(">ii", i, 8) + ustr(f"/s{i}") + b"\x00" for i in range(64)]
+    assert benchmark(_serve_batch(small_dirs, requests)) == 64
+
+
+def test_serve_reads_get_children_1000(benchmark, big_tree):
+    """One getChildren2 of a directory of 999 children (about 8 KB of reply)."""
+    requests = [struct.pack(">ii", 1, 12) + ustr("/d7") + b"\x00"]
+    assert benchmark(_serve_batch(big_tree, requests)) == 1
+
+
+def test_tree_get_children_1000(benchmark, big_tree):
+    assert len(benchmark(big_tree.get_children, "/d9")) == 999
+
+
+def test_tree_create_delete_churn(benchmark):
+    """A queue's pattern: create one child and delete the oldest, 1000 children live."""
+    tree = DataTree()
+    tree.create("/q", b"", OPEN, 0, 1, 0, 1)
+    for i in range(1000):
+        tree.create(f"/q/item-{i:010d}", b"x" * 32, OPEN, 0, i + 2, 0, i + 1)
+    counter = iter(range(1000, 10**8))
+
+    def churn():
+        i = next(counter)
+        tree.create(f"/q/item-{i:010d}", b"x" * 32, OPEN, 0, i + 2, 0, i + 1)
+        tree.delete(f"/q/item-{i - 1000:010d}", i + 2)
+
+    benchmark.pedantic(churn, rounds=20_000, iterations=1, warmup_rounds=100)

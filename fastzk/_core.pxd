@@ -1,6 +1,7 @@
 # Layouts and C-level methods of the cdef classes of fastzk._core (see _core.pyi for the Python
 # contract). Declared here so that other Cython modules could cimport them later.
 
+cimport cython
 from cpython.ref cimport PyObject
 from libc.stdint cimport int32_t, int64_t, uint64_t
 
@@ -43,10 +44,74 @@ cdef class _Acl:
     cdef uint64_t h               # process-independent hash, part of the node digest
 
 
+cdef class _Node
+
+
+cdef struct JEntry:               # a HashMap.Node of a child set
+    PyObject* node                # borrowed _Node (the path table owns it); NULL when free
+    int32_t hash                  # HashMap.hash of the child's name
+    int32_t next                  # next entry in its bin (iteration order), -1 = null;
+                                  # the free list's link while free
+
+
+cdef struct JTree:                # the extra fields of a HashMap.TreeNode
+    int32_t parent
+    int32_t left
+    int32_t right
+    int32_t prev
+    unsigned char red
+    unsigned char bin             # 1 while the entry is a TreeNode (its bin is a tree)
+
+
+@cython.final
+cdef class _Children:
+    cdef int32_t* table           # bin heads (entry index, -1 = empty); NULL until first add
+    cdef JEntry* entries
+    cdef JTree* tree              # parallel to entries; NULL until a bin first treeifies
+    cdef int32_t cap              # table length: 0, then 8, doubling, never shrinking
+    cdef readonly int32_t size
+    cdef int32_t threshold        # resize when size exceeds it (0.75 * cap)
+    cdef int32_t ecap             # entries allocated
+    cdef int32_t used             # entries ever handed out
+    cdef int32_t free_head        # first free entry, -1 = none
+    cdef Py_ssize_t name_off      # where a child's name starts in its path
+    cdef bytes listing            # cached getChildren vector<ustring>; None when stale
+
+    cdef const unsigned char* _name(self, int32_t e, Py_ssize_t* n) noexcept
+    cdef bint _is(self, int32_t e, const unsigned char* name, Py_ssize_t n) noexcept
+    cdef int _cmp(self, const unsigned char* name, Py_ssize_t n, int32_t e) noexcept
+    cdef bint _treebin(self, int32_t e) noexcept
+    cdef int32_t _alloc(self, PyObject* node, int32_t h, int32_t nxt) except -1
+    cdef void _release(self, int32_t e) noexcept
+    cdef int add(self, _Node child) except -1
+    cdef int remove(self, _Node child) except -1
+    cdef int _resize(self) except -1
+    cdef int _treeify_bin(self, int32_t h) except -1
+    cdef int32_t _root(self, int32_t e) noexcept
+    cdef void _move_root_to_front(self, int32_t root) noexcept
+    cdef int32_t _find(self, int32_t p, int32_t h, const unsigned char* name,
+                       Py_ssize_t n) noexcept
+    cdef int _dir(self, int32_t h, const unsigned char* name, Py_ssize_t n, int32_t p) noexcept
+    cdef void _treeify(self, int32_t head) noexcept
+    cdef int32_t _untreeify(self, int32_t first) noexcept
+    cdef int _put_tree_val(self, int32_t first, PyObject* node, int32_t h,
+                           const unsigned char* name, Py_ssize_t n) except -1
+    cdef void _remove_tree_node(self, int32_t node) noexcept
+    cdef void _split(self, int32_t b, int32_t index, int32_t bit) noexcept
+    cdef int32_t _rotate_left(self, int32_t root, int32_t p) noexcept
+    cdef int32_t _rotate_right(self, int32_t root, int32_t p) noexcept
+    cdef int32_t _balance_insertion(self, int32_t root, int32_t x) noexcept
+    cdef int32_t _balance_deletion(self, int32_t root, int32_t x) noexcept
+    cdef bytes vector(self)
+    cdef list names(self)
+    cdef list paths(self)
+
+
 cdef class _Node:
     cdef bytes path               # UTF-8, the hash-table key
     cdef object data              # bytes or None (null data is kept distinct from b"")
-    cdef dict children            # name (str) -> _Node, None while childless
+    cdef _Children children       # ZooKeeper's HashSet of child names; None until the first
+                                  # child (then kept, as ZooKeeper keeps it, while the node lives)
     cdef _Acl acl
     cdef int64_t czxid
     cdef int64_t mzxid
@@ -93,7 +158,7 @@ cdef class DataTree:
 
 cdef class SnapshotCursor:
     cdef DataTree tree
-    cdef list stack               # [parent path, copied child names, next index] per level
+    cdef list stack               # [copied child paths, next index] per level
     cdef dict acl_ids             # ACL key tuple -> id defined in this snapshot
     cdef bint started
     cdef readonly Py_ssize_t nodes

@@ -124,7 +124,12 @@ class DataTree:
     def stat(self, path: str) -> Stat | None: ...
     def get_data(self, path: str) -> tuple[bytes | None, Stat] | None: ...
     def get_children(self, path: str) -> list[str] | None:
-        """Child names (not paths), unordered."""
+        """Child names (not paths) in Apache ZooKeeper's order: the iteration order of the
+        java.util.HashSet<String>(8) a ZooKeeper DataNode keeps them in, reproduced exactly
+        (core/children.pxi); None if the node is missing."""
+    def write_children(self, out: WriteBuffer, path: str) -> bool:
+        """Appends the getChildren reply's vector<ustring> (get_children's names, from a
+        per-node cache dropped on every change); False (nothing written) if missing."""
     def get_acl(self, path: str) -> tuple[list[ACL], Stat] | None: ...
     def node_info(self, path: str) -> tuple[int, int, int, int, int, tuple[ACL, ...]] | None:
         """What prep needs to validate a txn: (version, aversion, create_counter,
@@ -164,13 +169,16 @@ class DataTree:
     def snapshot_cursor(self) -> SnapshotCursor:
         """A fuzzy, resumable depth-first walk of this tree (see SnapshotCursor)."""
     def load_snapshot_chunk(self, chunk: bytes, acls: dict[int, Any]) -> int:
-        """Adds the nodes of one SnapshotCursor chunk to a fresh tree (overwriting the built-in
-        nodes); `acls` carries ACL definitions from chunk to chunk (start with {}). Parents must
-        precede children. ValueError on malformed input. Returns the number of nodes read."""
+        """Adds the nodes of one SnapshotCursor chunk to a fresh tree (whose built-in nodes the
+        snapshot's replace); `acls` carries ACL definitions from chunk to chunk (start with
+        {}). Parents must precede children; each node joins its parent's child set in the
+        order read, as in ZooKeeper's load, so a set that shrank comes back smaller and child
+        order after a load is what ZooKeeper's is after its restart. ValueError on malformed
+        input. Returns the number of nodes read."""
 
 class SnapshotCursor:
     """A fuzzy snapshot taken a chunk at a time while the tree changes: depth-first, a node's
-    child names copied when it is written, each child looked up by path when its turn comes
+    child paths copied in listing order when it is written, each child looked up by path when its turn comes
     (skipped if gone), so every node that exists for the whole walk is written, parents first.
     Chunk records: 'A' ACL definitions (once per snapshot) and 'N' nodes with every stored
     field (path, data, ACL id, czxid, mzxid, ctime, mtime, pzxid, raw owner, version, create
@@ -232,6 +240,10 @@ class WalScanner:
 def find_record(buf: Any, start: int, after_zxid: int) -> int:
     """Offset of the first CRC-valid record at or after `start` with a zxid above after_zxid
     (within 2**40), or -1."""
+
+def java_string_hash(name: str) -> int:
+    """HashMap.hash(name) as a ZooKeeper child set computes it: String.hashCode over UTF-16
+    code units, spread by h ^ (h >>> 16); a signed 32-bit int."""
 
 def serve_reads(
     buf: ReadBuffer, tree: DataTree, out: WriteBuffer, zxid: int, limit: int, max_out_bytes: int

@@ -19,7 +19,8 @@ What gets normalised, and why:
   would be flaky, because two transactions may or may not fall into the same
   millisecond.  ephemeralOwner becomes the name of the client whose session
   owns the node.
-* getChildren results are sorted: child order is unspecified.
+* getChildren results are compared exactly, order included: ZooKeeper lists
+  children in its HashSet's iteration order, and fastzk reproduces it.
 * Exceptions become ``!<kazoo exception class name>``.
 * The scenario's root path is shown as ``~``.
 
@@ -66,7 +67,7 @@ from typing import Any
 import wire as zkwire
 from kazoo.client import KazooClient
 from kazoo.exceptions import EXCEPTIONS
-from kazoo.protocol.serialization import Connect, Create2, GetChildren, GetChildren2, Watch
+from kazoo.protocol.serialization import Connect, Create2, Watch
 from kazoo.protocol.states import Callback, WatchedEvent, ZnodeStat
 from kazoo.security import ACL
 
@@ -281,7 +282,7 @@ def _multi_results(r: _Reader) -> list[Any]:
             data = r.buffer_()
             results.append(("getData", data, r.stat()))
         elif op_type == 8:
-            results.append(("getChildren", sorted(r.strings())))
+            results.append(("getChildren", r.strings()))
         elif op_type == -1:
             code = r.int()
             results.append(("error", error_name(code), "hdr-err-matches" if code == err else err))
@@ -591,19 +592,6 @@ class ScenarioContext:
         self.record(label, result)
         return result
 
-    def _call_children(self, label: str, run: Callable[[], Any]) -> Any:
-        """Like call() for getChildren results: the child order is unspecified, so sort."""
-
-        def sorted_run() -> Any:
-            result = run()
-            if isinstance(result, list):
-                return sorted(result)
-            if isinstance(result, tuple) and result and isinstance(result[0], list):
-                return (sorted(result[0]), *result[1:])
-            return result
-
-        return self.call(label, sorted_run)
-
     def op(
         self, method: str, *args: Any, client: str = "main", label: str | None = None, **kwargs: Any
     ) -> Any:
@@ -622,8 +610,6 @@ class ScenarioContext:
                 return async_fn(*args, **kwargs).get(timeout=OP_TIMEOUT)
             return getattr(c, method)(*args, **kwargs)
 
-        if method == "get_children":
-            return self._call_children(label, run)
         return self.call(label, run)
 
     def raw(self, request: Any, *, client: str = "main", label: str | None = None) -> Any:
@@ -639,8 +625,6 @@ class ScenarioContext:
             c._call(request, result)
             return result.get(timeout=OP_TIMEOUT)
 
-        if isinstance(request, GetChildren | GetChildren2):
-            return self._call_children(label, run)
         return self.call(label, run)
 
     def _fmt_args(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:

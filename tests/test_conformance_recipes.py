@@ -44,7 +44,7 @@ def test_datawatch_and_childrenwatch_see_every_step(differential: Differential) 
             ctx._append_callback("watcher", ("datawatch", data, stat))
 
         def on_children(children: list[str]) -> None:
-            ctx._append_callback("watcher", ("childrenwatch", sorted(children)))
+            ctx._append_callback("watcher", ("childrenwatch", children))
 
         ctx.op("create", p("node"), b"v0", client="writer")
         DataWatch(watcher, p("node"), on_data)

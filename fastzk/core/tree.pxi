@@ -76,7 +76,7 @@ cdef inline int owner_kind(int64_t owner) noexcept nogil:
 
 
 cdef inline Py_ssize_t n_children(_Node node) noexcept:
-    return 0 if node.children is None else len(node.children)
+    return 0 if node.children is None else node.children.size
 
 
 cdef inline int32_t exposed_cversion(_Node node) noexcept:
@@ -342,8 +342,8 @@ cdef class DataTree:
         node.owner = owner
         self._table_add(node)
         if parent.children is None:
-            parent.children = {}
-        parent.children[name] = node
+            parent.children = new_children(parent)
+        parent.children.add(node)
         self._redigest(parent)
         self._redigest(node)
         self.dsize += PyBytes_GET_SIZE(node.path) + data_len(data)
@@ -385,7 +385,14 @@ cdef class DataTree:
         cdef _Node n = self.find(path)
         if n is None:
             return None
-        return [] if n.children is None else list(n.children)
+        return [] if n.children is None else n.children.names()
+
+    def write_children(self, WriteBuffer out, str path):
+        cdef _Node n = self.find(path)
+        if n is None:
+            return False
+        put_children(out, n)
+        return True
 
     def get_acl(self, str path):
         cdef _Node n = self.find(path)
@@ -411,6 +418,8 @@ cdef class DataTree:
         cdef _Node n = self.find(path)
         cdef Py_ssize_t total = 0
         cdef _Node child
+        cdef _Children children
+        cdef int32_t i
         if n is None:
             return None
         if n.path == b"/":
@@ -419,10 +428,13 @@ cdef class DataTree:
         while stack:
             n = stack.pop()
             if n.children is not None:
-                total += len(n.children)
-                for child in n.children.values():
-                    if child.children is not None:
-                        stack.append(child)
+                children = n.children
+                total += children.size
+                for i in range(children.used):
+                    if children.entries[i].node != NULL:
+                        child = <_Node>children.entries[i].node
+                        if n_children(child):
+                            stack.append(child)
         return total
 
     def digest(self):
@@ -474,12 +486,10 @@ cdef class DataTree:
             return
         if node.path == b"/":
             raise ValueError("the root cannot be deleted")
-        if node.children:
+        if n_children(node):
             raise ValueError(f"node has children: {path}")
         parent = self.find(path[:cut] if cut else "/")
-        del parent.children[path[cut + 1:]]
-        if not parent.children:
-            parent.children = None
+        parent.children.remove(node)
         parent.pzxid = zxid
         self._redigest(parent)
         self._table_remove(self._slot_of(node))
@@ -542,8 +552,10 @@ cdef class DataTree:
 
     def load_snapshot_chunk(self, chunk, dict acls):
         """Adds the nodes of one chunk from SnapshotCursor.next_chunk; `acls` carries the ACL
-        definitions from chunk to chunk (start with {}). Meant for a fresh tree: a node that
-        exists already (the built-in ones) is overwritten. Parents must come before their
+        definitions from chunk to chunk (start with {}). Meant for a fresh tree, whose built-in
+        nodes are replaced by the snapshot's (into a tree that holds more, a node that exists
+        already is overwritten in place). Each node joins its parent's child set in the order
+        read, as in ZooKeeper's DataTree.deserialize. Parents must come before their
         children, as the cursor writes them. Raises ValueError on malformed input. Returns the
         number of nodes read."""
         cdef const unsigned char[::1] view = chunk
@@ -614,6 +626,14 @@ cdef class DataTree:
         cdef _Acl old
         cdef Py_ssize_t cut
         cdef int kind
+        if s != NULL and PyBytes_GET_SIZE(path) == 1 and self.count == 4:
+            # The root of a snapshot loaded into a fresh tree. ZooKeeper's load builds every
+            # node anew, so each child set is refilled in the order the snapshot lists the
+            # children (a set that shrank comes back smaller): the built-in nodes below the
+            # root go, and come back from the snapshot's own records at their place.
+            for builtin in ("/zookeeper/config", "/zookeeper/quota", "/zookeeper"):
+                self.delete(builtin, 0)
+            (<_Node>s).children = None
         if s != NULL:
             n = <_Node>s
             if n.owner != owner:
@@ -642,11 +662,10 @@ cdef class DataTree:
             n.acl = self._intern_acl(acl)
             n.owner = owner
             self._table_add(n)
-            name = PyUnicode_DecodeUTF8(PyBytes_AS_STRING(path) + cut + 1,
-                                        PyBytes_GET_SIZE(path) - cut - 1, "surrogatepass")
             if parent.children is None:
-                parent.children = {}
-            parent.children[name] = n
+                parent.children = new_children(parent)
+            if not parent.children.add(n):
+                raise WalValueError(f"{path!r} twice")
             self._redigest(parent)
             self.dsize += PyBytes_GET_SIZE(path) + data_len(data)
             kind = owner_kind(owner)
@@ -688,8 +707,10 @@ cdef str _chunk_str(VCursor* c):
 cdef class SnapshotCursor:
     """A fuzzy snapshot of a DataTree, taken a chunk at a time while the tree keeps changing.
 
-    The walk is depth-first from the root. A node's child names are copied when the node is
-    written, and each child is looked up by path when its turn comes (skipped if gone by then),
+    The walk is depth-first from the root. A node's child paths are copied when the node is
+    written, in listing order (ZooKeeper's order, which loading re-creates: see
+    load_snapshot_chunk), and each child is looked up by path when its turn comes (skipped if
+    gone by then),
     so every node that exists for the whole walk is written, parents before children, each with
     its state at the moment it was written. Replaying the log from the zxid at which the walk
     started (txns are idempotent, see server/prep.py) turns the result into an exact state.
@@ -736,8 +757,8 @@ cdef class SnapshotCursor:
         out.put_i32(n.counter)
         out.put_i32(n.aversion)
         self.nodes += 1
-        if n.children:
-            self.stack.append([n.path, list(n.children), 0])
+        if n_children(n):
+            self.stack.append([n.children.paths(), 0])
         return 0
 
     def next_chunk(self, Py_ssize_t max_nodes):
@@ -745,8 +766,8 @@ cdef class SnapshotCursor:
         cdef WriteBuffer out = WriteBuffer()
         cdef Py_ssize_t count = 0
         cdef Py_ssize_t i
-        cdef list frame, names
-        cdef bytes parent, path
+        cdef list frame, paths
+        cdef bytes path
         cdef PyObject* s
         if self.done:
             return b""
@@ -757,15 +778,13 @@ cdef class SnapshotCursor:
             count = 1
         while count < max_nodes and self.stack:
             frame = <list>self.stack[len(self.stack) - 1]
-            names = <list>frame[1]
-            i = frame[2]
-            if i >= len(names):
+            paths = <list>frame[0]
+            i = frame[1]
+            if i >= len(paths):
                 self.stack.pop()
                 continue
-            frame[2] = i + 1
-            parent = <bytes>frame[0]
-            name = (<str>names[i]).encode("utf-8", "surrogatepass")
-            path = b"/" + name if PyBytes_GET_SIZE(parent) == 1 else parent + b"/" + name
+            frame[1] = i + 1
+            path = <bytes>paths[i]
             s = self.tree.lookup(PyBytes_AS_STRING(path), PyBytes_GET_SIZE(path))
             if s == NULL:
                 continue                                  # deleted since its parent was written

@@ -616,6 +616,7 @@ class Server:
                 if time.monotonic() > deadline:
                     raise RecoveryError("the first write after start-up never became durable")
                 await asyncio.sleep(0.001)
+            await self.storage.snapshot_at_start()
         await self._listen()
         self.loop.call_later(self.cfg.tick_time / 1000, self._tick)
         self.loop.call_later(self.cfg.tick_time / 1000 / QUORUM_TICKS_PER_TICK,

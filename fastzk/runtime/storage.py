@@ -26,6 +26,7 @@ writes, which is what the crash test's negative control must detect.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -213,6 +214,7 @@ class Storage:
         self.writer: wal.WalWriter | None = None
         self.failed: OSError | None = None
         self.snapshot: snapshots.SnapshotTask | None = None
+        self._snapshot_waiter: asyncio.Future[None] | None = None
         self.snapshots_taken = 0
         self.last_snapshot: Path | None = None
         self._rng = random.Random()
@@ -375,8 +377,24 @@ class Storage:
         task.start()
         return task
 
+    async def snapshot_at_start(self) -> None:
+        """Writes a snapshot of the recovered state and waits for it, as ZooKeeper does at
+        every start (ZooKeeperServer.loadData) before it serves. Its next start loads that
+        snapshot, which refills each child set in listing order (a set that shrank comes back
+        smaller), so child order after a second restart depends on it: taking one here, before
+        clients can write, keeps fastzk's order after restarts equal to ZooKeeper's. A failure
+        is logged (by _snapshot_done) and start-up goes on, as after any failed snapshot."""
+        task = self.take_snapshot()
+        if task is None:
+            return
+        self._snapshot_waiter = self.loop.create_future()
+        await self._snapshot_waiter
+
     def _snapshot_done(self, task: snapshots.SnapshotTask, error: BaseException | None) -> None:
         self.snapshot = None
+        waiter, self._snapshot_waiter = self._snapshot_waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
         if error is not None:
             if not task.aborted:
                 log.error("snapshot %s failed: %s", task.path, error)

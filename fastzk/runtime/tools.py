@@ -110,5 +110,6 @@ def snap_dump(path: Path, out: TextIO, nodes: bool = True, data: bool = False) -
             print(line, file=out)
             children = tree.get_children(node_path) or []
             prefix = "" if node_path == "/" else node_path
-            stack.extend(f"{prefix}/{name}" for name in sorted(children, reverse=True))
+            # children in listing order, as ZooKeeper's SnapshotFormatter prints them
+            stack.extend(f"{prefix}/{name}" for name in reversed(children))
     return 0

@@ -62,7 +62,7 @@ class Reads:
             out.write_buffer(data)
             out.write_stat(stat)
         else:
-            out.write_string_vector(self.tree.get_children(path))
+            self.tree.write_children(out, path)
 
     def _answer(self, conn: Any, out: WriteBuffer, xid: int, op: int, body: Any,
                 zxid: int) -> int:
@@ -106,7 +106,7 @@ class Reads:
             if watch:
                 self.watches.add(CHILD, path, conn)
             out.begin(xid, zxid, Err.OK)
-            out.write_string_vector(tree.get_children(path))
+            tree.write_children(out, path)  # in ZooKeeper's order, see core/children.pxi
             if op == Op.GET_CHILDREN2:
                 tree.write_stat(out, path)
             out.end()
