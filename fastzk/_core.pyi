@@ -149,10 +149,11 @@ class DataTree:
         """/zookeeper/config's data, kept out of the digest."""
     def set_data(
         self, path: str, data: bytes | None, version: int, zxid: int, time_ms: int
-    ) -> Stat | None:
-        """Sets data, version, mzxid, mtime. Returns the new Stat (None if missing)."""
-    def set_acl(self, path: str, acl: list[ACL], aversion: int) -> Stat | None:
-        """Sets the ACL and aversion and nothing else. Returns the new Stat."""
+    ) -> Stat:
+        """Sets data, version, mzxid, mtime. Returns the new Stat (KeyError if missing)."""
+    def set_acl(self, path: str, acl: list[ACL], aversion: int) -> Stat:
+        """Sets the ACL and aversion and nothing else. Returns the new Stat (KeyError if
+        missing)."""
     def ephemerals(self, session_id: int) -> list[str]:
         """Paths of the normal ephemerals owned by session_id (not containers/TTL)."""
     def sessions_with_ephemerals(self) -> dict[int, list[str]]: ...

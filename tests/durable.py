@@ -63,7 +63,8 @@ class Harness:
         self.loop = asyncio.new_event_loop()
         self.node = make_node(seed)
         self.failures: list[tuple[list[Txn], OSError]] = []
-        self.storage = Storage(self.cfg, self.node, self.loop, self._durable, self._failed)
+        self.storage = Storage(self.cfg, self.node, self.loop, self._durable, self._failed,
+                               random.Random(seed))
         self.report: RecoveryReport = self.storage.open()
         self.clock = 0
         self._writes: list[tuple[int, int]] = []

@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,7 +27,7 @@ from kazoo.client import KazooClient
 from kazoo.security import ACL, Id, Permissions, make_digest_acl_credential
 from prometheus_client.parser import text_string_to_metric_families
 
-from fastzk.nemesis.servers import ServerProcess
+from fastzk.nemesis.servers import ServerProcess, start_server
 
 Pair = tuple[ServerProcess, ServerProcess]
 
@@ -176,6 +178,41 @@ def test_envi_keys(pair: Pair) -> None:
 def test_dirs_format(pair: Pair) -> None:
     for text in both(pair, "dirs"):
         assert re.fullmatch(r"datadir_size: \d+\nlogdir_size: \d+\n", text), text
+
+
+def _bytes_in(directory: Path) -> int:
+    return sum(p.stat().st_size for p in directory.iterdir() if p.is_file())
+
+
+def test_dirs_and_conf_measure_the_snapshot_and_log_directories(tmp_path: Path) -> None:
+    """As ZooKeeper: `dirs` and `conf` give the bytes in the snapshot directory and in the
+    log directory, which differ once dataLogDir is a directory of its own (measured off the
+    event loop, once a tick)."""
+    log_dir = tmp_path / "txnlog"
+    proc = start_server("fastzk", tmp_path / "server", tickTime=100, dataLogDir=log_dir,
+                        **{"4lw.commands.whitelist": "dirs,conf"})
+    try:
+        snap_dir = proc.data_dir / "fastzk"
+        expected = {}
+
+        def measured() -> bool:
+            expected.update(datadir_size=_bytes_in(snap_dir),
+                            logdir_size=_bytes_in(log_dir / "fastzk"))
+            text = proc.four_letter_word("dirs").decode()
+            return keyed(text, ": ") == {k: str(v) for k, v in expected.items()}
+
+        deadline = time.monotonic() + 10
+        while not measured():
+            assert time.monotonic() < deadline, (proc.four_letter_word("dirs"), expected)
+            time.sleep(0.05)
+        assert expected["datadir_size"] > 0 and expected["logdir_size"] > 0
+        assert expected["datadir_size"] != expected["logdir_size"]
+        conf = keyed(proc.four_letter_word("conf").decode(), "=")
+        assert conf["dataLogDir"] == str(log_dir)
+        assert int(conf["dataDirSize"]) > 0 and int(conf["dataLogSize"]) > 0
+        assert conf["dataDirSize"] != conf["dataLogSize"]
+    finally:
+        proc.stop()
 
 
 @pytest.mark.usefixtures("activity")

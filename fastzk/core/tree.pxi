@@ -517,8 +517,8 @@ cdef class DataTree:
 
     def set_data(self, str path, data, int32_t version, int64_t zxid, int64_t time_ms):
         cdef _Node n = self.find(path)
-        if n is None:
-            return None
+        if n is None:  # a committed txn must apply: only a fuzzy replay may skip it
+            raise KeyError(f"no node: {path}")
         if data is not None and type(data) is not bytes:
             data = bytes(data)
         self.dsize += data_len(data) - data_len(n.data)
@@ -534,7 +534,7 @@ cdef class DataTree:
         cdef _Node n = self.find(path)
         cdef _Acl old
         if n is None:
-            return None
+            raise KeyError(f"no node: {path}")
         old = n.acl
         n.acl = self._intern_acl(acl)
         self._release_acl(old)

@@ -30,17 +30,6 @@ VERSION_LINE = f"Zookeeper version: {VERSION}, built on fastzk {__version__}"
 TRACE_MASK = 306  # ZooKeeper's default; fastzk has no request tracing, so stmk only stores it
 
 
-def _dir_size(path: os.PathLike[str] | str) -> int:
-    total = 0
-    for root, _, files in os.walk(path):
-        for name in files:
-            try:
-                total += os.path.getsize(os.path.join(root, name))
-            except OSError:
-                pass
-    return total
-
-
 def _outstanding(server: Server) -> int:
     return sum(len(client.fifo) for client in server.protocols)
 
@@ -62,7 +51,7 @@ def server_stats(server: Server) -> dict[str, Any]:
             "outstanding_requests": _outstanding(server),
             "server_state": node.role,
             "last_processed_zxid": node.applied_zxid,
-            "data_dir_size": _dir_size(server.cfg.data_dir),
+            "data_dir_size": server.storage.sizes.snap_bytes,
             "uptime": int(time.time() * 1000) - server.started_ms,
         },
         "client_response": {"last_buffer_size": -1, "min_buffer_size": -1, "max_buffer_size": -1},
@@ -113,14 +102,14 @@ def stats(server: Server) -> dict[str, Any]:
 
 def configuration(server: Server) -> dict[str, Any]:
     cfg = server.cfg
-    size = _dir_size(cfg.data_dir)
+    sizes = server.storage.sizes
     return {
         "client_port": cfg.client_port,
         "secure_client_port": cfg.secure_client_port or -1,
         "data_dir": str(cfg.data_dir),
-        "data_dir_size": size,
+        "data_dir_size": sizes.snap_bytes,
         "data_log_dir": str(cfg.data_log_dir or cfg.data_dir),
-        "data_log_size": size,
+        "data_log_size": sizes.log_bytes,
         "tick_time": cfg.tick_time,
         "max_client_cnxns": cfg.max_client_cnxns,
         "min_session_timeout": cfg.min_session_timeout,
@@ -208,8 +197,8 @@ def watches_by_path(server: Server) -> dict[str, Any]:
 
 
 def dirs(server: Server) -> dict[str, Any]:
-    size = _dir_size(server.cfg.data_dir)
-    return {"datadir_size": size, "logdir_size": size}
+    sizes = server.storage.sizes
+    return {"datadir_size": sizes.snap_bytes, "logdir_size": sizes.log_bytes}
 
 
 def monitor(server: Server) -> dict[str, Any]:

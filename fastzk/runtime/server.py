@@ -368,7 +368,9 @@ class Server:
         self.trace_mask = admin.TRACE_MASK
         self.serving = False
         self.log_failure: str | None = None  # set when the log stage cannot make writes durable
-        self.storage = Storage(cfg, self.node, loop, self._durable, self._log_failed)
+        # the snapshot jitter differs between members and is the same on every run
+        self.storage = Storage(cfg, self.node, loop, self._durable, self._log_failed,
+                               random.Random(cfg.server_id))
         self.peers: PeerNetwork | None = None
         if cfg.ensemble:
             self.peers = PeerNetwork(cfg, loop, self._peer_message, self.node.peer_up,
@@ -567,6 +569,7 @@ class Server:
         _now(self.node)
         self.node.tick()
         self.after_input()
+        self.storage.sizes.refresh(self.loop)
         if self.tls is not None:
             self.tls.reload_if_changed()
         if self.peers is not None:
@@ -598,6 +601,7 @@ class Server:
         listens (raises OSError when a port is taken)."""
         _now(self.node)
         report = self.storage.open()
+        self.storage.sizes.refresh(self.loop)
         log.info(
             "recovered zxid %#x in %.3fs: snapshot %s (zxid %#x), %d txns read, %d znodes, "
             "%d sessions, digest %d",

@@ -200,6 +200,7 @@ class Storage:
         loop: Any,
         on_durable: Callable[[list[list[Txn]]], None],
         on_failure: Callable[[list[Txn], OSError], None],
+        rng: random.Random,
         faults: wal.WalFaults | None = None,
     ) -> None:
         self.cfg = cfg
@@ -217,7 +218,8 @@ class Storage:
         self._snapshot_waiter: asyncio.Future[None] | None = None
         self.snapshots_taken = 0
         self.last_snapshot: Path | None = None
-        self._rng = random.Random()
+        self._rng = rng  # the jitter of snapshot thresholds
+        self.sizes = DirSizes(self.snap_dir, self.log_dir)
         self._since_txns = 0
         self._since_bytes = 0
         self._snap_txns = 0
@@ -431,3 +433,47 @@ class Storage:
             "segments": len(wal.list_segments(self.log_dir)),
         }
 
+
+
+class DirSizes:
+    """Bytes in the snapshot and log directories, as `conf`, `dirs` and `srvr` report them
+    (ZooKeeper sums its snapDir and dataLogDir, one directory when there is no dataLogDir).
+    Walking a directory is file-system work the event loop must not wait for: `refresh` does it
+    on a worker thread (the server asks once a tick) and the commands read the last result."""
+
+    def __init__(self, snap_dir: Path, log_dir: Path) -> None:
+        self.snap_dir = snap_dir
+        self.log_dir = log_dir
+        self.snap_bytes = 0
+        self.log_bytes = 0
+        self._running = False
+
+    def refresh(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._running:
+            return
+        self._running = True
+        loop.run_in_executor(None, self._measure).add_done_callback(self._measured)
+
+    def _measure(self) -> tuple[int, int]:
+        snap = _dir_bytes(self.snap_dir)
+        return snap, snap if self.log_dir == self.snap_dir else _dir_bytes(self.log_dir)
+
+    def _measured(self, future: asyncio.Future[tuple[int, int]]) -> None:
+        self._running = False
+        if not future.cancelled() and future.exception() is None:
+            self.snap_bytes, self.log_bytes = future.result()
+
+
+def _dir_bytes(directory: Path) -> int:
+    total = 0
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return 0
+    for entry in entries:
+        try:
+            if entry.is_file(follow_symlinks=False):
+                total += entry.stat(follow_symlinks=False).st_size
+        except OSError:  # removed meanwhile (a purged segment)
+            pass
+    return total

@@ -269,15 +269,6 @@ class WalWriter:
         await self._closed
         self._thread.join()
 
-    def close_now(self) -> None:
-        """Stops without waiting for the loop (tests, start-up failures)."""
-        with self._cond:
-            self._stopping = True
-            self._cond.notify()
-        if self._thread.is_alive():
-            self._thread.join()
-        self._close_fd()
-
     def _post(self, fn: Callable[..., Any], *args: Any) -> None:
         try:
             self.loop.call_soon_threadsafe(fn, *args)

@@ -27,7 +27,7 @@ from fastzk.proto import (
     Perm,
 )
 from fastzk.server import acl as acls
-from fastzk.server.paths import valid_path
+from fastzk.server.paths import parent_of, valid_path
 
 MULTI_RESULT_TYPE = {
     Op.CREATE: Op.CREATE,
@@ -116,11 +116,6 @@ def _multi_creates_by_flags(ops: list[tuple[int, Any]]) -> list[tuple[int, Any]]
 
 def _wrap_int32(value: int) -> int:
     return ((value + 0x8000_0000) & 0xFFFF_FFFF) - 0x8000_0000
-
-
-def _parent_path(path: str) -> str:
-    cut = path.rfind("/")
-    return path[:cut] if cut > 0 else "/"
 
 
 class Prep:
@@ -249,7 +244,7 @@ class Prep:
         return txn
 
     def _delete_in(self, path: str, scratch: dict[str, _View | None]) -> None:
-        self._writable(_parent_path(path), scratch).children -= 1
+        self._writable(parent_of(path), scratch).children -= 1
         scratch[path] = None
 
     def _one(self, session_id: int, op: int, body: Any, identities: set,
@@ -297,7 +292,7 @@ class Prep:
         fixed_acl = acls.fix_acl(acl, identities, self.sasl_acls)
         if fixed_acl is None:
             raise _Failed(Err.INVALID_ACL)
-        parent_path = _parent_path(path)
+        parent_path = parent_of(path)
         parent = self._existing(parent_path, Perm.CREATE, identities, scratch)
         if flags in CreateMode.SEQUENTIAL_MODES:
             path = f"{path}{parent.counter:010d}"
@@ -325,7 +320,7 @@ class Prep:
         path, version = body
         if path.rfind("/") < 0 or "\0" in path or path in PROTECTED_PATHS:
             raise _Failed(Err.BAD_ARGUMENTS)
-        self._existing(_parent_path(path), Perm.DELETE, identities, scratch)
+        self._existing(parent_of(path), Perm.DELETE, identities, scratch)
         node = self._lookup(path, scratch)
         if node is None:
             raise _Failed(Err.NO_NODE)

@@ -123,13 +123,15 @@ class Replayer:
             self.delete(op.args[0], zxid)
         elif kind == "set_data":
             path, data, version = op.args
-            before = self.node_digest(path)
-            if self.tree.set_data(path, data, version, zxid, record.time) is not None:
+            if self.tree.exists(path):  # else a fuzzy snapshot's later delete settles it
+                before = self.node_digest(path)
+                self.tree.set_data(path, data, version, zxid, record.time)
                 self.digest += self.node_digest(path) - before
         elif kind == "set_acl":
             path, acl, version = op.args
-            before = self.node_digest(path)
-            if self.tree.set_acl(path, acl, version) is not None:
+            if self.tree.exists(path):
+                before = self.node_digest(path)
+                self.tree.set_acl(path, acl, version)
                 self.digest += self.node_digest(path) - before
         elif kind == "create_session":
             self.sessions[record.session_id] = op.args[0]
