@@ -85,9 +85,11 @@ def read_manifest(directory: Path) -> dict[str, Any]:
                           "interrupted before it finished)") from None
     except (OSError, ValueError) as error:
         raise BackupError(f"{path}: unreadable manifest ({error})") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT or not manifest.get(
-            "complete"):
-        raise BackupError(f"{path}: not a complete fastzk backup manifest")
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise BackupError(f"{path}: not a fastzk backup manifest")
+    if manifest.get("complete") is not True:
+        raise BackupError(f"{directory}: incomplete backup (it was interrupted before its end; "
+                          "take it again)")
     for entry in manifest.get("files", []):
         name = entry.get("name", "")
         file = directory / name
