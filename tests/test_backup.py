@@ -63,7 +63,8 @@ def tree_of(snapshot_dir: Path, prefix: str) -> dict[str, tuple[bytes, int]]:
 
 
 class Load:
-    """Two clients writing (creates and setData) and recording (zxid, path, data)."""
+    """Two clients writing (creates and setData, 20 in flight each) and recording (zxid,
+    path, data)."""
 
     def __init__(self, proc: ServerProcess) -> None:
         self.proc = proc
@@ -89,16 +90,20 @@ class Load:
         try:
             n = 0
             while not self.stop.is_set():
-                n += 1
-                if n % 3 == 0:
-                    path, data = f"/load/w{index}-{n}", b"c%d" % n
-                    _, stat = c.create(path, data, include_data=True)
-                    zxid = stat.czxid
-                else:
-                    path, data = f"/load/k{(n * 7 + index) % 200}", b"s%d-%d" % (index, n)
-                    zxid = c.set(path, data).mzxid
-                with self.lock:
-                    self.writes.append((zxid, path, data))
+                batch = []  # many writes in flight: a write lands in every fsync
+                for _ in range(20):
+                    n += 1
+                    if n % 3 == 0:
+                        path, data = f"/load/w{index}-{n}", b"c%d" % n
+                        batch.append((path, data, c.create_async(path, data)))
+                    else:
+                        path, data = f"/load/k{(n * 7 + index) % 200}", b"s%d-%d" % (index, n)
+                        batch.append((path, data, c.set_async(path, data)))
+                for path, data, future in batch:
+                    result = future.get(timeout=10)  # the path of a create, a set's Stat
+                    zxid = c.exists(path).czxid if isinstance(result, str) else result.mzxid
+                    with self.lock:
+                        self.writes.append((zxid, path, data))
         except BaseException as error:  # reported by __exit__
             self.errors.append(error)
         finally:
@@ -348,3 +353,56 @@ def test_backup_is_protected_like_the_sensitive_admin_commands(tmp_path: Path) -
         c.close()
     finally:
         proc.stop()
+
+
+def _write(c: KazooClient, start: int, count: int) -> list[int]:
+    """Creates /arch/n<i> for i in [start, start + count), ten at a time (many log writes,
+    so many snapshots); returns the zxids of the first and the last."""
+    for low in range(start, start + count, 10):
+        futures = [c.create_async(f"/arch/n{i}", b"d" * 200) for i in range(low, low + 10)]
+        for future in futures:
+            future.get(timeout=10)
+    return [c.exists(f"/arch/n{i}").czxid for i in (start, start + count - 1)]
+
+
+def test_archive_keeps_every_segment_and_purge_waits_for_it(tmp_path: Path) -> None:
+    archive = tmp_path / "archive"
+    proc = start_server("fastzk", tmp_path / "server", snapCount=60, preAllocSize=8,
+                        **{"fastzk.archiveDir": archive, "autopurge.snapRetainCount": 3}, **CFG)
+    log_dir = wal.log_dir_of(proc.data_dir)
+    try:
+        c = client(proc)
+        c.create("/arch")
+        first = wal.list_segments(log_dir)[0][0]
+        # the archive breaks: nothing may be purged, however many snapshots are taken
+        archive.rename(tmp_path / "archive.real")
+        archive.write_text("not a directory")
+        early = _write(c, 0, 400)
+        deadline = time.monotonic() + 10
+        while len(snapshots.list_snapshots(log_dir)) < 5 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(snapshots.list_snapshots(log_dir)) >= 5  # retention would keep 3
+        assert wal.list_segments(log_dir)[0][0] == first
+        # it is repaired: the next purge copies everything first, then deletes
+        archive.unlink()
+        (tmp_path / "archive.real").rename(archive)
+        _write(c, 400, 300)
+        while wal.list_segments(log_dir)[0][0] == first and time.monotonic() < deadline + 10:
+            time.sleep(0.05)
+        assert wal.list_segments(log_dir)[0][0] > first, "nothing was purged"
+        assert wal.list_segments(archive)[0][0] == first
+        # every purged segment is in the archive: it holds the whole history, without a gap
+        state = wal.verify_log(archive, 0)
+        assert state.first_zxid <= first and len(state.segments) > 5
+        c.stop()
+        c.close()
+    finally:
+        proc.stop()
+    # the archive restores to a point the data dir no longer holds
+    done = fastzk("restore", archive, "--to", tmp_path / "r", "--to-zxid", hex(early[0]))
+    assert done.returncode == 0, done.stderr
+    assert list(tree_of(tmp_path / "r", "/arch")) == ["/arch/n0"]
+    # and to its end, which the stopped server's data dir agrees with
+    last = wal.verify_log(archive, 0).last_zxid
+    same = fastzk("snap", "diff", f"{archive}@{last:#x}", f"{proc.data_dir}@{last:#x}")
+    assert same.returncode == 0, same.stdout
