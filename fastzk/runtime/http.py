@@ -9,8 +9,9 @@ GET /backup[?since=ZXID]  a backup stream (fastzk/backup/stream.py; protected, s
 Deliberately tiny: GET only, one request per connection, bounded request size.
 
 Commands that reveal sessions, connections and watches or reset counters, and `/backup` (the
-whole tree), need what ZooKeeper 3.9.4+ asks of its authenticated admin commands: an identity holding every permission on the
-root znode, checked one permission at a time (3.9.0-3.9.3 accepted any one of them). The
+whole tree), need what ZooKeeper 3.9.4+ asks of its authenticated admin commands: an identity
+holding every permission on the root znode, checked one permission at a time (3.9.0-3.9.3
+accepted any one of them). The
 identities are the client's address (ip) and an `Authorization: digest user:password` header;
 while "/" keeps its default world:anyone ACL nothing changes for anyone.
 """
