@@ -66,6 +66,85 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _backup(args: argparse.Namespace) -> int:
+    from fastzk.backup.client import main
+
+    return main(args.server, args.out, args.since, args.auth)
+
+
+def _restore(args: argparse.Namespace) -> int:
+    from fastzk.backup.format import BackupError
+    from fastzk.backup.pitr import parse_time, restore
+
+    try:
+        time_ms = parse_time(args.to_time) if args.to_time is not None else None
+        return restore(args.source, args.to, args.to_zxid, time_ms, args.force, sys.stdout)
+    except BackupError as error:
+        print(f"fastzk restore: {error}", file=sys.stderr)
+        return 2
+
+
+def _snap_diff(args: argparse.Namespace) -> int:
+    from fastzk.backup.format import BackupError
+    from fastzk.backup.pitr import diff
+
+    try:
+        return diff(args.a, args.b, sys.stdout)
+    except BackupError as error:
+        print(f"fastzk snap diff: {error}", file=sys.stderr)
+        return 2
+
+
+def _zxid(text: str) -> int:
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a zxid (decimal or 0x hex)") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: a zxid is not negative")
+    return value
+
+
+def _add_backup_commands(commands: argparse._SubParsersAction,
+                         snap_sub: argparse._SubParsersAction) -> None:
+    """`fastzk backup`, `fastzk restore` and `fastzk snap diff` (fastzk/backup/)."""
+    from pathlib import Path
+
+    backup = commands.add_parser(
+        "backup", help="online backup of a running server through its admin endpoint")
+    backup.add_argument("--server", required=True, metavar="HOST:ADMINPORT",
+                        help="the server's admin endpoint (admin.serverAddress:serverPort)")
+    backup.add_argument("out", type=Path, help="a new (or empty) directory for the backup")
+    backup.add_argument("--since", type=Path, metavar="BACKUP",
+                        help="incremental: only the log written since this earlier backup")
+    backup.add_argument("--auth", metavar="USER:PASSWORD",
+                        help="a digest identity with every permission on / when its ACL asks")
+    backup.set_defaults(handler=_backup)
+
+    restore = commands.add_parser(
+        "restore", help="rebuild a data dir from a backup or an archive, as of a zxid or time")
+    restore.add_argument("source", type=Path,
+                         help="a backup directory, an archive (fastzk.archiveDir) or a data dir")
+    restore.add_argument("--to", required=True, type=Path, metavar="DATA_DIR",
+                         help="the dataDir to write (must be empty, or --force)")
+    point = restore.add_mutually_exclusive_group()
+    point.add_argument("--to-zxid", type=_zxid, metavar="Z",
+                       help="the state after the last txn at or before zxid Z")
+    point.add_argument("--to-time", metavar="T",
+                       help="the state after the last txn at or before time T (ISO 8601, UTC "
+                       "unless it names a zone, or milliseconds since the epoch)")
+    restore.add_argument("--force", action="store_true",
+                         help="replace the fastzk data already in DATA_DIR")
+    restore.set_defaults(handler=_restore)
+
+    diff = snap_sub.add_parser(
+        "diff", help="paths created, deleted and changed between two points (exit 1 if any)")
+    for name in ("a", "b"):
+        diff.add_argument(name, metavar=name.upper(),
+                          help="a snapshot file, data dir, backup or archive, optionally @ZXID")
+    diff.set_defaults(handler=_snap_diff)
+
+
 def _sim(args: argparse.Namespace) -> int:
     from fastzk.sim.run import run_from_args
 
@@ -167,6 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     snap_dump.add_argument("--summary", action="store_true", help="no per-node lines")
     snap_dump.add_argument("--data", action="store_true", help="print each node's data too")
     snap_dump.set_defaults(handler=_snap_dump)
+    _add_backup_commands(commands, snap_sub)
 
     imp = commands.add_parser(
         "import", help="turn an Apache ZooKeeper data directory (version-2/ snapshots and "

@@ -171,6 +171,9 @@ class Config:
     prealloc_kb: int = 65536  # preAllocSize: KB per log segment (preallocated, roll size)
     wal_max_batch_bytes: int = 8 * 1024 * 1024  # fastzk.walMaxBatchBytes: bytes per write
     snapshot_chunk_nodes: int = 1000  # fastzk.snapshotChunkNodes: nodes per loop callback
+    # fastzk.archiveDir: a copy of every closed log segment and snapshot, made before
+    # retention may delete them (backup/archive.py); None: no archiving
+    archive_dir: Path | None = None
     # TESTING ONLY: acknowledge writes before they are durable, and write them
     # unsafe_write_delay_ms later, so that a crash loses acknowledged writes (the crash
     # test's negative control). Never set this on a server whose data matters.
@@ -640,6 +643,9 @@ def from_properties(props: dict[str, str], source: str, base: Path) -> Config:
             values["wal_max_batch_bytes"] = _int(key, value, 4096)
         elif key == "fastzk.snapshotChunkNodes":
             values["snapshot_chunk_nodes"] = _int(key, value, 1)
+        elif key == "fastzk.archiveDir":
+            archive = Path(value)
+            values["archive_dir"] = archive if archive.is_absolute() else base / archive
         elif key == "fastzk.unsafeAckBeforeSync":
             values["unsafe_ack_before_sync"] = _bool(key, value)
             if values["unsafe_ack_before_sync"]:

@@ -4,15 +4,16 @@ GET /commands             the command names
 GET /commands/<name>      one command as JSON ({"command": ..., "error": null, ...fields})
 GET /metrics              Prometheus exposition
 GET /ready                200 when the server can serve writes now, else 503
+GET /backup[?since=ZXID]  a backup stream (fastzk/backup/stream.py; protected, see below)
 
 Deliberately tiny: GET only, one request per connection, bounded request size.
 
-Commands that reveal sessions, connections and watches or reset counters need what ZooKeeper
-3.9.4+ asks of its authenticated admin commands: an identity holding every permission on the
-root znode, checked one permission at a time (3.9.0-3.9.3 accepted any one of them). The
-identities are the client's address (ip), an `Authorization: digest user:password` header and,
-over HTTPS with a verified client certificate, its x509 subject; while "/" keeps its default
-world:anyone ACL nothing changes for anyone.
+Commands that reveal sessions, connections and watches or reset counters, and `/backup` (the
+whole tree), need what ZooKeeper 3.9.4+ asks of its authenticated admin commands: an identity
+holding every permission on the root znode, checked one permission at a time (3.9.0-3.9.3
+accepted any one of them). The identities are the client's address (ip), an `Authorization:
+digest user:password` header and, over HTTPS with a verified client certificate, its x509
+subject; while "/" keeps its default world:anyone ACL nothing changes for anyone.
 
 HTTPS as ZooKeeper's AdminServer does it: admin.forceHttps (only HTTPS) or
 admin.portUnification (HTTPS and HTTP on the port, told apart by the first byte), the
@@ -29,6 +30,8 @@ from typing import TYPE_CHECKING
 
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from fastzk.backup.format import BackupError
+from fastzk.backup.stream import BackupStream, parse_since
 from fastzk.proto import Perm
 from fastzk.runtime import admin
 from fastzk.runtime.metrics import exposition, registry_for
@@ -41,7 +44,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("fastzk.http")
 MAX_REQUEST = 16 * 1024
 REASONS = {200: "OK", 400: "Bad Request", 403: "Forbidden", 404: "Not Found",
-           405: "Method Not Allowed", 503: "Service Unavailable"}
+           405: "Method Not Allowed", 410: "Gone", 503: "Service Unavailable"}
 PROTECTED = frozenset({"connections", "connection_stat_reset", "dump", "stat_reset", "watches",
                        "watches_by_path"})
 PERMISSIONS = (Perm.READ, Perm.WRITE, Perm.CREATE, Perm.DELETE, Perm.ADMIN)
@@ -56,6 +59,7 @@ class AdminProtocol(asyncio.Protocol):
         self.address = ""
         self.authorization = ""
         self.x509 = ""  # the subject of a verified client certificate (HTTPS)
+        self.backup: BackupStream | None = None  # a /backup response in progress
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -66,7 +70,21 @@ class AdminProtocol(asyncio.Protocol):
         if der:
             self.x509 = x509_id(der)
 
+    def pause_writing(self) -> None:
+        if self.backup is not None:
+            self.backup.pause()
+
+    def resume_writing(self) -> None:
+        if self.backup is not None:
+            self.backup.resume()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.backup is not None:
+            self.backup.lost()
+
     def data_received(self, data: bytes) -> None:
+        if self.backup is not None:
+            return  # one request per connection: the backup is being sent
         self.data += data
         if b"\r\n\r\n" not in self.data and b"\n\n" not in self.data:
             if len(self.data) > MAX_REQUEST:
@@ -84,11 +102,14 @@ class AdminProtocol(asyncio.Protocol):
         elif parts[0] != "GET":
             self._respond(405, b"only GET is supported\n", "text/plain")
         else:
-            self._route(parts[1].split("?", 1)[0])
+            path, _, query = parts[1].partition("?")
+            self._route(path, query)
 
-    def _route(self, path: str) -> None:
+    def _route(self, path: str, query: str = "") -> None:
         server = self.server
-        if path == "/metrics":
+        if path == "/backup":
+            self._backup(query)
+        elif path == "/metrics":
             self._respond(200, exposition(self.registry), CONTENT_TYPE_LATEST)  # type: ignore[arg-type]
         elif path == "/ready":
             ready, reason = server.ready()
@@ -107,6 +128,25 @@ class AdminProtocol(asyncio.Protocol):
             self._json(200, admin.run_command(name, server))
         else:
             self._respond(404, b"not found\n", "text/plain")
+
+    def _backup(self, query: str) -> None:
+        """Starts streaming a backup (the guard of the protected commands applies)."""
+        if not self._authorized():
+            self._json(403, {"error": "a backup needs an identity with every permission on / "
+                                      "(send 'Authorization: digest user:password')"})
+            return
+        try:
+            since = parse_since(query)
+        except ValueError:
+            self._json(400, {"error": f"bad query {query!r}: since=ZXID expected"})
+            return
+        assert self.transport is not None
+        try:
+            self.backup = BackupStream(self.server, self.transport, since)
+        except BackupError as error:
+            self._json(410, {"error": str(error)})
+            return
+        self.server.loop.create_task(self.backup.run())
 
     def _authorized(self) -> bool:
         identities = {("ip", self.address)}

@@ -311,10 +311,12 @@ def _ignore(result: Any, error: BaseException | None) -> None:
     pass
 
 
-def purge(snap_dir: Path, log_dir: Path, retain: int) -> tuple[list[Path], list[Path]]:
+def purge(snap_dir: Path, log_dir: Path, retain: int,
+          may_remove: Callable[[Path], bool] | None = None) -> tuple[list[Path], list[Path]]:
     """Keeps the newest `retain` snapshots and the log segments they need (the last segment
     starting at or below the oldest kept snapshot's zxid + 1, and every later one); deletes
-    the rest. Returns (snapshots removed, segments removed)."""
+    the rest, except files for which `may_remove` says no (not archived yet: backup/archive.py).
+    Returns (snapshots removed, segments removed)."""
     snapshots = list_snapshots(snap_dir)
     if len(snapshots) <= retain or retain < 1:
         return [], []
@@ -326,6 +328,9 @@ def purge(snap_dir: Path, log_dir: Path, retain: int) -> tuple[list[Path], list[
         if base <= oldest + 1:
             keep_from = index
     removed_segs = [path for _, path in segments[:keep_from]]
+    if may_remove is not None:
+        removed_snaps = [path for path in removed_snaps if may_remove(path)]
+        removed_segs = [path for path in removed_segs if may_remove(path)]
     for path in removed_snaps + removed_segs:
         path.unlink(missing_ok=True)
     if removed_snaps:

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from fastzk.backup.archive import Archiver
 from fastzk.runtime import snapshot as snapshots
 from fastzk.runtime import wal
 from fastzk.server.prep import BARRIER, Txn
@@ -225,6 +226,7 @@ class Storage:
         self._snap_txns = 0
         self._snap_bytes = 0
         self._roll_thresholds()
+        self.archiver: Archiver | None = None  # fastzk.archiveDir (backup/archive.py)
 
     # --- start-up and shutdown -------------------------------------------------------------
     def open(self) -> RecoveryReport:
@@ -243,9 +245,21 @@ class Storage:
             max_batch_bytes=self.cfg.wal_max_batch_bytes,
             faults=self.faults,
             unsafe_delay_s=self.cfg.unsafe_write_delay_ms / 1000 if self.unsafe else 0.0,
+            on_roll=self._segment_closed,
         )
         self.writer.start()
+        if self.cfg.archive_dir is not None:
+            writer = self.writer
+            self.archiver = Archiver(
+                self.cfg.archive_dir, self.snap_dir, self.log_dir,
+                lambda: writer.segment if writer.fd is not None else None,
+                lambda: self.node.applied_zxid)
+            self.archiver.start()
         return report
+
+    def _segment_closed(self) -> None:
+        if self.archiver is not None:
+            self.archiver.kick()
 
     async def close(self) -> None:
         """Writes what is queued, stops the writer thread, drops an unfinished snapshot."""
@@ -256,6 +270,8 @@ class Storage:
         if writer is None:
             return
         await writer.close()
+        if self.archiver is not None:
+            self.archiver.stop()
         log.info("write-ahead log stats: %s", json.dumps({
             "writes": writer.writes, "bytes": writer.synced_bytes,
             "txns_per_write": {str(k): v for k, v in sorted(writer.batch_sizes.items())}}))
@@ -408,8 +424,16 @@ class Storage:
                  self.node.applied_zxid)
         assert self.writer is not None
         retain = self.cfg.snap_retain_count
-        self.writer.run_job(lambda: snapshots.purge(self.snap_dir, self.log_dir, retain),
-                            self._purged)
+        archiver = self.archiver
+        if archiver is None:
+            self.writer.run_job(lambda: snapshots.purge(self.snap_dir, self.log_dir, retain),
+                                self._purged)
+            return
+        # archive first (on the archiving thread), then purge only what has a copy
+        writer = self.writer
+        archiver.kick(lambda: writer.run_job(
+            lambda: snapshots.purge(self.snap_dir, self.log_dir, retain, archiver.archived),
+            self._purged))
 
     def _purged(self, result: Any, error: BaseException | None) -> None:
         if error is not None:
@@ -431,6 +455,8 @@ class Storage:
             "snapshots_taken": self.snapshots_taken,
             "snapshot_running": self.snapshot is not None,
             "segments": len(wal.list_segments(self.log_dir)),
+            "archived_files": self.archiver.copied if self.archiver else 0,
+            "archive_error": self.archiver.error if self.archiver else None,
         }
 
 

@@ -205,8 +205,10 @@ class WalWriter:
         max_batch_bytes: int = 8 * 1024 * 1024,
         faults: WalFaults | None = None,
         unsafe_delay_s: float = 0.0,
+        on_roll: Callable[[], None] | None = None,
     ) -> None:
         self.directory = Path(directory)
+        self.on_roll = on_roll  # called on the loop after a segment is closed (archiving)
         self.loop = loop
         self.on_written = on_written
         self.segment_bytes = segment_bytes
@@ -501,6 +503,8 @@ class WalWriter:
         if self.fd is not None:
             os.ftruncate(self.fd, self.pos)
             os.fsync(self.fd)
+            if self.on_roll is not None:
+                self._post(self.on_roll)
         self._close_fd()
         path = self.directory / segment_name(base_zxid)
         try:
