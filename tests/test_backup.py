@@ -412,3 +412,35 @@ def test_archive_keeps_every_segment_and_purge_waits_for_it(tmp_path: Path) -> N
     last = wal.verify_log(archive, 0).last_zxid
     same = fastzk("snap", "diff", f"{archive}@{last:#x}", f"{proc.data_dir}@{last:#x}")
     assert same.returncode == 0, same.stdout
+
+
+def test_an_ensemble_restored_from_one_backup_serves_it_on_every_member(
+        loaded: dict) -> None:
+    """README's procedure: the same backup restored into every member's data dir, then the
+    members started: they elect a leader, every member serves the backup's tree, and writes go
+    on from there."""
+    from fastzk.nemesis.cluster import Cluster
+
+    work, load = loaded["work"], loaded["load"]
+    backup = manifest(work / "full2")
+    expected = load.expected(backup["last_zxid"], loaded["initial"])
+    cluster = Cluster("fastzk", 3, tick_time=200)
+    for member in cluster.members:
+        done = fastzk("restore", work / "full2", "--to", member.data_dir)
+        assert done.returncode == 0, done.stderr
+    with cluster:
+        cluster.wait_for_leader(members=cluster.members)
+        for member in cluster.members:
+            c = KazooClient(hosts=member.connect_string(), timeout=10.0)
+            c.start(timeout=15)
+            try:
+                c.sync("/load")
+                served = {f"/load/{n}": (c.get(f"/load/{n}")[0], c.get(f"/load/{n}")[1].version)
+                          for n in c.get_children("/load")}
+                assert served == expected, member
+                if member is cluster.members[0]:
+                    c.create("/after-restore", b"new")
+                assert c.get("/after-restore")[0] == b"new"
+            finally:
+                c.stop()
+                c.close()
