@@ -521,7 +521,7 @@ def test_quorum_sasl_keys_authenticate_members_through_a_rolling_upgrade(
     rolling upgrade: with enableSasl on two members and nothing required, a member without
     authentication still belongs; restarted one by one with everything required, the ensemble
     stays whole; then a process with an unknown user, a guessed proof or no authentication is
-    refused and logged, and a member whose learner password is wrong cannot join."""
+    refused and logged, and a member with the wrong password cannot join."""
     jaas = tmp_path / "jaas.conf"
     jaas.write_text(QUORUM_JAAS.format(server="peerpass", learner="peerpass"))
     lax = {"java.security.auth.login.config": str(jaas), "quorum.auth.enableSasl": "true"}
@@ -565,11 +565,11 @@ def test_quorum_sasl_keys_authenticate_members_through_a_rolling_upgrade(
 
         outsider = next(m for m in cluster.members if m is not leader and m is not target)
         outsider.stop()
-        jaas.write_text(QUORUM_JAAS.format(server="peerpass", learner="guessed"))
+        jaas.write_text(QUORUM_JAAS.format(server="guessed", learner="guessed"))
         outsider.start()
         cluster.wait_until(
             lambda: "does not know the key of user 'zkpeer'" in outsider.log_tail(50),
-            "the outsider cannot prove its learner password")
+            "the outsider cannot prove its password")
         with client(leader.connect_string()) as zk:
             zk.create("/t/guarded", b"yes")  # the other two are a quorum
         assert outsider.mode() != "follower"

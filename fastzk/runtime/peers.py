@@ -62,6 +62,8 @@ HELLO = struct.Struct(">8sIii")
 LENGTH = struct.Struct(">I")
 RETRY_S = 0.05
 AUTH_RETRY_S = 1.0
+REJECT_LOG_INTERVAL_S = 10.0
+MAX_REJECTION_KEYS = 1000
 HELLO_TIMEOUT_S = 5.0
 SEND_BUFFER_LIMIT = 64 * 1024 * 1024
 PACED_BUFFER_BYTES = 4 * 1024 * 1024  # bulk messages wait while more than this is queued
@@ -196,7 +198,7 @@ class _Inbound(asyncio.Protocol):
             self._reject(f"no hello and handshake within {HELLO_TIMEOUT_S:.0f}s")
 
     def _reject(self, reason: str) -> None:
-        log.warning("peer connection from %s rejected: %s", self.address, reason)
+        self.network.log_rejection(self.address, reason)
         assert self.transport is not None
         self.transport.abort()
 
@@ -348,6 +350,7 @@ class PeerNetwork:
         self._server: asyncio.base_events.Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
+        self._rejections: dict[str, tuple[float | None, int]] = {}  # see log_rejection
         # sslQuorum: members accept and dial over mutual TLS
         self.tls = Contexts(cfg.quorum_tls, dialing=True) if cfg.quorum_tls is not None else None
         self._listener: SecureListener | None = None
@@ -410,15 +413,12 @@ class PeerNetwork:
             self.links[peer] = transport
             self.on_up(peer)
             self.after_input()
-            opened = self.loop.time()
             await protocol.closed
             self.links[peer] = None
             if not self._closing:
                 self.on_down(peer)
                 self.after_input()
-                # closed at once: refused (the peer logs why), so do not retry 20 times a second
-                refused = self.loop.time() - opened < AUTH_RETRY_S
-                await asyncio.sleep(AUTH_RETRY_S if refused else RETRY_S)
+                await asyncio.sleep(RETRY_S)
 
     async def _introduce(self, member: Member, transport: asyncio.Transport,
                          protocol: _Outbound) -> bool:
@@ -530,6 +530,22 @@ class PeerNetwork:
         established ones keep theirs."""
         if self.tls is not None:
             self.tls.reload_if_changed()
+
+    def log_rejection(self, address: str, reason: str) -> None:
+        """One log line per address and reason every REJECT_LOG_INTERVAL_S: a peer that is
+        refused redials 20 times a second (as fast as any member reconnects after a blip), and
+        its refusals must not flood the log."""
+        key = f"{address}: {reason}"
+        now = self.loop.time()
+        last, suppressed = self._rejections.get(key, (None, 0))
+        if last is not None and now - last < REJECT_LOG_INTERVAL_S:
+            self._rejections[key] = (last, suppressed + 1)
+            return
+        if len(self._rejections) >= MAX_REJECTION_KEYS:
+            self._rejections.clear()
+        self._rejections[key] = (now, 0)
+        log.warning("peer connection from %s rejected: %s%s", address, reason,
+                    f" ({suppressed} more since the last report)" if suppressed else "")
 
     def auth_origin(self) -> str:
         auth = self.cfg.quorum_auth
