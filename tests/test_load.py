@@ -18,8 +18,8 @@ import pytest
 import uvloop
 
 from fastzk.client import ZKClient
-from fastzk.client.load import LoadConfig, LoadResult, run_load, run_load_async
-from fastzk.client.workload import check_value, key_path, parse_check_value
+from fastzk.load import LoadConfig, LoadResult, run_load, run_load_async
+from fastzk.load.workload import check_value, key_path, parse_check_value
 
 pytest.importorskip("hdrh", reason="hdrhistogram is not installed in this environment")
 
