@@ -37,7 +37,7 @@ Modules, each importing only those below it (no cycle)::
     presets   kafka, lock, watch-fanout, session-churn
     keyspace  set-up and clean-up of the key space (pipelined)
     engine    the sessions (FastSession, ModelSession), the pacer, the measured window
-    latency   the clock, quantized counts, the Recorder, HDR histograms and summaries
+    latency   the clock, HDR buckets (numpy), the Recorder, histograms and summaries
     cpu       CPU of the load process, the server and the machine, from /proc
     config    LoadConfig and LoadResult: the records everything above shares
     workload  op specs, the key space layout and checkable values

@@ -53,7 +53,7 @@ from fastzk.client.codec import (
 )
 from fastzk.client.protocol import ReadBuffer
 from fastzk.load.cpu import CpuWindow
-from fastzk.load.latency import Interval, Recorder, now_us
+from fastzk.load.latency import Interval, Mark, Recorder, now_us
 from fastzk.load.workload import (
     OpSpec,
     check_value,
@@ -146,8 +146,8 @@ class SessionBase(asyncio.BufferedProtocol):
         # open loop: request j is intended at base + j * step (µs); step 0 = closed loop
         self.base = 0.0
         self.step = 0.0
-        self.lat: dict[str, list[tuple[int, int]]] = {}
-        self.svc: list[tuple[int, int]] = []
+        #: reply batches recorded since the last take(), per kind (Recorder.add_marks)
+        self.marks: dict[str, list[Mark]] = {}
         self.errors: Counter[int] = Counter()
         self.errors_total: Counter[int] = Counter()
         self.failure: str | None = None
@@ -236,11 +236,10 @@ class SessionBase(asyncio.BufferedProtocol):
         if not self.inflight and not self.drained.done():
             self.drained.set_result(None)
 
-    def take(self) -> tuple[dict[str, list[tuple[int, int]]], list[tuple[int, int]]]:
-        """Hand over the latencies recorded since the last call."""
-        lat, svc = self.lat, self.svc
-        self.lat, self.svc = {}, []
-        return lat, svc
+    def take(self) -> dict[str, list[Mark]]:
+        """Hand over the reply batches recorded since the last call."""
+        marks, self.marks = self.marks, {}
+        return marks
 
     def close_session(self) -> None:
         """closeSession (-11) with the next xid; the server replies and closes."""
@@ -251,19 +250,6 @@ class SessionBase(asyncio.BufferedProtocol):
 
     def emit(self, n: int) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
-
-    def _record_batch(self, now: int, t_sent: int, count: int, j: int) -> None:
-        """Latency of *count* replies (received at *now*) of requests sent together."""
-        lat = self.lat.get(self.label)
-        if lat is None:
-            lat = self.lat[self.label] = []
-        if j < 0:
-            lat.append((now - t_sent, count))
-            return
-        base, step = self.base, self.step
-        for i in range(j, j + count):
-            lat.append((now - int(base + i * step), 1))
-        self.svc.append((now - t_sent, count))
 
 
 class FastSession(SessionBase):
@@ -332,6 +318,9 @@ class FastSession(SessionBase):
         if n:
             self.ok_replies += n - bad
             if self.recording:
+                marks = self.marks.get(self.label)
+                if marks is None:
+                    marks = self.marks[self.label] = []
                 sent = self.sent
                 left = n
                 while left and sent:
@@ -345,7 +334,7 @@ class FastSession(SessionBase):
                         if j >= 0:
                             batch[2] = j + left
                         count, left = left, 0
-                    self._record_batch(now, ts, count, j)
+                    marks.append((now, ts, count, j))
             else:
                 self._discard(n)
             self.after_replies(n)
@@ -638,7 +627,7 @@ class ModelSession(SessionBase):
         unpack = REPLY_HEADER.unpack_from
         pending = self.pending
         recording = self.recording
-        lat = self.lat
+        marks = self.marks
         n = 0
         while end - pos >= REPLY_HEADER_SIZE:
             flen, xid, _zxid, err = unpack(data, pos)
@@ -670,14 +659,10 @@ class ModelSession(SessionBase):
                                       f"reply: {e!r}")
             if recording:
                 name = KIND_NAMES[kind]
-                lst = lat.get(name)
+                lst = marks.get(name)
                 if lst is None:
-                    lst = lat[name] = []
-                if j < 0:
-                    lst.append((now - t_sent, 1))
-                else:
-                    lst.append((now - int(self.base + j * self.step), 1))
-                    self.svc.append((now - t_sent, 1))
+                    lst = marks[name] = []
+                lst.append((now, t_sent, 1, j))
         rb.consumed(pos)
         if n:
             self.after_replies(n)

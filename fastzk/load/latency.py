@@ -12,7 +12,10 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
+from itertools import chain
 from typing import TYPE_CHECKING
+
+import numpy as np
 
 if TYPE_CHECKING:
     from hdrh.histogram import HdrHistogram
@@ -61,14 +64,22 @@ def encode(hist: HdrHistogram) -> str:
     return hist.encode().decode("ascii")
 
 
-def quantize(value: int) -> int:
-    """*value* (µs) reduced to the lowest value of its bucket in a 3-digit HDR histogram:
-    exact below 2048, then 1/1024 relative steps. Counting quantized values in a dict and
-    recording each distinct one later gives exactly the histogram of the raw values."""
-    if value < 2048:
-        return value if value > 0 else 1
-    shift = value.bit_length() - 11
-    return (value >> shift) << shift
+#: Buckets of a 3-digit HDR histogram up to HIST_HIGH: values below 2048 exactly, then 1024
+#: per power of two (1/1024 relative steps). Counting values per bucket and recording each
+#: bucket's lowest value later gives exactly the HDR histogram of the raw values.
+BUCKETS = 2048 + (HIST_HIGH.bit_length() - 11) * 1024
+#: The lowest value of every bucket (HdrHistogram.get_lowest_equivalent_value).
+BUCKET_VALUES = np.array(
+    [i if i < 2048 else ((i - 2048) % 1024 + 1024) << ((i - 2048) // 1024 + 1)
+     for i in range(BUCKETS)], dtype=np.int64)
+
+
+def bucket_index(values: np.ndarray) -> np.ndarray:
+    """Bucket of each latency (µs), vectorized (values outside 1..HIST_HIGH are clamped)."""
+    v = np.clip(values, HIST_LOW, HIST_HIGH)
+    _, exponent = np.frexp(v.astype(np.float64))  # bit length, exact below 2**53
+    shift = np.maximum(exponent - 11, 0)
+    return np.where(shift == 0, v, 2048 + (shift - 1) * 1024 + ((v >> shift) - 1024))
 
 
 def counts_summary(counts: dict[int, int]) -> dict[str, float]:
@@ -102,10 +113,13 @@ def merge_counts(items: Sequence[Sequence[tuple[int, int]] | dict[int, int]]) ->
     return merged
 
 
-def counts_histogram(counts: dict[int, int]) -> HdrHistogram:
+def buckets_histogram(counts: np.ndarray) -> HdrHistogram:
+    """The HDR histogram of bucket counts (one record per non-empty bucket)."""
     hist = new_histogram()
-    for value, count in counts.items():
-        hist.record_value(min(max(value, HIST_LOW), HIST_HIGH), count)
+    nonzero = np.flatnonzero(counts)
+    for value, count in zip(BUCKET_VALUES[nonzero].tolist(), counts[nonzero].tolist(),
+                            strict=True):
+        hist.record_value(value, count)
     return hist
 
 
@@ -114,78 +128,105 @@ def counts_histogram(counts: dict[int, int]) -> HdrHistogram:
 
 #: A timeline interval: (t at its end, quantized (latency, count) pairs, errors, events)
 Interval = tuple[float, list[tuple[int, int]], int, int]
+#: What a session notes per batch of replies it received together: (receive time, send
+#: time, replies, open-loop index j of the first request or -1 in closed loop), µs.
+Mark = tuple[int, int, int, int]
 
 
 class Recorder:
     """Latencies of one process, recorded only inside the measured window.
 
-    During the window values are only counted in dicts keyed by their quantized value
-    (a C-speed dict update per value); HDR histograms are built once at the end
-    (:meth:`encoded`). Building them per interval would stall the event loop for tens of
+    The sessions' hot path notes one :data:`Mark` per batch of replies and nothing per
+    request; :meth:`add_marks` turns a session's marks into latencies with numpy (in open
+    loop, one per request, from its intended send time ``base + j * step``) and counts them
+    in one array of HDR buckets per kind. HDR histograms are built once at the end
+    (:meth:`encoded`): building them per interval would stall the event loop for tens of
     milliseconds, which an open-loop run would charge to the server. Request kinds feed
     ``all`` and the timeline; event kinds (notify, acquire, connect...) only their own.
     """
 
     def __init__(self) -> None:
-        self.kinds: dict[str, dict[int, int]] = {}
+        self.kinds: dict[str, np.ndarray] = {}
         self.request_kinds: set[str] = set()
-        self.service: dict[int, int] = {}
-        self.interval: dict[int, int] = {}
+        self.service = np.zeros(BUCKETS, dtype=np.int64)
+        self.interval = np.zeros(BUCKETS, dtype=np.int64)
         self.interval_events = 0
+        #: single values (:meth:`one`) not yet counted: (kind, request) -> latencies
+        self.pending: dict[tuple[str, bool], list[int]] = {}
         self.timeline: list[Interval] = []
         self.t0 = 0.0
         self.recording = False
 
-    def add(self, kind: str, pairs: list[tuple[int, int]], request: bool = True) -> None:
-        """Count (latency µs, count) pairs of *kind*."""
-        if not pairs:
-            return
-        d = self.kinds.get(kind)
-        if d is None:
-            d = self.kinds[kind] = {}
-        get = d.get
+    def _count(self, kind: str, values: np.ndarray, weights: np.ndarray | None,
+               request: bool) -> None:
+        # only up to the largest bucket seen: a pass over all BUCKETS per call would cost
+        # more than the counting itself at closed-loop batch sizes
+        counts = np.bincount(bucket_index(values), weights).astype(np.int64)
+        top = len(counts)
+        total = self.kinds.get(kind)
+        if total is None:
+            total = self.kinds[kind] = np.zeros(BUCKETS, dtype=np.int64)
+        total[:top] += counts
         if request:
             self.request_kinds.add(kind)
-            iv = self.interval
-            iget = iv.get
-            for value, count in pairs:
-                q = quantize(value)
-                d[q] = get(q, 0) + count
-                iv[q] = iget(q, 0) + count
+            self.interval[:top] += counts
         else:
-            n = 0
-            for value, count in pairs:
-                q = quantize(value)
-                d[q] = get(q, 0) + count
-                n += count
-            self.interval_events += n
+            self.interval_events += int(counts.sum())
+
+    def add_marks(self, kind: str, marks: list[Mark], base: float = 0.0,
+                  step: float = 0.0) -> None:
+        """Count the requests of a session's reply batches (see :data:`Mark`): in closed loop
+        each batch's requests took ``now - sent``; in open loop (*step* > 0) request j was
+        intended at ``base + j * step`` and its service time ``now - sent`` is kept too."""
+        if not marks:
+            return
+        flat = np.fromiter(chain.from_iterable(marks), np.int64, 4 * len(marks))
+        now, sent, count, j = flat.reshape(-1, 4).T
+        if not step:
+            self._count(kind, now - sent, count, True)
+            return
+        ends = np.cumsum(count)
+        first = np.repeat(ends - count, count)
+        index = np.repeat(j, count) + np.arange(int(ends[-1])) - first
+        intended = (base + index * step).astype(np.int64)
+        self._count(kind, np.repeat(now, count) - intended, None, True)
+        service = np.bincount(bucket_index(now - sent), count).astype(np.int64)
+        self.service[: len(service)] += service
 
     def one(self, kind: str, latency_us: int, request: bool = True) -> None:
-        """Record one value now (presets; the engine batches with :meth:`add`)."""
+        """Note one value (presets, per event): counted with the others at the next
+        :meth:`flush`, so that a single value costs a list append, not a numpy call."""
         if self.recording:
-            self.add(kind, [(latency_us, 1)], request)
+            values = self.pending.get((kind, request))
+            if values is None:
+                values = self.pending[(kind, request)] = []
+            values.append(latency_us)
 
-    def add_service(self, pairs: list[tuple[int, int]]) -> None:
-        d = self.service
-        for value, count in pairs:
-            q = quantize(value)
-            d[q] = d.get(q, 0) + count
+    def flush(self) -> None:
+        """Count the values noted by :meth:`one`."""
+        pending, self.pending = self.pending, {}
+        for (kind, request), values in pending.items():
+            self._count(kind, np.array(values, dtype=np.int64), None, request)
 
     def close_interval(self, errors: int) -> Interval:
         """End the current interval; returns (t end, pairs, errors, events)."""
-        item = (round(time.monotonic() - self.t0, 3), list(self.interval.items()), errors,
-                self.interval_events)
+        self.flush()
+        nonzero = np.flatnonzero(self.interval)
+        pairs = list(zip(BUCKET_VALUES[nonzero].tolist(), self.interval[nonzero].tolist(),
+                         strict=True))
+        item = (round(time.monotonic() - self.t0, 3), pairs, errors, self.interval_events)
         self.timeline.append(item)
-        self.interval = {}
+        self.interval[:] = 0
         self.interval_events = 0
         return item
 
     def encoded(self) -> tuple[str, str, dict[str, str]]:
         """(all requests, service time, per kind) as encoded HDR histograms."""
-        everything = merge_counts([self.kinds[k] for k in self.request_kinds])
+        self.flush()
+        everything = sum((self.kinds[k] for k in self.request_kinds),
+                         np.zeros(BUCKETS, dtype=np.int64))
         return (
-            encode(counts_histogram(everything)),
-            encode(counts_histogram(self.service)) if self.service else "",
-            {k: encode(counts_histogram(d)) for k, d in self.kinds.items()},
+            encode(buckets_histogram(everything)),
+            encode(buckets_histogram(self.service)) if self.service.any() else "",
+            {k: encode(buckets_histogram(counts)) for k, counts in self.kinds.items()},
         )
-

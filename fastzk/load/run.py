@@ -162,11 +162,8 @@ async def run_simple_part(
 
         def collect() -> None:
             for s in sessions:
-                lat, svc = s.take()
-                for kind, pairs in lat.items():
-                    rec.add(kind, pairs)
-                if svc:
-                    rec.add_service(svc)
+                for kind, marks in s.take().items():
+                    rec.add_marks(kind, marks, s.base, s.step)
 
         def errors_now() -> int:
             return sum(sum(s.errors.values()) for s in sessions)
