@@ -21,7 +21,7 @@ session is back, at each ``--failover-ticks`` tickTime).
 
 Why it is built this way:
 
-* **Same tool, parameters and run.** Every load is ``fastzk.client.load`` with one
+* **Same tool, parameters and run.** Every load is ``fastzk.load`` with one
   LoadConfig shape; both servers are started here through fastzk/nemesis/servers.py on loopback
   ports, each with its own data dir on the same disk (``--workdir``), fsync on (ZooKeeper's
   default forceSync=yes; fastzk's write-ahead log fdatasyncs every batch), the same zoo.cfg
@@ -72,13 +72,8 @@ from kazoo.exceptions import KazooException  # noqa: E402
 from kazoo.handlers.threading import KazooTimeoutError  # noqa: E402
 
 from fastzk.client.codec import ZKError  # noqa: E402
-from fastzk.client.load import (  # noqa: E402
-    LoadConfig,
-    LoadResult,
-    cleanup_keyspace,
-    prepare_keyspace,
-    run_load,
-)
+from fastzk.load import LoadConfig, LoadResult, run_load  # noqa: E402
+from fastzk.load.keyspace import cleanup_keyspace, prepare_keyspace  # noqa: E402
 from fastzk.nemesis import servers  # noqa: E402  (start/stop by PID)
 from fastzk.nemesis.cluster import Cluster, ClusterTimeout  # noqa: E402
 
@@ -526,7 +521,7 @@ def _mean(values: list[float | None]) -> float | None:
 
 def summarize(runs: list[Run]) -> list[dict[str, Any]]:
     """One row per (scenario, mode, target): means over repeats, merged latency histograms."""
-    from fastzk.client.engine import histogram_summary, merge_histograms
+    from fastzk.load.latency import histogram_summary, merge_histograms
 
     rows: list[dict[str, Any]] = []
     keys = []
@@ -805,7 +800,7 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any], args: argparse.Na
 def plots(runs: list[Run], out_dir: Path) -> list[str]:
     """One PNG per scenario and mode: both servers' latency over time and distributions."""
     try:
-        from fastzk.client.report import plot_runs
+        from fastzk.load.report import plot_runs
     except ImportError:
         return []
     made = []

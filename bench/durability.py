@@ -11,7 +11,7 @@ Usage::
 What it measures (each server freshly started in its own temp data dir, both with fsync on:
 ZooKeeper's default forceSync=yes, fastzk's WAL always fdatasyncs before it acknowledges):
 
-* **Writes**: `setData` of 100-byte values on 1000 keys through ``fastzk.client.load``
+* **Writes**: `setData` of 100-byte values on 1000 keys through ``fastzk.load``
   (closed loop, N sessions x D requests in flight): ops/s and latency percentiles. 1x1 is
   the latency of one write (one fdatasync per write); 8x32 shows group commit.
 * **Group-commit batch sizes** (fastzk): txns per WAL write (= per fdatasync) during the
@@ -42,7 +42,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from fastzk.client.load import LoadConfig, prepare_keyspace, run_load  # noqa: E402
+from fastzk.load import LoadConfig, run_load  # noqa: E402
+from fastzk.load.keyspace import prepare_keyspace  # noqa: E402
 from fastzk.nemesis import servers  # noqa: E402  (start/stop by PID)
 
 BENCH_JVM = ["-Xmx1000m", "-Xshare:auto"]

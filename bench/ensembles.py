@@ -32,7 +32,8 @@ from kazoo.interfaces import IAsyncResult
 from kazoo.protocol.states import KazooState
 from kazoo.retry import KazooRetry
 
-from fastzk.client.engine import Interval, machine_busy_seconds, proc_cpu_seconds
+from fastzk.load.cpu import machine_busy_seconds, proc_cpu_seconds
+from fastzk.load.latency import Interval
 from fastzk.nemesis.cluster import Cluster, ClusterTimeout, Kind, Member
 
 #: Voting members of every benchmark ensemble.

@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from certs import Issuer, key_pem, pem  # noqa: E402
 
-from fastzk.client.load import LoadConfig, run_load  # noqa: E402
+from fastzk.load import LoadConfig, run_load  # noqa: E402
 from fastzk.nemesis.servers import LOOPBACK, free_port, start_server  # noqa: E402
 
 

@@ -20,7 +20,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _load(args: argparse.Namespace) -> int:
-    from fastzk.client.load import run_from_args
+    from fastzk.load.command import run_from_args
 
     return run_from_args(args)
 
@@ -192,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.set_defaults(handler=_serve)
 
-    from fastzk.client.load import add_arguments as add_load_arguments
+    from fastzk.load.command import add_arguments as add_load_arguments
 
     load = commands.add_parser(
         "load", help="closed-loop load generator: ops/s and latency percentiles"

@@ -24,7 +24,8 @@ from fastzk.client import (
     multi_set,
 )
 from fastzk.client.codec import PING_FRAME, connect_request, decode_multi
-from fastzk.client.load import LoadConfig, parse_op, run_load
+from fastzk.load import LoadConfig, run_load
+from fastzk.load.workload import OpSpec, parse_op_spec
 
 T = TypeVar("T")
 TIMEOUT = 30.0
@@ -71,11 +72,12 @@ def test_decode_failed_multi() -> None:
 
 
 def test_parse_op() -> None:
-    assert parse_op("get") == ("get", 100)
-    assert parse_op("mixed:90") == ("mixed", 90)
-    assert parse_op("create-delete") == ("create-delete", 0)
+    assert parse_op_spec("get") == OpSpec("get", 100, label="get")
+    assert parse_op_spec("mixed:90") == OpSpec("mixed", 90, label="mixed:90")
+    assert parse_op_spec("create-delete") == OpSpec("create-delete", label="create-delete")
+    assert parse_op_spec("create:eph-seq") == OpSpec("create", flags=3, label="create:eph-seq")
     with pytest.raises(ValueError):
-        parse_op("frobnicate")
+        parse_op_spec("frobnicate")
 
 
 # --- against both servers ---------------------------------------------------------------------

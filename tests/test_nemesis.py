@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from fastzk.client.history import check_file, make_client
+from fastzk.load.history import check_file, make_client
 from fastzk.nemesis.cluster import zookeeper_installed
 from fastzk.nemesis.ephemerals import EphemeralHolders
 from fastzk.nemesis.run import NemesisConfig, NemesisReport, run

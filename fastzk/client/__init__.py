@@ -1,10 +1,9 @@
-"""fastzk's own ZooKeeper client: an asyncio connection (``protocol``), its codec
-(``codec``) and ``fastzk load``: orchestration and CLI (``load``), the measuring engine
-(``engine``), the workloads and checkable values (``workload``), the presets (``presets``)
-and the output (``report``).
+"""fastzk's own ZooKeeper client: an asyncio connection (``protocol``), its codec (``codec``)
+and ``fastzk shell`` (``shell``).
 
 The client exists so fastzk can be measured and tested with a tool that is independent of
-the server code and cheap enough per request not to be the bottleneck on a small machine.
+the server code and cheap enough per request not to be the bottleneck on a small machine;
+the load generator built on it is the package ``fastzk.load``.
 """
 
 from fastzk.client.codec import (

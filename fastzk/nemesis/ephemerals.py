@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from fastzk.client.history import make_client
+from fastzk.load.history import make_client
 from fastzk.nemesis.verify import Tree, ephemeral_owners
 
 POLL_S = 0.2

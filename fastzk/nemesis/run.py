@@ -6,7 +6,7 @@ The order of a run, and why:
    every peer link through the proxy; one member's dataDir on a small tmpfs when the
    ``diskfull`` fault is possible.
 2. Open the ephemeral holders, then the recorded workload of ``fastzk load --history``
-   (:mod:`fastzk.client.history`) through the connect string of all servers.
+   (:mod:`fastzk.load.history`) through the connect string of all servers.
 3. The faults of the seed's schedule, one at a time, for ``duration_s``.
 4. Stop the workload, heal everything, wait (bounded) for one leader and equal zxids.
 5. Verify: ephemerals (none leaked, the live holders' present; then half the holders are
@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fastzk.client.history import HistoryRun, HistoryWriter, check_file, final_reads, record
+from fastzk.load.history import HistoryRun, HistoryWriter, check_file, final_reads, record
 from fastzk.nemesis import disk as disk_module
 from fastzk.nemesis.cluster import Cluster, Kind, zookeeper_installed
 from fastzk.nemesis.ephemerals import EphemeralHolders

@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from fastzk.client.engine import Interval, counts_summary, merge_histograms
-
-if TYPE_CHECKING:
-    from fastzk.client.load import LoadConfig, LoadResult
+from fastzk.load.config import LoadConfig, LoadResult
+from fastzk.load.latency import Interval, counts_summary, merge_histograms
 
 
 def _ms(us: float) -> str:

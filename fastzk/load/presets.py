@@ -47,7 +47,7 @@ import struct
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from fastzk.client.codec import (
     BAD_VERSION,
@@ -60,20 +60,13 @@ from fastzk.client.codec import (
     multi_check,
     multi_set,
 )
-from fastzk.client.engine import (
-    Checker,
-    CpuWindow,
-    PartResult,
-    ProgressFn,
-    Recorder,
-    measure_window,
-    now_us,
-)
 from fastzk.client.protocol import ZKClient
-from fastzk.client.workload import CHECK_HEAD, check_value, owner_of, parse_check_value
-
-if TYPE_CHECKING:
-    from fastzk.client.load import LoadConfig
+from fastzk.load.config import LoadConfig
+from fastzk.load.cpu import CpuWindow
+from fastzk.load.engine import Checker, PartResult, ProgressFn, measure_window
+from fastzk.load.keyspace import client_tls, connect, ensure_path, pipelined, put
+from fastzk.load.latency import Recorder, now_us
+from fastzk.load.workload import CHECK_HEAD, check_value, owner_of, parse_check_value
 
 T = TypeVar("T")
 
@@ -105,6 +98,7 @@ class Ctx:
         self.cfg = cfg
         self.indices = list(indices)
         self.endpoints = cfg.endpoints()
+        self.tls = client_tls(cfg)
         self.rec = Recorder()
         self.checker = Checker()
         self.errors: Counter[int] = Counter()
@@ -123,7 +117,7 @@ class Ctx:
         c = await ZKClient.connect(
             host, port, watcher=watcher,
             session_timeout_ms=timeout_ms or self.cfg.session_timeout_ms,
-            connect_timeout=self.cfg.connect_timeout,
+            connect_timeout=self.cfg.connect_timeout, tls=self.tls,
         )
         if track:
             self.clients.append(c)
@@ -230,20 +224,6 @@ class EventRouter:
                 del self.waiters[path]
 
 
-async def _ensure(client: ZKClient, path: str, data: bytes = b"") -> None:
-    try:
-        await client.create(path, data)
-    except ZKError as e:
-        if e.code != NODE_EXISTS:
-            raise
-        await client.set(path, data)
-
-
-async def _pipelined(items: Sequence[Any], fn: Callable[[Any], Awaitable[Any]]) -> None:
-    for lo in range(0, len(items), 512):
-        await asyncio.gather(*(fn(x) for x in items[lo : lo + 512]))
-
-
 # --- kafka -----------------------------------------------------------------------------------------
 
 
@@ -268,23 +248,16 @@ NOTE = struct.Struct(">qi")  # notification payload: send time (monotonic ns), w
 async def kafka_setup(cfg: LoadConfig, client: ZKClient) -> None:
     paths = _kafka_paths(cfg.root)
     for key in ("ids", "parts", "isr", "config"):
-        await _ensure_tree(client, paths[key])
-    await _ensure(client, paths["epoch"], b"0")
+        await ensure_path(client, paths[key])
+    await put(client, paths["epoch"], b"0")
     size = max(cfg.value_size, CHECK_HEAD)
 
     async def part(p: int) -> None:
-        await _ensure_tree(client, f"{paths['parts']}/{p}")
-        await _ensure(client, _state_path(cfg.root, p), check_value(owner_of(p, cfg.sessions), 0,
+        await ensure_path(client, f"{paths['parts']}/{p}")
+        await put(client, _state_path(cfg.root, p), check_value(owner_of(p, cfg.sessions), 0,
                                                                     size))
 
-    await _pipelined(range(cfg.keys), part)
-
-
-async def _ensure_tree(client: ZKClient, path: str) -> None:
-    parts = path.strip("/").split("/")
-    for i in range(1, len(parts) + 1):
-        with contextlib.suppress(ZKError):
-            await client.create("/" + "/".join(parts[:i]), b"")
+    await pipelined(range(cfg.keys), part)
 
 
 class Kafka:
@@ -372,7 +345,7 @@ class Kafka:
             self.version[p] = st.version
             self.counter[p] = parsed[1]
 
-        await _pipelined(owned, learn)
+        await pipelined(owned, learn)
 
     def start(self) -> None:
         ctx = self.ctx
@@ -634,11 +607,11 @@ def _counter_path(root: str, i: int) -> str:
 
 
 async def lock_setup(cfg: LoadConfig, client: ZKClient) -> None:
-    await _ensure_tree(client, f"{cfg.root}/locks")
-    await _ensure_tree(client, f"{cfg.root}/counters")
+    await ensure_path(client, f"{cfg.root}/locks")
+    await ensure_path(client, f"{cfg.root}/counters")
     for i in range(cfg.keys):
-        await _ensure_tree(client, _lock_dir(cfg.root, i))
-        await _ensure(client, _counter_path(cfg.root, i), b"0")
+        await ensure_path(client, _lock_dir(cfg.root, i))
+        await put(client, _counter_path(cfg.root, i), b"0")
 
 
 class Lock:
@@ -787,10 +760,10 @@ def wf_parse(data: bytes | None, size: int) -> tuple[int, int, list[int]] | None
 
 
 async def watch_setup(cfg: LoadConfig, client: ZKClient) -> None:
-    await _ensure_tree(client, f"{cfg.root}/w")
+    await ensure_path(client, f"{cfg.root}/w")
     size = max(cfg.value_size, WF_HEAD.size)
     for k in range(cfg.keys):
-        await _ensure(client, _wf_path(cfg.root, k), wf_value(k, 0, [], size))
+        await put(client, _wf_path(cfg.root, k), wf_value(k, 0, [], size))
 
 
 class WatchFanout:
@@ -969,7 +942,7 @@ EXPIRE_TIMEOUT_MS = 4000
 
 
 async def churn_setup(cfg: LoadConfig, client: ZKClient) -> None:
-    await _ensure_tree(client, f"{cfg.root}/churn")
+    await ensure_path(client, f"{cfg.root}/churn")
 
 
 class Churn:
@@ -1091,19 +1064,13 @@ IMPL: dict[str, Any] = {
 }
 
 
-async def _parent_client(cfg: LoadConfig) -> ZKClient:
-    host, port = cfg.endpoints()[0]
-    return await ZKClient.connect(host, port, session_timeout_ms=cfg.session_timeout_ms,
-                                  connect_timeout=cfg.connect_timeout)
-
-
 async def preset_setup(cfg: LoadConfig) -> None:
     """Create the preset's nodes (idempotent)."""
     if cfg.preset == "watch-fanout" and cfg.ops is not None and cfg.processes > 1:
         raise ValueError("watch-fanout with --ops runs in one process (the writer's)")
-    client = await _parent_client(cfg)
+    client = await connect(cfg)
     try:
-        await _ensure_tree(client, cfg.root)
+        await ensure_path(client, cfg.root)
         await IMPL[str(cfg.preset)][1](cfg, client)
     finally:
         await client.close()
@@ -1112,7 +1079,7 @@ async def preset_setup(cfg: LoadConfig) -> None:
 async def preset_verify(cfg: LoadConfig, parts: Sequence[PartResult]
                         ) -> tuple[dict[str, Any], list[str]]:
     """Cross-process checks after the run (every load session is closed by now)."""
-    client = await _parent_client(cfg)
+    client = await connect(cfg)
     try:
         facts = [p.extra for p in parts]
         return await IMPL[str(cfg.preset)][2](cfg, client, facts)

@@ -1,8 +1,5 @@
-"""The measuring engine of `fastzk load`: latency recording, pacing and the two session kinds.
+"""The measuring engine of `fastzk load`: pacing, the two session kinds and the measured window.
 
-* :class:`Recorder` keeps one process's latencies: per kind (request kinds such as ``get``
-  and event kinds such as ``notify``), all requests together, service time (open loop) and
-  a timeline of intervals for the live line and the plot; HDR histograms at the end.
 * :class:`FastSession` sends pre-encoded frames and parses only reply headers (no per-request
   Python object): the closed-loop throughput path, and the open-loop path of simple ops.
 * :class:`ModelSession` encodes every request and decodes and verifies every reply against a
@@ -14,9 +11,10 @@
   loop when requests are due, and latency is measured from the intended time, so a stall that
   delays sending is charged to the requests it delayed (no coordinated omission). The service
   time (from the actual send) is recorded too. ``--ops N`` gives every session a quota.
+* :func:`measure_window` runs warm-up and the measured window, moving the sessions'
+  latencies into a :class:`~fastzk.load.latency.Recorder` in small steps.
 
-Timestamps are integer microseconds of ``time.perf_counter_ns`` (the same clock in every
-process of the machine: CLOCK_MONOTONIC).
+Latencies are integer microseconds of :func:`~fastzk.load.latency.now_us`.
 """
 
 from __future__ import annotations
@@ -24,8 +22,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import math
-import os
 import random
 import ssl
 import threading
@@ -33,7 +29,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from fastzk.client.codec import (
     INT,
@@ -56,7 +52,9 @@ from fastzk.client.codec import (
     set_body,
 )
 from fastzk.client.protocol import ReadBuffer
-from fastzk.client.workload import (
+from fastzk.load.cpu import CpuWindow
+from fastzk.load.latency import Interval, Mark, Recorder, now_us
+from fastzk.load.workload import (
     OpSpec,
     check_value,
     child_names,
@@ -69,11 +67,6 @@ from fastzk.client.workload import (
     plain_value,
 )
 
-if TYPE_CHECKING:
-    from hdrh.histogram import HdrHistogram
-
-#: HDR histogram range in microseconds: 1 µs .. 60 s, 3 significant digits.
-HIST_LOW, HIST_HIGH, HIST_DIGITS = 1, 60_000_000, 3
 #: Upper bound of one session's pre-encoded schedule blob (bytes) and of its length.
 MAX_BLOB = 4 * 1024 * 1024
 MAX_SCHEDULE = 8192
@@ -86,173 +79,6 @@ MAX_MESSAGES = 20
 
 K_GET, K_SET, K_EXISTS, K_CHILDREN, K_CREATE, K_DELETE, K_MULTI, K_INIT = range(8)
 KIND_NAMES = ("get", "set", "exists", "children", "create", "delete", "multi", "init")
-
-
-def now_us() -> int:
-    return time.perf_counter_ns() // 1000
-
-
-def new_histogram() -> HdrHistogram:
-    """A latency histogram with the range every run and merge uses (imported lazily so that
-    ``fastzk --help`` does not pay for hdrhistogram)."""
-    from hdrh.histogram import HdrHistogram
-
-    return HdrHistogram(HIST_LOW, HIST_HIGH, HIST_DIGITS)
-
-
-def histogram_summary(hist: HdrHistogram) -> dict[str, float]:
-    """The percentiles the reports quote (µs)."""
-    if hist.get_total_count() == 0:
-        return {k: 0.0 for k in ("p50", "p90", "p99", "p99.9", "max", "mean")}
-    return {
-        "p50": float(hist.get_value_at_percentile(50)),
-        "p90": float(hist.get_value_at_percentile(90)),
-        "p99": float(hist.get_value_at_percentile(99)),
-        "p99.9": float(hist.get_value_at_percentile(99.9)),
-        "max": float(hist.get_max_value()),
-        "mean": round(float(hist.get_mean_value()), 1),
-    }
-
-
-def merge_histograms(encoded: Sequence[str]) -> HdrHistogram:
-    """Decode and add encoded histograms (from workers, intervals or repeated runs)."""
-    hist = new_histogram()
-    for item in encoded:
-        if item:
-            hist.decode_and_add(item.encode("ascii") if isinstance(item, str) else item)
-    return hist
-
-
-def encode(hist: HdrHistogram) -> str:
-    return hist.encode().decode("ascii")
-
-
-def quantize(value: int) -> int:
-    """*value* (µs) reduced to the lowest value of its bucket in a 3-digit HDR histogram:
-    exact below 2048, then 1/1024 relative steps. Counting quantized values in a dict and
-    recording each distinct one later gives exactly the histogram of the raw values."""
-    if value < 2048:
-        return value if value > 0 else 1
-    shift = value.bit_length() - 11
-    return (value >> shift) << shift
-
-
-def counts_summary(counts: dict[int, int]) -> dict[str, float]:
-    """p50/p90/p99/p99.9/max/mean of quantized counts (an interval, without a histogram)."""
-    total = sum(counts.values())
-    if not total:
-        return {k: 0.0 for k in ("p50", "p90", "p99", "p99.9", "max", "mean")}
-    items = sorted(counts.items())
-    out: dict[str, float] = {}
-    wants = [("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("p99.9", 0.999)]
-    seen = 0
-    i = 0
-    for value, count in items:
-        seen += count
-        while i < len(wants) and seen >= math.ceil(wants[i][1] * total):
-            out[wants[i][0]] = float(value)
-            i += 1
-    for name, _ in wants[i:]:
-        out[name] = float(items[-1][0])
-    out["max"] = float(items[-1][0])
-    out["mean"] = round(sum(v * c for v, c in items) / total, 1)
-    return out
-
-
-def merge_counts(items: Sequence[Sequence[tuple[int, int]] | dict[int, int]]) -> dict[int, int]:
-    merged: dict[int, int] = {}
-    for pairs in items:
-        it = pairs.items() if isinstance(pairs, dict) else pairs
-        for value, count in it:
-            merged[value] = merged.get(value, 0) + count
-    return merged
-
-
-def counts_histogram(counts: dict[int, int]) -> HdrHistogram:
-    hist = new_histogram()
-    for value, count in counts.items():
-        hist.record_value(min(max(value, HIST_LOW), HIST_HIGH), count)
-    return hist
-
-
-# --- recording -----------------------------------------------------------------------------------
-
-#: A timeline interval: (t at its end, quantized (latency, count) pairs, errors, events)
-Interval = tuple[float, list[tuple[int, int]], int, int]
-
-
-class Recorder:
-    """Latencies of one process, recorded only inside the measured window.
-
-    During the window values are only counted in dicts keyed by their quantized value
-    (a C-speed dict update per value); HDR histograms are built once at the end
-    (:meth:`encoded`). Building them per interval would stall the event loop for tens of
-    milliseconds, which an open-loop run would charge to the server. Request kinds feed
-    ``all`` and the timeline; event kinds (notify, acquire, connect...) only their own.
-    """
-
-    def __init__(self) -> None:
-        self.kinds: dict[str, dict[int, int]] = {}
-        self.request_kinds: set[str] = set()
-        self.service: dict[int, int] = {}
-        self.interval: dict[int, int] = {}
-        self.interval_events = 0
-        self.timeline: list[Interval] = []
-        self.t0 = 0.0
-        self.recording = False
-
-    def add(self, kind: str, pairs: list[tuple[int, int]], request: bool = True) -> None:
-        """Count (latency µs, count) pairs of *kind*."""
-        if not pairs:
-            return
-        d = self.kinds.get(kind)
-        if d is None:
-            d = self.kinds[kind] = {}
-        get = d.get
-        if request:
-            self.request_kinds.add(kind)
-            iv = self.interval
-            iget = iv.get
-            for value, count in pairs:
-                q = quantize(value)
-                d[q] = get(q, 0) + count
-                iv[q] = iget(q, 0) + count
-        else:
-            n = 0
-            for value, count in pairs:
-                q = quantize(value)
-                d[q] = get(q, 0) + count
-                n += count
-            self.interval_events += n
-
-    def one(self, kind: str, latency_us: int, request: bool = True) -> None:
-        """Record one value now (presets; the engine batches with :meth:`add`)."""
-        if self.recording:
-            self.add(kind, [(latency_us, 1)], request)
-
-    def add_service(self, pairs: list[tuple[int, int]]) -> None:
-        d = self.service
-        for value, count in pairs:
-            q = quantize(value)
-            d[q] = d.get(q, 0) + count
-
-    def close_interval(self, errors: int) -> Interval:
-        """End the current interval; returns (t end, pairs, errors, events)."""
-        item = (round(time.monotonic() - self.t0, 3), list(self.interval.items()), errors,
-                self.interval_events)
-        self.timeline.append(item)
-        self.interval = {}
-        self.interval_events = 0
-        return item
-
-    def encoded(self) -> tuple[str, str, dict[str, str]]:
-        """(all requests, service time, per kind) as encoded HDR histograms."""
-        everything = merge_counts([self.kinds[k] for k in self.request_kinds])
-        return (
-            encode(counts_histogram(everything)),
-            encode(counts_histogram(self.service)) if self.service else "",
-            {k: encode(counts_histogram(d)) for k, d in self.kinds.items()},
-        )
 
 
 class Checker:
@@ -320,8 +146,8 @@ class SessionBase(asyncio.BufferedProtocol):
         # open loop: request j is intended at base + j * step (µs); step 0 = closed loop
         self.base = 0.0
         self.step = 0.0
-        self.lat: dict[str, list[tuple[int, int]]] = {}
-        self.svc: list[tuple[int, int]] = []
+        #: reply batches recorded since the last take(), per kind (Recorder.add_marks)
+        self.marks: dict[str, list[Mark]] = {}
         self.errors: Counter[int] = Counter()
         self.errors_total: Counter[int] = Counter()
         self.failure: str | None = None
@@ -410,11 +236,10 @@ class SessionBase(asyncio.BufferedProtocol):
         if not self.inflight and not self.drained.done():
             self.drained.set_result(None)
 
-    def take(self) -> tuple[dict[str, list[tuple[int, int]]], list[tuple[int, int]]]:
-        """Hand over the latencies recorded since the last call."""
-        lat, svc = self.lat, self.svc
-        self.lat, self.svc = {}, []
-        return lat, svc
+    def take(self) -> dict[str, list[Mark]]:
+        """Hand over the reply batches recorded since the last call."""
+        marks, self.marks = self.marks, {}
+        return marks
 
     def close_session(self) -> None:
         """closeSession (-11) with the next xid; the server replies and closes."""
@@ -425,19 +250,6 @@ class SessionBase(asyncio.BufferedProtocol):
 
     def emit(self, n: int) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
-
-    def _record_batch(self, now: int, t_sent: int, count: int, j: int) -> None:
-        """Latency of *count* replies (received at *now*) of requests sent together."""
-        lat = self.lat.get(self.label)
-        if lat is None:
-            lat = self.lat[self.label] = []
-        if j < 0:
-            lat.append((now - t_sent, count))
-            return
-        base, step = self.base, self.step
-        for i in range(j, j + count):
-            lat.append((now - int(base + i * step), 1))
-        self.svc.append((now - t_sent, count))
 
 
 class FastSession(SessionBase):
@@ -506,6 +318,9 @@ class FastSession(SessionBase):
         if n:
             self.ok_replies += n - bad
             if self.recording:
+                marks = self.marks.get(self.label)
+                if marks is None:
+                    marks = self.marks[self.label] = []
                 sent = self.sent
                 left = n
                 while left and sent:
@@ -519,7 +334,7 @@ class FastSession(SessionBase):
                         if j >= 0:
                             batch[2] = j + left
                         count, left = left, 0
-                    self._record_batch(now, ts, count, j)
+                    marks.append((now, ts, count, j))
             else:
                 self._discard(n)
             self.after_replies(n)
@@ -812,7 +627,7 @@ class ModelSession(SessionBase):
         unpack = REPLY_HEADER.unpack_from
         pending = self.pending
         recording = self.recording
-        lat = self.lat
+        marks = self.marks
         n = 0
         while end - pos >= REPLY_HEADER_SIZE:
             flen, xid, _zxid, err = unpack(data, pos)
@@ -844,14 +659,10 @@ class ModelSession(SessionBase):
                                       f"reply: {e!r}")
             if recording:
                 name = KIND_NAMES[kind]
-                lst = lat.get(name)
+                lst = marks.get(name)
                 if lst is None:
-                    lst = lat[name] = []
-                if j < 0:
-                    lst.append((now - t_sent, 1))
-                else:
-                    lst.append((now - int(self.base + j * self.step), 1))
-                    self.svc.append((now - t_sent, 1))
+                    lst = marks[name] = []
+                lst.append((now, t_sent, 1, j))
         rb.consumed(pos)
         if n:
             self.after_replies(n)
@@ -1083,65 +894,6 @@ async def open_session(
         raise ConnectionError(f"session {session.gidx}: server refused the session")
     session.session_id = resp.session_id
     return session
-
-
-# --- CPU accounting and the measured window -----------------------------------------------------
-
-_CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def proc_cpu_seconds(pid: int) -> float | None:
-    """utime+stime of *pid* in seconds (all its threads), or None if it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            fields = f.read().rsplit(b")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    return (int(fields[11]) + int(fields[12])) / _CLK_TCK
-
-
-def machine_busy_seconds() -> float | None:
-    """Busy CPU seconds of the whole machine so far (all cores; idle and iowait excluded)."""
-    try:
-        with open("/proc/stat", "rb") as f:
-            parts = f.readline().split()
-    except OSError:
-        return None
-    values = [int(v) for v in parts[1:]]
-    busy = sum(values[:8]) - values[3] - values[4]  # up to steal; minus idle, iowait
-    return busy / _CLK_TCK
-
-
-class CpuWindow:
-    """Samples own/server/machine CPU at the start and end of the measured window
-    (percent of one core)."""
-
-    def __init__(self, server_pid: int | None, machine: bool) -> None:
-        self.server_pid = server_pid
-        self.machine = machine
-        self.t0 = self.own0 = 0.0
-        self.srv0: float | None = None
-        self.mach0: float | None = None
-        self.result: tuple[float, float | None, float | None] = (0.0, None, None)
-
-    def start(self) -> None:
-        self.t0 = time.monotonic()
-        self.own0 = time.process_time()
-        self.srv0 = proc_cpu_seconds(self.server_pid) if self.server_pid else None
-        self.mach0 = machine_busy_seconds() if self.machine else None
-
-    def stop(self) -> None:
-        wall = max(time.monotonic() - self.t0, 1e-9)
-        own = (time.process_time() - self.own0) / wall * 100
-        srv = None
-        if self.server_pid and self.srv0 is not None:
-            now = proc_cpu_seconds(self.server_pid)
-            srv = None if now is None else (now - self.srv0) / wall * 100
-        mach = None
-        if self.mach0 is not None:
-            now_m = machine_busy_seconds()
-            mach = None if now_m is None else (now_m - self.mach0) / wall * 100
-        self.result = (own, srv, mach)
 
 
 ProgressFn = Callable[[Interval], None]
