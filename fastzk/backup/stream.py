@@ -37,7 +37,7 @@ from fastzk.runtime import snapshot as snapshots
 from fastzk.runtime import wal
 
 if TYPE_CHECKING:
-    from fastzk.runtime.server import Server
+    from fastzk.runtime.view import ServerView
 
 log = logging.getLogger("fastzk.backup")
 DURABLE_WAIT_S = 10.0  # how long the log may take to reach the applied zxid on this disk
@@ -64,7 +64,7 @@ class BackupStream:
     """One backup response in progress on an admin connection. The protocol forwards its
     flow control (`pause`/`resume`) and `lost` to it."""
 
-    def __init__(self, server: Server, transport: asyncio.WriteTransport,
+    def __init__(self, server: ServerView, transport: asyncio.WriteTransport,
                  since: int | None) -> None:
         self.server = server
         self.transport = transport

@@ -23,19 +23,19 @@ from fastzk.server.watches import CHILD, DATA, PERSISTENT, RECURSIVE
 if TYPE_CHECKING:
     from fastzk.config import Config
     from fastzk.node import Client
-    from fastzk.runtime.server import Server
+    from fastzk.runtime.view import ServerView
 
 VERSION = f"3.8.0-fastzk-{__version__}"
 VERSION_LINE = f"Zookeeper version: {VERSION}, built on fastzk {__version__}"
 TRACE_MASK = 306  # ZooKeeper's default; fastzk has no request tracing, so stmk only stores it
 
 
-def _outstanding(server: Server) -> int:
+def _outstanding(server: ServerView) -> int:
     return sum(len(client.fifo) for client in server.protocols)
 
 
 # --- command bodies (dicts) ----------------------------------------------------------------------
-def server_stats(server: Server) -> dict[str, Any]:
+def server_stats(server: ServerView) -> dict[str, Any]:
     node = server.node
     stats = node.stats
     return {
@@ -60,7 +60,7 @@ def server_stats(server: Server) -> dict[str, Any]:
     }
 
 
-def _connection_info(server: Server, client: Client, full: bool) -> dict[str, Any]:
+def _connection_info(server: ServerView, client: Client, full: bool) -> dict[str, Any]:
     protocol = server.protocols[client]
     peer = protocol.transport.get_extra_info("peername") if protocol.transport else None
     info: dict[str, Any] = {
@@ -87,20 +87,20 @@ def _connection_info(server: Server, client: Client, full: bool) -> dict[str, An
     return info
 
 
-def connections(server: Server) -> dict[str, Any]:
+def connections(server: ServerView) -> dict[str, Any]:
     return {
         "connections": [_connection_info(server, c, True) for c in server.protocols],
         "secure_connections": [],
     }
 
 
-def stats(server: Server) -> dict[str, Any]:
+def stats(server: ServerView) -> dict[str, Any]:
     result = server_stats(server)
     result.update(connections(server))
     return result
 
 
-def configuration(server: Server) -> dict[str, Any]:
+def configuration(server: ServerView) -> dict[str, Any]:
     cfg = server.cfg
     sizes = server.storage.sizes
     return {
@@ -140,7 +140,7 @@ def _user_name() -> str:
         return str(os.getuid())
 
 
-def environment(server: Server) -> dict[str, Any]:
+def environment(server: ServerView) -> dict[str, Any]:
     return {
         "zookeeper.version": VERSION,
         "host.name": socket.gethostname(),
@@ -157,7 +157,7 @@ def environment(server: Server) -> dict[str, Any]:
     }
 
 
-def _watched(server: Server, kinds: tuple[int, ...]) -> dict[str, list[Client]]:
+def _watched(server: ServerView, kinds: tuple[int, ...]) -> dict[str, list[Client]]:
     result: dict[str, list[Client]] = {}
     for kind in kinds:
         for path, conns in server.node.watches.tables[kind].items():
@@ -169,7 +169,7 @@ def _watched(server: Server, kinds: tuple[int, ...]) -> dict[str, list[Client]]:
 _SUMMARY_KINDS = (DATA, PERSISTENT, RECURSIVE)
 
 
-def watch_summary(server: Server) -> dict[str, Any]:
+def watch_summary(server: ServerView) -> dict[str, Any]:
     watched = _watched(server, _SUMMARY_KINDS)
     conns = {conn for clients in watched.values() for conn in clients}
     return {
@@ -179,7 +179,7 @@ def watch_summary(server: Server) -> dict[str, Any]:
     }
 
 
-def watches(server: Server) -> dict[str, Any]:
+def watches(server: ServerView) -> dict[str, Any]:
     by_session: dict[str, list[str]] = {}
     for path, clients in _watched(server, _SUMMARY_KINDS).items():
         for client in clients:
@@ -187,7 +187,7 @@ def watches(server: Server) -> dict[str, Any]:
     return {"session_id_to_watched_paths": by_session}
 
 
-def watches_by_path(server: Server) -> dict[str, Any]:
+def watches_by_path(server: ServerView) -> dict[str, Any]:
     return {
         "path_to_session_ids": {
             path: [f"0x{c.session_id:x}" for c in clients]
@@ -196,12 +196,12 @@ def watches_by_path(server: Server) -> dict[str, Any]:
     }
 
 
-def dirs(server: Server) -> dict[str, Any]:
+def dirs(server: ServerView) -> dict[str, Any]:
     sizes = server.storage.sizes
     return {"datadir_size": sizes.snap_bytes, "logdir_size": sizes.log_bytes}
 
 
-def monitor(server: Server) -> dict[str, Any]:
+def monitor(server: ServerView) -> dict[str, Any]:
     node = server.node
     tree = node.tree
     stats = node.stats
@@ -237,7 +237,7 @@ PEER_STATES = {"leader": "leading - broadcast", "follower": "following - broadca
                "read-only": "read-only"}
 
 
-def _quorum_summaries(server: Server) -> dict[str, Any]:
+def _quorum_summaries(server: ServerView) -> dict[str, Any]:
     """ZooKeeper's ensemble keys of mntr, plus fastzk's epoch and election count."""
     node = server.node
     replica = node.replica
@@ -267,7 +267,7 @@ def _quorum_summaries(server: Server) -> dict[str, Any]:
     return body
 
 
-def _wal_summaries(server: Server) -> dict[str, Any]:
+def _wal_summaries(server: ServerView) -> dict[str, Any]:
     """fsync time (ms) and group-commit batch size under ZooKeeper's mntr names."""
     writer = server.storage.writer
     if writer is None:
@@ -290,7 +290,7 @@ def _wal_summaries(server: Server) -> dict[str, Any]:
     }
 
 
-def dump(server: Server) -> dict[str, Any]:
+def dump(server: ServerView) -> dict[str, Any]:
     node = server.node
     return {
         "expiry_time_to_session_ids": _expiry_buckets(server),
@@ -301,7 +301,7 @@ def dump(server: Server) -> dict[str, Any]:
     }
 
 
-def _expiry_buckets(server: Server) -> dict[int, list[str]]:
+def _expiry_buckets(server: ServerView) -> dict[int, list[str]]:
     """Deadlines as wall-clock ms, grouped like ZooKeeper's expiry buckets."""
     node = server.node
     offset = node.now_ms - node.mono_ms
@@ -311,41 +311,41 @@ def _expiry_buckets(server: Server) -> dict[int, list[str]]:
     return buckets
 
 
-def connection_stat_reset(server: Server) -> dict[str, Any]:
+def connection_stat_reset(server: ServerView) -> dict[str, Any]:
     for client in server.protocols:
         client.reset_stats()
     return {}
 
 
-def stat_reset(server: Server) -> dict[str, Any]:
+def stat_reset(server: ServerView) -> dict[str, Any]:
     server.node.stats.reset()
     return {}
 
 
-def is_read_only(server: Server) -> dict[str, Any]:
+def is_read_only(server: ServerView) -> dict[str, Any]:
     return {"read_only": server.node.role == "read-only"}
 
 
-def ruok(server: Server) -> dict[str, Any]:
+def ruok(server: ServerView) -> dict[str, Any]:
     return {}
 
 
-def get_trace_mask(server: Server) -> dict[str, Any]:
+def get_trace_mask(server: ServerView) -> dict[str, Any]:
     return {"tracemask": server.trace_mask}
 
 
-def digest(server: Server) -> dict[str, Any]:
+def digest(server: ServerView) -> dict[str, Any]:
     node = server.node
     return {"digests": [{"zxid": node.applied_zxid, "digest": node.tree.digest()}]}
 
 
-def ready(server: Server) -> dict[str, Any]:
+def ready(server: ServerView) -> dict[str, Any]:
     is_ready, reason = server.ready()
     return {"ready": is_ready, "reason": reason}
 
 
 # primary name -> (function, aliases); the four-letter word is the first alias of 4 letters
-COMMANDS: dict[str, tuple[Callable[[Server], dict[str, Any]], tuple[str, ...]]] = {
+COMMANDS: dict[str, tuple[Callable[[ServerView], dict[str, Any]], tuple[str, ...]]] = {
     "configuration": (configuration, ("conf", "config")),
     "connection_stat_reset": (connection_stat_reset, ("crst",)),
     "connections": (connections, ("cons",)),
@@ -368,7 +368,7 @@ COMMANDS: dict[str, tuple[Callable[[Server], dict[str, Any]], tuple[str, ...]]] 
 ALIASES = {alias: name for name, (_, aliases) in COMMANDS.items() for alias in aliases}
 
 
-def run_command(name: str, server: Server) -> dict[str, Any]:
+def run_command(name: str, server: ServerView) -> dict[str, Any]:
     """The JSON body of `/commands/<name>`, as ZooKeeper's AdminServer shapes it."""
     primary = ALIASES.get(name, name)
     entry = COMMANDS.get(primary)
@@ -380,7 +380,7 @@ def run_command(name: str, server: Server) -> dict[str, Any]:
 
 
 # --- four-letter words (text) --------------------------------------------------------------------
-def _srvr_text(server: Server, with_clients: bool) -> str:
+def _srvr_text(server: ServerView, with_clients: bool) -> str:
     body = server_stats(server)
     inner = body["server_stats"]
     lines = [VERSION_LINE]
@@ -402,7 +402,7 @@ def _srvr_text(server: Server, with_clients: bool) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _brief(server: Server, client: Client) -> str:
+def _brief(server: ServerView, client: Client) -> str:
     info = _connection_info(server, client, False)
     return (
         f" /{info['remote_socket_address']}[{info['interest_ops']}]"
@@ -411,7 +411,7 @@ def _brief(server: Server, client: Client) -> str:
     )
 
 
-def _cons_line(server: Server, client: Client) -> str:
+def _cons_line(server: ServerView, client: Client) -> str:
     info = _connection_info(server, client, True)
     line = _brief(server, client)
     if "session_id" not in info:
@@ -425,14 +425,14 @@ def _cons_line(server: Server, client: Client) -> str:
     )
 
 
-def _mntr_text(server: Server) -> str:
+def _mntr_text(server: ServerView) -> str:
     lines = []
     for key, value in monitor(server).items():
         lines.append(f"zk_{key}\t{value}")
     return "\n".join(lines) + "\n"
 
 
-def _dump_text(server: Server) -> str:
+def _dump_text(server: ServerView) -> str:
     body = dump(server)
     buckets = body["expiry_time_to_session_ids"]
     lines = ["SessionTracker dump:",
@@ -469,7 +469,7 @@ NEEDS_SERVING = frozenset({"srvr", "stat", "cons", "crst", "srst", "dump", "wchs
 NOT_SERVING = "This ZooKeeper instance is not currently serving requests\n"
 
 
-def four_letter_word(word: str, server: Server, argument: bytes = b"") -> str:
+def four_letter_word(word: str, server: ServerView, argument: bytes = b"") -> str:
     """ZooKeeper's text output for `word` (already checked against the whitelist)."""
     if word == "ruok":
         return "imok"

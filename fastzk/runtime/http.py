@@ -39,7 +39,7 @@ from fastzk.runtime.tls import Contexts, SecureListener, x509_id
 from fastzk.server import acl as acls
 
 if TYPE_CHECKING:
-    from fastzk.runtime.server import Server
+    from fastzk.runtime.view import ServerView
 
 log = logging.getLogger("fastzk.http")
 MAX_REQUEST = 16 * 1024
@@ -51,7 +51,7 @@ PERMISSIONS = (Perm.READ, Perm.WRITE, Perm.CREATE, Perm.DELETE, Perm.ADMIN)
 
 
 class AdminProtocol(asyncio.Protocol):
-    def __init__(self, server: Server, registry: object) -> None:
+    def __init__(self, server: ServerView, registry: object) -> None:
         self.server = server
         self.registry = registry
         self.data = b""
@@ -182,7 +182,7 @@ class AdminListener:
     """The admin port: plain HTTP through asyncio's server, or HTTPS (alone or beside HTTP)
     through the TLS listener the client port uses, whose contexts follow the files."""
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: ServerView) -> None:
         self.server = server
         settings = server.cfg.admin_tls
         self.tls = Contexts(settings) if settings is not None else None

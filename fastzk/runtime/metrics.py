@@ -23,13 +23,13 @@ from fastzk.server.stats import BUCKETS_MS
 from fastzk.server.watches import CHILD, DATA, PERSISTENT, RECURSIVE
 
 if TYPE_CHECKING:
-    from fastzk.runtime.server import Server
+    from fastzk.runtime.view import ServerView
 
 _WATCH_KINDS = {"data": DATA, "child": CHILD, "persistent": PERSISTENT, "recursive": RECURSIVE}
 
 
 class ServerCollector:
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: ServerView) -> None:
         self.server = server
 
     def collect(self) -> Iterator[Metric]:
@@ -101,7 +101,7 @@ class ServerCollector:
 ROLES = ("standalone", "leader", "follower", "observer", "looking", "read-only")
 
 
-def _quorum_metrics(server: Server) -> Iterator[Any]:
+def _quorum_metrics(server: ServerView) -> Iterator[Any]:
     """Role, epoch, elections and replication progress (follower lag in txns, on a leader)."""
     node = server.node
     replica = node.replica
@@ -131,7 +131,7 @@ def _quorum_metrics(server: Server) -> Iterator[Any]:
     yield lag
 
 
-def registry_for(server: Server) -> CollectorRegistry:
+def registry_for(server: ServerView) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(ServerCollector(server))  # type: ignore[arg-type]
     return registry

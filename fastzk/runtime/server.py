@@ -37,6 +37,7 @@ from fastzk.runtime.storage import Storage
 from fastzk.runtime.tls import Contexts, SecureListener, x509_id
 from fastzk.runtime.wal import RecoveryError
 from fastzk.server.prep import Txn
+from fastzk.zkfiles.takeover import import_on_start
 
 log = logging.getLogger("fastzk")
 
@@ -600,7 +601,7 @@ class Server:
         """Recovers the durable state (raises RecoveryError when it cannot be trusted), then
         listens (raises OSError when a port is taken)."""
         _now(self.node)
-        report = self.storage.open()
+        report = self.storage.open(adopt=import_on_start)  # Apache ZooKeeper's files, if any
         self.storage.sizes.refresh(self.loop)
         log.info(
             "recovered zxid %#x in %.3fs: snapshot %s (zxid %#x), %d txns read, %d znodes, "

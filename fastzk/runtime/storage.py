@@ -229,12 +229,14 @@ class Storage:
         self.archiver: Archiver | None = None  # fastzk.archiveDir (backup/archive.py)
 
     # --- start-up and shutdown -------------------------------------------------------------
-    def open(self) -> RecoveryReport:
+    def open(self, adopt: Callable[[Config, Path, Path], object] | None = None) -> RecoveryReport:
+        """Recovers (steps 0-5 above). `adopt(cfg, snap_dir, log_dir)` runs first, with the
+        directories in place: `fastzk serve` passes the import of Apache ZooKeeper's files
+        (zkfiles.takeover.import_on_start), which in turn uses this module's recovery."""
         for directory in (self.snap_dir, self.log_dir):
             ensure_dir(directory)
-        from fastzk.zkfiles.takeover import import_on_start
-
-        import_on_start(self.cfg, self.snap_dir, self.log_dir)  # Apache ZooKeeper's files
+        if adopt is not None:
+            adopt(self.cfg, self.snap_dir, self.log_dir)
         report = recover(self.node, self.snap_dir, self.log_dir)
         self._since_txns = report.replayed
         self.writer = wal.WalWriter(
