@@ -235,7 +235,8 @@ class Node:
         self.quorum_ticks = 0
         self.serving = False
         self.log_failed = False
-        self.dirty: set[Client] = set()
+        # connections with output to flush, in the order they got it (a dict: an ordered set)
+        self.dirty: dict[Client, None] = {}
         self.clients: set[Client] = set()
         self.now_ms = start_ms  # wall clock: txn times (ctime/mtime)
         self.mono_ms = 0  # monotonic clock: session deadlines
@@ -407,7 +408,7 @@ class Node:
         client.state = State.CLOSED
         self._clear_fifo(client)
         self.clients.discard(client)
-        self.dirty.discard(client)
+        self.dirty.pop(client, None)
         self.watches.drop_connection(client)
         session = client.session
         if session is not None and session.conn is client:
@@ -415,7 +416,7 @@ class Node:
 
     def _close(self, client: Client) -> None:
         client.closing = True
-        self.dirty.add(client)
+        self.dirty[client] = None
 
     def handle_connect(self, client: Client, payload: bytes) -> None:
         try:
@@ -475,7 +476,7 @@ class Node:
         if previous is not None and previous is not client:
             previous.closing = True  # taken over: closed with no message
             previous.out.take()
-            self.dirty.add(previous)
+            self.dirty[previous] = None
         session.timeout = timeout
         self._touch_session(session)
         self._bind(client, session)
@@ -521,7 +522,7 @@ class Node:
     def _sent(self, client: Client) -> None:
         client.sent += 1
         self.stats.packets_sent += 1
-        self.dirty.add(client)
+        self.dirty[client] = None
 
     # --- requests ----------------------------------------------------------------------------
     def touch(self, client: Client, requests: int) -> None:
@@ -1046,7 +1047,7 @@ class Node:
             for conn, event, path in notifications:
                 if conn.state != State.CLOSED:
                     write_notification(conn.out, event, path)
-                    dirty.add(conn)
+                    dirty[conn] = None
             if op == Op.CREATE_SESSION:
                 session = self.sessions.get(txn.session_id)
                 assert session is not None
@@ -1071,7 +1072,7 @@ class Node:
                 write_reply(client.out, txn, result)
                 client.sent += 1
                 self.stats.packets_sent += 1
-                dirty.add(client)
+                dirty[client] = None
                 latency = max(0, now_ms - txn.time_ms)
                 record(OP_NAMES[op], latency)
                 client.record_reply(txn.zxid, now_ms, latency)
@@ -1101,7 +1102,7 @@ class Node:
         write_reply(client.out, txn, result)
         client.sent += 1
         self.stats.packets_sent += 1
-        self.dirty.add(client)
+        self.dirty[client] = None
         latency = max(0, self.now_ms - txn.time_ms)
         self.stats.record(OP_NAMES[txn.op], latency)
         client.record_reply(txn.zxid, self.now_ms, latency)

@@ -133,7 +133,7 @@ class ClientProtocol(asyncio.BufferedProtocol):
         if not server.per_ip[self.ip]:
             del server.per_ip[self.ip]
         server.protocols.pop(self.client, None)
-        server.throttled.discard(self)
+        server.throttled.pop(self, None)
         self.node.connection_lost(self.client)
         self.client = None
 
@@ -256,7 +256,7 @@ class ClientProtocol(asyncio.BufferedProtocol):
             if len(out) >= room:
                 return True
             if self.server.over_outstanding():
-                self.server.throttled.add(self)  # resumed when requests in flight drop
+                self.server.throttled[self] = None  # resumed when requests in flight drop
                 break
             frame = buf.pop_frame()
             if frame is None:
@@ -357,7 +357,7 @@ class Server:
         _now(self.node)
         self.protocols: dict[Client, ClientProtocol] = {}
         # connections that stopped taking requests at the server-wide limits on writes in flight
-        self.throttled: set[ClientProtocol] = set()
+        self.throttled: dict[ClientProtocol, None] = {}  # an ordered set: resumed in order
         self._fd_limit_logged_at: float | None = None
         self.burst = False  # many bytes were in flight at once: trim the heap once it drains
         self.per_ip: Counter[str] = Counter()

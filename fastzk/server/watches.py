@@ -17,10 +17,13 @@ DATA, CHILD, PERSISTENT, RECURSIVE = 0, 1, 2, 3
 
 class WatchManager:
     def __init__(self) -> None:
-        self.tables: tuple[dict[str, set[Any]], ...] = ({}, {}, {}, {})
+        # path -> the connections watching it, in the order they registered (dicts used as
+        # ordered sets: notifications go out, and admin commands list watchers, in an order
+        # that does not depend on object ids)
+        self.tables: tuple[dict[str, dict[Any, None]], ...] = ({}, {}, {}, {})
 
     def add(self, kind: int, path: str, conn: Any) -> None:
-        self.tables[kind].setdefault(path, set()).add(conn)
+        self.tables[kind].setdefault(path, {})[conn] = None
         conn.watches.add((kind, path))
 
     def has(self, kind: int, path: str, conn: Any) -> bool:
@@ -30,7 +33,7 @@ class WatchManager:
         watchers = self.tables[kind].get(path)
         if not watchers or conn not in watchers:
             return False
-        watchers.discard(conn)
+        del watchers[conn]
         if not watchers:
             del self.tables[kind][path]
         conn.watches.discard((kind, path))
