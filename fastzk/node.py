@@ -48,7 +48,7 @@ from fastzk.server.prep import BARRIER, Prep, Txn
 from fastzk.server.reads import Reads
 from fastzk.server.sasl import DigestMD5Server, GssapiLogin, GssapiServer, SaslError, make_nonce
 from fastzk.server.sessions import Session, SessionTable
-from fastzk.server.stats import FAST_READ, RequestStats
+from fastzk.server.stats import FAST_READ, Extremes, RequestStats
 from fastzk.server.watches import CHILD, DATA, PERSISTENT, RECURSIVE, WatchManager
 
 NO_PASSWORD = bytes(16)
@@ -82,9 +82,8 @@ class Client:
     __slots__ = (
         "address", "out", "state", "session", "identities", "watches", "fifo", "closing",
         "read_only_byte", "received", "sent", "established_ms", "last_op", "last_xid",
-        "last_zxid", "last_response_ms", "last_latency_ms", "min_latency_ms", "max_latency_ms",
-        "total_latency_ms", "replies", "read_only", "fifo_sizes", "fifo_bytes",
-        "unsent_bytes", "connecting_since", "sasl", "must_authenticate",
+        "last_zxid", "last_response_ms", "last_latency_ms", "latency_ms", "read_only",
+        "fifo_sizes", "fifo_bytes", "unsent_bytes", "connecting_since", "sasl", "must_authenticate",
     )
 
     def __init__(self, address: str) -> None:
@@ -120,23 +119,15 @@ class Client:
 
     def reset_stats(self) -> None:
         """`crst`: per-connection counters and latencies back to zero."""
-        self.received = self.sent = self.replies = 0
-        self.last_latency_ms = self.min_latency_ms = self.max_latency_ms = 0
-        self.total_latency_ms = 0
-
-    @property
-    def avg_latency_ms(self) -> int:
-        return self.total_latency_ms // self.replies if self.replies else 0
+        self.received = self.sent = 0
+        self.last_latency_ms = 0
+        self.latency_ms = Extremes()
 
     def record_reply(self, zxid: int, now_ms: int, latency_ms: int) -> None:
         self.last_zxid = zxid
         self.last_response_ms = now_ms
         self.last_latency_ms = latency_ms
-        if not self.replies or latency_ms < self.min_latency_ms:
-            self.min_latency_ms = latency_ms
-        self.max_latency_ms = max(self.max_latency_ms, latency_ms)
-        self.total_latency_ms += latency_ms
-        self.replies += 1
+        self.latency_ms.add(latency_ms)
 
     @property
     def session_id(self) -> int:

@@ -44,9 +44,9 @@ def server_stats(server: ServerView) -> dict[str, Any]:
         "server_stats": {
             "packets_sent": stats.packets_sent,
             "packets_received": stats.packets_received,
-            "max_latency": stats.max_ms,
-            "min_latency": stats.min_ms,
-            "avg_latency": round(stats.avg_ms, 4),
+            "max_latency": stats.latency_ms.max,
+            "min_latency": stats.latency_ms.min,
+            "avg_latency": round(stats.latency_ms.avg, 4),
             "num_alive_client_connections": len(server.protocols),
             "outstanding_requests": _outstanding(server),
             "server_state": node.role,
@@ -80,9 +80,9 @@ def _connection_info(server: ServerView, client: Client, full: bool) -> dict[str
             last_zxid=f"0x{client.last_zxid:x}",
             last_response_time=client.last_response_ms,
             last_latency=client.last_latency_ms,
-            min_latency=client.min_latency_ms,
-            avg_latency=client.avg_latency_ms,
-            max_latency=client.max_latency_ms,
+            min_latency=client.latency_ms.min,
+            avg_latency=int(client.latency_ms.avg),
+            max_latency=client.latency_ms.max,
         )
     return info
 
@@ -209,9 +209,9 @@ def monitor(server: ServerView) -> dict[str, Any]:
     return {
         "version": VERSION,
         "server_state": node.role,
-        "avg_latency": round(stats.avg_ms, 4),
-        "max_latency": stats.max_ms,
-        "min_latency": stats.min_ms,
+        "avg_latency": round(stats.latency_ms.avg, 4),
+        "max_latency": stats.latency_ms.max,
+        "min_latency": stats.latency_ms.min,
         "packets_received": stats.packets_received,
         "packets_sent": stats.packets_sent,
         "num_alive_connections": len(server.protocols),
@@ -277,7 +277,7 @@ def _wal_summaries(server: ServerView) -> dict[str, Any]:
     count = sum(batches.values())
     total = sum(size * n for size, n in batches.items())
     return {
-        "avg_fsynctime": round(fsync.total / fsync.count / 1000, 4) if fsync.count else 0.0,
+        "avg_fsynctime": round(fsync.avg / 1000, 4),
         "min_fsynctime": fsync.min // 1000,
         "max_fsynctime": fsync.max // 1000,
         "cnt_fsynctime": fsync.count,

@@ -13,24 +13,42 @@ FSYNC_BUCKETS_US = (100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000
                     1000000)
 
 
-class LatencyHistogram:
-    """Counts per bucket plus sum, min and max; plain ints, safe to read from another thread
-    for reporting (a torn read only skews one scrape)."""
+class Extremes:
+    """How many values, their sum, the smallest and the largest: the min/avg/max figures that
+    srvr and mntr (the server), cons (each connection) and the fsync statistics show. Plain
+    ints, safe to read from another thread for reporting (a torn read only skews one scrape)."""
 
-    __slots__ = ("bounds", "buckets", "total", "count", "min", "max")
+    __slots__ = ("count", "total", "min", "max")
 
-    def __init__(self, bounds: tuple[int, ...]) -> None:
-        self.bounds = bounds
-        self.buckets = [0] * (len(bounds) + 1)
-        self.total = self.count = self.min = self.max = 0
+    def __init__(self) -> None:
+        self.count = self.total = self.min = self.max = 0
 
-    def add(self, value: int) -> None:
-        self.buckets[bisect_left(self.bounds, value)] += 1
-        self.total += value
+    def add(self, value: int, times: int = 1) -> None:
         if not self.count or value < self.min:
             self.min = value
-        self.max = max(self.max, value)
-        self.count += 1
+        if value > self.max:
+            self.max = value
+        self.total += value * times
+        self.count += times
+
+    @property
+    def avg(self) -> float:
+        return self.total / self.count if self.count else 0.0
+
+
+class LatencyHistogram(Extremes):
+    """Counts per bucket beside the extremes."""
+
+    __slots__ = ("bounds", "buckets")
+
+    def __init__(self, bounds: tuple[int, ...]) -> None:
+        super().__init__()
+        self.bounds = bounds
+        self.buckets = [0] * (len(bounds) + 1)
+
+    def add(self, value: int, times: int = 1) -> None:
+        self.buckets[bisect_left(self.bounds, value)] += times
+        super().add(value, times)
 
 
 class OpStats:
@@ -48,16 +66,9 @@ class RequestStats:
 
     def reset(self) -> None:
         self.ops: dict[str, OpStats] = {}
-        self.min_ms = 0
-        self.max_ms = 0
-        self.total_ms = 0
-        self.count = 0
+        self.latency_ms = Extremes()  # every request's
         self.packets_received = 0
         self.packets_sent = 0
-
-    @property
-    def avg_ms(self) -> float:
-        return self.total_ms / self.count if self.count else 0.0
 
     def record(self, op: str, latency_ms: int, requests: int = 1) -> None:
         stats = self.ops.get(op)
@@ -66,9 +77,4 @@ class RequestStats:
         stats.buckets[0 if latency_ms <= 1 else bisect_left(BUCKETS_MS, latency_ms)] += requests
         stats.total_ms += latency_ms * requests
         stats.count += requests
-        if not self.count or latency_ms < self.min_ms:
-            self.min_ms = latency_ms
-        if latency_ms > self.max_ms:
-            self.max_ms = latency_ms
-        self.total_ms += latency_ms * requests
-        self.count += requests
+        self.latency_ms.add(latency_ms, requests)
