@@ -24,6 +24,19 @@ What gets normalised, and why:
 * Exceptions become ``!<kazoo exception class name>``.
 * The scenario's root path is shown as ``~``.
 
+Raw frames: every frame the server sends on a recorded client's connection (replies,
+notifications, auth replies, the handshake) is kept as bytes and shown in the wire log
+(``wire:<client>``), one line per frame with the op it answers: header xid and err, then the
+body field by field -- strings, buffers and vectors decoded (lengths checked, null shown as
+``null``, so the text fixes the bytes), ints and anything unparsed as hex, Stats normalised as
+above.  Only these are normalised: zxids (ranked; a reply header's zxid by the newest
+transaction it covers), ctime/mtime, ephemeralOwner and the handshake's session id (client
+name) and password (length only).  Differences from ZooKeeper that remain are named in
+:data:`ALLOWED_DIFFERENCES` and applied where their name appears; README lists the same.
+Ping replies come on kazoo's timer, so they are checked per frame (empty, xid -2, err 0, zxid
+not older than the connection's last reply; a violation is a ``wire-anomalies`` entry) and
+compared byte for byte in tests/test_conformance_sessions.py's raw session.
+
 Watch notifications are captured twice per client, both in arrival order:
 ``ctx.watcher(tag)`` gives kazoo watch callbacks (what an application sees),
 and every client's connection is instrumented so that the raw wire order of
