@@ -408,8 +408,8 @@ ALLOWED_DIFFERENCES: dict[str, str] = {
     ),
     "ephemerals-order": (
         "getEphemerals (103) replies: ZooKeeper lists the paths in the iteration order of a "
-        "clone of the session's HashSet<String>, fastzk in insertion order; compared as a "
-        "multiset."
+        "clone of the session's HashSet<String>, fastzk in a Python set's order; compared as "
+        "a multiset."
     ),
 }
 
