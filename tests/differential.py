@@ -24,6 +24,19 @@ What gets normalised, and why:
 * Exceptions become ``!<kazoo exception class name>``.
 * The scenario's root path is shown as ``~``.
 
+Raw frames: every frame the server sends on a recorded client's connection (replies,
+notifications, auth replies, the handshake) is kept as bytes and shown in the wire log
+(``wire:<client>``), one line per frame with the op it answers: header xid and err, then the
+body field by field -- strings, buffers and vectors decoded (lengths checked, null shown as
+``null``, so the text fixes the bytes), ints and anything unparsed as hex, Stats normalised as
+above.  Only these are normalised: zxids (ranked; a reply header's zxid by the newest
+transaction it covers), ctime/mtime, ephemeralOwner and the handshake's session id (client
+name) and password (length only).  Differences from ZooKeeper that remain are named in
+:data:`ALLOWED_DIFFERENCES` and applied where their name appears; README lists the same.
+Ping replies come on kazoo's timer, so they are checked per frame (empty, xid -2, err 0, zxid
+not older than the connection's last reply; a violation is a ``wire-anomalies`` entry) and
+compared byte for byte in tests/test_conformance_sessions.py's raw session.
+
 Watch notifications are captured twice per client, both in arrival order:
 ``ctx.watcher(tag)`` gives kazoo watch callbacks (what an application sees),
 and every client's connection is instrumented so that the raw wire order of
@@ -50,6 +63,7 @@ Set FASTZK_DIFF_PRINT=1 to print every reference transcript (with ``-s``).
 
 from __future__ import annotations
 
+import bisect
 import difflib
 import hashlib
 import itertools
@@ -78,13 +92,16 @@ __all__ = [
     "SUPER_DIGEST",
     "CreateContainer",
     "CreateTTL",
+    "ALLOWED_DIFFERENCES",
     "Differential",
     "Err",
+    "RawFrame",
     "RawRequest",
     "ScenarioContext",
     "Scenario",
     "TranscriptMismatch",
     "compare_transcripts",
+    "parse_frame",
     "run_scenario",
 ]
 
@@ -368,6 +385,201 @@ def check_request(path: str, version: int) -> RawRequest:
     return RawRequest(13, "check", (path, version), zkwire.p_ustring(path) + zkwire.p_int(version))
 
 
+# --- raw reply frames ------------------------------------------------------------------------
+#: Differences from Apache ZooKeeper 3.8.0 that the raw frame comparison normalises away, by
+#: name.  Each one is applied in exactly one place (grep its name) and listed, with the same
+#: reason, in README's "Differences from Apache ZooKeeper 3.8.0".  Everything else in a reply
+#: frame -- xid, err, body layout, strings, ACLs, Stat fields other than zxids/times/owner,
+#: children order, multi results -- is compared byte for byte.
+ALLOWED_DIFFERENCES: dict[str, str] = {
+    "failed-write-zxid": (
+        "reply header zxid: ZooKeeper gives every failed write (and failed multi) a zxid of its "
+        "own, an error transaction, and every later reply carries it until the next write; "
+        "fastzk's failed writes use no zxid, so its replies carry the last committed one.  A "
+        "reply's zxid is therefore compared as the newest transaction it covers (the largest "
+        "Stat or successful-write zxid not above it, 'zxid>=zN'), not as an exact rank."
+    ),
+    "identity-order": (
+        "whoAmI (107) replies and ACL entries expanded from the 'auth' scheme (create, "
+        "setACL; seen in getACL replies): ZooKeeper lists a connection's identities in the "
+        "iteration order of a ConcurrentHashMap<Id> (hash bins, then insertion order), fastzk "
+        "in sorted order; compared as a multiset (whoAmI) and with each run of adjacent ACL "
+        "entries of equal perms sorted (getACL)."
+    ),
+    "ephemerals-order": (
+        "getEphemerals (103) replies: ZooKeeper lists the paths in the iteration order of a "
+        "clone of the session's HashSet<String>, fastzk in a Python set's order; compared as "
+        "a multiset."
+    ),
+}
+
+#: Opcodes whose successful reply carries the zxid of the transaction they committed (spec
+#: section 4); those zxids join the Stat zxids in the rank table.  closeSession is left out:
+#: its zxid is a session transaction that no Stat shows.
+_WRITE_OPS = frozenset({1, 2, 5, 7, 14, 15, 19, 21})
+
+#: Reply body layout by request opcode (spec section 4).  An opcode missing here, an error
+#: reply, or a body that does not parse exactly is rendered as raw hex, so still compared.
+_LAYOUTS: dict[int, tuple[str, ...]] = {
+    1: ("string",), 2: (), 3: ("stat",), 4: ("buffer", "stat"), 5: ("stat",),
+    6: ("acls", "stat"), 7: ("stat",), 8: ("strings",), 9: ("string",),
+    12: ("strings", "stat"), 13: (), 14: ("multi",), 15: ("string", "stat"), 17: (), 18: (),
+    19: ("string", "stat"), 21: ("string", "stat"), 22: ("multi",), 100: (), 101: (),
+    103: ("strings",), 104: ("int",), 105: (), 106: ("int",), 107: ("idents",), -11: (),
+}  # fmt: skip
+
+#: Multi result layouts by result type (spec section 4.14); -1 is an ErrorResult.
+_MULTI_RESULTS: dict[int, tuple[str, ...]] = {
+    1: ("string",), 15: ("string", "stat"), 19: ("string", "stat"), 21: ("string", "stat"),
+    2: (), 5: ("stat",), 13: (), 4: ("buffer", "stat"), 8: ("strings",), -1: ("int",),
+}  # fmt: skip
+
+_REPLY_HEADER = struct.Struct("!iqi")
+
+
+@dataclass(frozen=True)
+class RawFrame:
+    """One server frame as received, split into the parts the comparison treats differently.
+
+    ``fields`` is the body in order: ``("hex", bytes)`` for bytes compared verbatim and
+    ``("stat", ZnodeStat)`` for a Stat (its zxids, times and owner are normalised, every
+    other field compared exactly).  ``committed`` is True for the reply of a write that
+    committed a transaction, whose header zxid is that transaction's.
+    """
+
+    xid: int
+    zxid: int
+    err: int
+    fields: tuple[tuple[str, Any], ...]
+    committed: bool = False
+    opcode: int | None = None
+
+    def stats(self) -> list[ZnodeStat]:
+        return [v for kind, v in self.fields if kind == "stat"]
+
+
+class _LayoutError(ValueError):
+    """A body does not have the layout its opcode promises."""
+
+
+def _parse_layout(
+    buf: bytes, offset: int, layout: tuple[str, ...], out: list[tuple[str, Any]]
+) -> int:
+    """Append *layout*'s fields of *buf* at *offset* to *out*; return the offset after them.
+
+    Strings, buffers and vectors are kept decoded (``("val", ...)``): with every length
+    checked against the bytes, the decoded value determines the bytes, null (-1) included.
+    """
+    for kind in layout:
+        if kind == "stat":
+            if offset + _STAT.size > len(buf):
+                raise _LayoutError("short Stat")
+            out.append(("stat", ZnodeStat._make(_STAT.unpack_from(buf, offset))))
+            offset += _STAT.size
+        elif kind == "int":
+            if offset + 4 > len(buf):
+                raise _LayoutError("short int")
+            out.append(("hex", buf[offset : offset + 4]))
+            offset += 4
+        elif kind in ("string", "buffer"):
+            value, offset = _read_buffer(buf, offset)
+            out.append(("val", value))
+        else:  # "strings", "acls" (int perms + two ustrings), "idents" (two ustrings)
+            if offset + 4 > len(buf):
+                raise _LayoutError(f"short {kind} count")
+            (count,) = struct.unpack_from("!i", buf, offset)
+            offset += 4
+            items: list[Any] | None = None if count == -1 else []
+            for _ in range(max(count, 0)):
+                item: list[Any] = []
+                if kind == "acls":
+                    if offset + 4 > len(buf):
+                        raise _LayoutError("short ACL")
+                    item.append(struct.unpack_from("!i", buf, offset)[0])
+                    offset += 4
+                for _ in range(1 if kind == "strings" else 2):
+                    value, offset = _read_buffer(buf, offset)
+                    item.append(value)
+                assert items is not None
+                items.append(item[0] if kind == "strings" else tuple(item))
+            if count < -1:
+                raise _LayoutError(f"bad {kind} count {count}")
+            out.append(("val", items))
+    return offset
+
+
+def _read_buffer(buf: bytes, offset: int) -> tuple[bytes | None, int]:
+    """The jute buffer/ustring at *offset* (None for length -1) and the offset after it."""
+    if offset + 4 > len(buf):
+        raise _LayoutError("short length")
+    (n,) = struct.unpack_from("!i", buf, offset)
+    if n < -1 or offset + 4 + max(n, 0) > len(buf):
+        raise _LayoutError(f"bad length {n}")
+    if n == -1:
+        return None, offset + 4
+    return buf[offset + 4 : offset + 4 + n], offset + 4 + n
+
+
+def _parse_multi(buf: bytes, offset: int, out: list[tuple[str, Any]]) -> tuple[int, bool]:
+    """Parse multi/multiRead results; return (end offset, whether no result is an error)."""
+    ok = True
+    while True:
+        if offset + 9 > len(buf):
+            raise _LayoutError("short MultiHeader")
+        op_type, done = struct.unpack_from("!ib", buf, offset)
+        out.append(("hex", buf[offset : offset + 9]))
+        offset += 9
+        if done:
+            return offset, ok
+        if op_type not in _MULTI_RESULTS:
+            raise _LayoutError(f"unknown multi result type {op_type}")
+        ok = ok and op_type != -1
+        offset = _parse_layout(buf, offset, _MULTI_RESULTS[op_type], out)
+
+
+def parse_frame(frame: bytes, opcode: int | None) -> RawFrame:
+    """Split a reply/notification frame (length prefix removed) for the comparison.
+
+    *opcode* is the request's type for a reply (None for notifications, pings, auth and
+    unknown xids).  Bodies are parsed strictly; anything that does not parse exactly
+    (trailing bytes included) is kept whole as hex.
+    """
+    xid, zxid, err = _REPLY_HEADER.unpack_from(frame, 0)
+    body = frame[_REPLY_HEADER.size :]
+    layout = _LAYOUTS.get(opcode) if opcode is not None and err == 0 else None
+    if layout is None:
+        return RawFrame(xid, zxid, err, (("hex", body),) if body else ())
+    fields: list[tuple[str, Any]] = []
+    ok = True
+    try:
+        if layout == ("multi",):
+            end, ok = _parse_multi(body, 0, fields)
+        else:
+            end = _parse_layout(body, 0, layout, fields)
+        if end != len(body):
+            raise _LayoutError("trailing bytes")
+    except (_LayoutError, struct.error):
+        return RawFrame(xid, zxid, err, (("unparsed", body),))
+    committed = ok and opcode in _WRITE_OPS
+    return RawFrame(xid, zxid, err, tuple(fields), committed=committed, opcode=opcode)
+
+
+def _connect_fields(body: bytes) -> tuple[Any, ...]:
+    """A ConnectResponse body as (hex prefix, session id, password length, hex rest).
+
+    The session id and password are server-chosen; their values are left out (the session
+    id becomes the owning client's name when rendered), everything else stays bytes.
+    """
+    if len(body) < 20:
+        return (body, 0, None, b"")
+    (sid,) = struct.unpack_from("!q", body, 8)
+    try:
+        passwd, end = _read_buffer(body, 16)
+    except _LayoutError:
+        return (body[:8], sid, None, body[16:])
+    return (body[:8], sid, None if passwd is None else len(passwd), body[end:])
+
+
 class _Watcher:
     """A kazoo watch callback that logs the event under a tag, per client."""
 
@@ -454,33 +666,46 @@ class ScenarioContext:
         return client
 
     def _instrument(self, name: str, client: KazooClient) -> None:
-        """Log notifications and replies in wire order, from kazoo's reader thread.
+        """Log every frame the server sends, raw, in wire order, from kazoo's reader thread.
 
-        Besides the frame order this checks, per connection, that reply
-        zxids never go backwards (clients send the highest one back as
-        lastZxidSeen) and records whether a notification's header zxid is -1
-        (what 3.8 servers send) or a transaction zxid (3.9 style).
+        Each reply and notification is kept as its raw bytes (RawFrame), rendered at the end
+        with only zxids, times, session ids and passwords normalised.  Besides the frame
+        order this checks, per connection, that reply zxids never go backwards (clients send
+        the highest one back as lastZxidSeen) and that every ping reply is an empty frame
+        with xid -2, err 0 and a zxid no older than the connection's last reply: pings go out
+        on kazoo's timer, so their number and position are not compared, only their bytes.
         """
         conn = client._connection
         wire = self._wire[name]
         orig_event = conn._read_watch_event
         orig_response = conn._read_response
         orig_header = conn._read_header
-        last: dict[str, Any] = {"header": None, "max_zxid": 0}
+        orig_read = conn._read
+        last: dict[str, Any] = {"frame": b"", "read": b"", "max_zxid": 0}
+
+        def read(length: int, timeout: float) -> Any:
+            data = orig_read(length, timeout)
+            last["read"] = data
+            return data
 
         def read_header(timeout: float) -> Any:
             result = orig_header(timeout)
-            last["header"] = result[0]
+            header, frame = result[0], bytes(result[1])
+            last["frame"] = frame
+            if header.xid == -2:
+                ping = parse_frame(frame, 11)
+                if ping.err or ping.fields or ping.zxid < last["max_zxid"]:
+                    self._wire_anomalies.append(f"{name}: ping reply {ping}")
+            elif header.xid == -4:
+                wire.append(("auth", parse_frame(frame, 100)))
             return result
 
         def read_watch_event(buffer: bytes, offset: int) -> Any:
-            header = last["header"]
-            zxid = header.zxid if header is not None else None
-            ztext = "-1" if zxid == -1 else (">0" if zxid and zxid > 0 else str(zxid))
             try:
                 watch, _ = Watch.deserialize(buffer, offset)
                 etype = EVENT_NAMES.get(watch.type, watch.type)
-                wire.append(("event", etype, watch.state, watch.path, ztext))
+                raw = parse_frame(last["frame"], None)
+                wire.append(("event", etype, watch.state, watch.path, raw))
             except Exception as e:  # noqa: BLE001 - log undecodable events too
                 wire.append(("event-undecodable", type(e).__name__))
             return orig_event(buffer, offset)
@@ -489,7 +714,8 @@ class ScenarioContext:
             try:
                 request = client._pending[0][0]
                 rname = request.name if isinstance(request, RawRequest) else None
-                wire.append(("reply", rname or type(request).__name__, header.err))
+                raw = parse_frame(last["frame"], request.type)
+                wire.append(("reply", rname or type(request).__name__, header.err, raw))
             except IndexError:
                 wire.append(("reply-unexpected", header.xid, header.err))
             if header.zxid > 0:
@@ -498,6 +724,7 @@ class ScenarioContext:
                 last["max_zxid"] = max(last["max_zxid"], header.zxid)
             return orig_response(header, buffer, offset)
 
+        conn._read = read
         conn._read_header = read_header
         orig_invoke = conn._invoke
         negotiated = self._negotiated.setdefault(name, [])
@@ -514,7 +741,7 @@ class ScenarioContext:
                     outcome = "resumed"
                 else:
                     outcome = "other-session"
-                wire.append(("connect", reply.time_out, outcome, len(reply.passwd or b"")))
+                wire.append(("connect", reply.time_out, outcome, _connect_fields(last["read"])))
                 negotiated.append(reply.time_out)
             return result
 
@@ -694,7 +921,9 @@ class ScenarioContext:
         """
         c = self.client(client)
         try:
-            c.exists_async("/").get(timeout=OP_TIMEOUT)
+            # The run's own root, not "/": the raw reply's Stat is compared, and "/"'s
+            # cversion and pzxid depend on what earlier tests did on the shared servers.
+            c.exists_async(self.root).get(timeout=OP_TIMEOUT)
         except Exception as e:  # noqa: BLE001
             self.record(f"{client}.barrier", Err(type(e).__name__))
         self.mark("barrier", client)
@@ -825,6 +1054,27 @@ def _bytes_repr(data: bytes | bytearray) -> str:
     return f"<{len(data)} bytes sha1={hashlib.sha1(data).hexdigest()[:12]}>"
 
 
+def _allowed_order(opcode: int | None, value: Any) -> Any:
+    """Apply the order-only ALLOWED_DIFFERENCES to a decoded vector field of a reply."""
+    if not isinstance(value, list):
+        return value
+    if opcode == 107:  # "identity-order": whoAmI
+        return sorted(value, key=repr)
+    if opcode == 103:  # "ephemerals-order"
+        return sorted(value, key=repr)
+    if opcode == 6:  # "identity-order": runs of equal-perms ACL entries ('auth' expansion)
+        runs = itertools.groupby(value, key=lambda acl: acl[0])
+        return [acl for _, run in runs for acl in sorted(run, key=repr)]
+    return value
+
+
+def _hex(data: bytes) -> str:
+    """Hex for a body field; long fields as length + SHA-1 prefix (still compared)."""
+    if len(data) <= 64:
+        return data.hex() or "''"
+    return f"<{len(data)} bytes sha1={hashlib.sha1(data).hexdigest()[:12]}>"
+
+
 def _unroot(s: Any, root: str) -> Any:
     if not isinstance(s, str):
         return s
@@ -843,12 +1093,21 @@ class _Normaliser:
         self.unknown_sessions: dict[int, str] = {}
         self.zxid_rank: dict[int, int] = {}
         self.anomalies: list[str] = []
+        self.ranked: list[int] = []
 
     def lines(self, entries: list[tuple[str, Any]]) -> list[str]:
         stats: list[ZnodeStat] = []
+        committed: list[int] = []
         for _, value in entries:
             _collect_stats(value, stats)
-        self._analyse(stats)
+            if isinstance(value, _WireLog):
+                for frame in value:
+                    raw = frame[-1] if frame[0] in ("reply", "event", "auth") else None
+                    if isinstance(raw, RawFrame):
+                        stats += raw.stats()
+                        if raw.committed:
+                            committed.append(raw.zxid)
+        self._analyse(stats, committed)
         out: list[str] = []
         for label, value in entries:
             if isinstance(value, _WireLog):
@@ -861,9 +1120,11 @@ class _Normaliser:
             out.append("time-anomalies => " + "; ".join(sorted(set(self.anomalies))))
         return out
 
-    def _analyse(self, stats: list[ZnodeStat]) -> None:
-        zxids = sorted({z for s in stats for z in (s.czxid, s.mzxid, s.pzxid)})
+    def _analyse(self, stats: list[ZnodeStat], committed: list[int]) -> None:
+        """Rank every transaction zxid seen (Stats, committed writes' replies); check times."""
+        zxids = sorted({z for s in stats for z in (s.czxid, s.mzxid, s.pzxid)} | set(committed))
         self.zxid_rank = {z: i for i, z in enumerate(zxids)}
+        self.ranked = zxids
         times: dict[int, set[int]] = {}
         for s in stats:
             times.setdefault(s.czxid, set()).add(s.ctime)
@@ -889,14 +1150,62 @@ class _Normaliser:
 
     def _wire_item(self, item: tuple[Any, ...]) -> str:
         if item[0] == "event":
-            _, etype, state, path, zxid = item
-            return f"<- notification {etype} {_unroot(path, self.root)!r} state={state} zxid={zxid}"
+            _, etype, state, path, raw = item
+            return (
+                f"<- notification {etype} {_unroot(path, self.root)!r} state={state} "
+                f"{self.frame(raw)}"
+            )
         if item[0] == "reply":
-            return f"<- reply {item[1]} err={item[2]}"
+            return f"<- reply {item[1]} {self.frame(item[3])}"
+        if item[0] == "auth":
+            return f"<- auth {self.frame(item[1])}"
         if item[0] == "connect":
-            _, timeout, outcome, pwlen = item
-            return f"<- handshake timeout={timeout} session={outcome} passwd={pwlen}B"
+            _, timeout, outcome, (head, sid, pw_len, rest) = item
+            return (
+                f"<- handshake timeout={timeout} session={outcome} "
+                f"raw={head.hex()} sid={self.owner(sid)} passwd={pw_len}B {rest.hex() or '-'}"
+            )
         return "<- " + " ".join(str(x) for x in item)
+
+    def frame(self, raw: RawFrame) -> str:
+        """A frame's bytes: header, then body fields (hex, or a normalised Stat)."""
+        parts = [f"xid={raw.xid} zxid={self.header_zxid(raw.zxid)} err={raw.err}"]
+        for kind, value in raw.fields:
+            if kind == "stat":
+                parts.append(self.stat(value))
+            elif kind == "hex":
+                parts.append(_hex(value))
+            elif kind == "val":
+                parts.append(self.value(_allowed_order(raw.opcode, value)))
+            else:
+                parts.append(f"{kind}:{_hex(value)}")
+        return " | ".join(parts)
+
+    def value(self, value: Any) -> str:
+        """A decoded string/buffer/vector field: bytes shown exactly, null as ``null``."""
+        if value is None:
+            return "null"
+        if isinstance(value, bytes):
+            try:
+                text = value.decode("utf-8")
+            except UnicodeDecodeError:
+                return _hex(value)
+            return repr(_unroot(text, self.root)) if len(value) <= 64 else _hex(value)
+        if isinstance(value, int):
+            return str(value)
+        inner = ", ".join(self.value(v) for v in value)
+        return f"[{inner}]" if isinstance(value, list) else f"({inner})"
+
+    def header_zxid(self, zxid: int) -> str:
+        """A reply header's zxid as the newest ranked transaction it covers.
+
+        Allowed difference "failed-write-zxid" (ALLOWED_DIFFERENCES): the exact value is not
+        compared, only which transactions it covers.  -1 and 0 are shown as they are.
+        """
+        if zxid in (-1, 0):
+            return str(zxid)
+        covered = bisect.bisect_right(self.ranked, zxid)
+        return f">=z{covered - 1}" if covered else ">=nothing"
 
     def owner(self, sid: int) -> Any:
         if sid == 0:

@@ -10,7 +10,12 @@ the order in which a session's ephemerals are deleted is not specified.
 
 from __future__ import annotations
 
-from differential import Differential, ScenarioContext
+from typing import Any
+
+import wire
+from differential import Differential, ScenarioContext, parse_frame
+
+from fastzk.nemesis.servers import ServerProcess
 
 SHORT_SESSION_CFG = {"tickTime": 500, "minSessionTimeout": 1000, "maxSessionTimeout": 3000}
 
@@ -195,3 +200,66 @@ def test_session_stays_alive_while_client_pings(differential: Differential) -> N
         ctx.record_states("owner")
 
     differential.run(scenario, parallel=True, **SHORT_SESSION_CFG)
+
+
+def _raw_session_frames(server: ServerProcess, path: str) -> list[Any]:
+    """The frames of one raw session (tests/wire.py), as differential.parse_frame splits them.
+
+    Covers what kazoo scenarios cannot pin down: ping replies (kazoo pings on a timer), sync,
+    setWatches (101) with its catch-up notification, a successful auth, closeSession, and an
+    auth packet with an unknown scheme.  A reply zxid is shown as the newest write of this
+    session it covers (allowed difference "failed-write-zxid"), so the ping after a failed
+    create is compared too.
+    """
+    committed: list[int] = []
+    out: list[Any] = []
+
+    def record(label: str, frame: bytes, opcode: int | None) -> None:
+        raw = parse_frame(frame, opcode)
+        if raw.committed:
+            committed.append(raw.zxid)
+        covered = sum(1 for z in committed if z <= raw.zxid)
+        zxid = str(raw.zxid) if raw.zxid in (-1, 0) else f">=w{covered}"
+        out.append((label, raw.xid, zxid, raw.err, raw.fields))
+
+    def call(label: str, request: bytes, opcode: int, frames: int = 1) -> None:
+        sock.sendall(request)
+        for i in range(frames):
+            frame = wire.read_frame(sock)
+            record(label, frame, opcode if i == frames - 1 else None)
+
+    sock, hello = wire.handshake(server.host, server.port)
+    try:
+        out.append(("connect", hello.protocol_version, hello.timeout_ms, hello.read_only))
+        call("ping", wire.ping_request(), wire.OP_PING)
+        call("create", wire.create_request(1, path, b"x"), wire.OP_CREATE)
+        call("create again", wire.create_request(2, path, b"x"), wire.OP_CREATE)
+        call("ping after a failed write", wire.ping_request(), wire.OP_PING)
+        call("sync", wire.sync_request(3, path), wire.OP_SYNC)
+        call("sync of a missing path", wire.sync_request(4, path + "-missing"), wire.OP_SYNC)
+        set_watches = wire.set_watches_request(wire.XID_SET_WATCHES, 0, [path], (), ())
+        call("setWatches", set_watches, wire.OP_SET_WATCHES, frames=2)
+        auth = wire.p_int(0) + wire.p_ustring("digest") + wire.p_buffer(b"u:p")
+        call("auth", wire.request(wire.XID_AUTH, wire.OP_AUTH, auth), wire.OP_AUTH)
+        call("delete", wire.delete_request(5, path), wire.OP_DELETE)
+        call("closeSession", wire.close_session_request(6), wire.OP_CLOSE_SESSION)
+    finally:
+        sock.close()
+    sock, _ = wire.handshake(server.host, server.port)
+    try:
+        bad = wire.p_int(0) + wire.p_ustring("nosuch") + wire.p_buffer(b"u:p")
+        call("auth, unknown scheme", wire.request(wire.XID_AUTH, wire.OP_AUTH, bad), wire.OP_AUTH)
+        out.append(("then closed", wire.recv_until_closed(sock, 3.0)))
+    finally:
+        sock.close()
+    return out
+
+
+def test_raw_frames_of_ping_sync_set_watches_auth_and_close(
+    zookeeper: ServerProcess, fastzk: ServerProcess
+) -> None:
+    """Byte for byte (zxids by what they cover): frames kazoo scenarios cannot pin down."""
+    path = "/raw-frames-sessions"
+    reference = _raw_session_frames(zookeeper, path)
+    candidate = _raw_session_frames(fastzk, path)
+    assert candidate == reference
