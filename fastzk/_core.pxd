@@ -133,7 +133,10 @@ cdef class DataTree:
     cdef Py_ssize_t mask
     cdef Py_ssize_t count
     cdef dict acls                # key tuple -> _Acl
-    cdef dict ephem               # session id -> set of paths (normal ephemerals only)
+    cdef dict ephem               # session id -> {path: None} in creation order (normal
+                                  # ephemerals only; kept while the session lives, as
+                                  # ZooKeeper keeps its HashSet)
+    cdef dict ephem_peak          # session id -> the most ephemerals it held at once
     cdef set special              # paths of containers and TTL nodes
     cdef uint64_t dsum            # sum of node digests
     cdef Py_ssize_t dsize         # sum of path and data lengths
@@ -150,6 +153,7 @@ cdef class DataTree:
     cdef _Node _attach(self, _Node parent, str name, str path, object data, object acl,
                        int64_t owner, int64_t zxid, int64_t time_ms)
     cdef tuple _stat(self, _Node node)
+    cdef _add_ephemeral(self, int64_t owner, str path)
     cdef int _restore_node(self, bytes path, object data, object acl, int64_t czxid,
                            int64_t mzxid, int64_t ctime, int64_t mtime, int64_t pzxid,
                            int64_t owner, int32_t version, int32_t counter,

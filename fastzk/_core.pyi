@@ -155,7 +155,10 @@ class DataTree:
         """Sets the ACL and aversion and nothing else. Returns the new Stat (KeyError if
         missing)."""
     def ephemerals(self, session_id: int) -> list[str]:
-        """Paths of the normal ephemerals owned by session_id (not containers/TTL)."""
+        """Paths of the normal ephemerals owned by session_id (not containers/TTL), in the
+        order ZooKeeper's getEphemerals lists them."""
+    def forget_session(self, session_id: int) -> None:
+        """Drops a closed session's emptied ephemeral set."""
     def sessions_with_ephemerals(self) -> dict[int, list[str]]: ...
     def containers_and_ttls(self) -> list[str]:
         """Paths of all container and TTL nodes (for the reaper)."""

@@ -406,11 +406,6 @@ ALLOWED_DIFFERENCES: dict[str, str] = {
         "in sorted order; compared as a multiset (whoAmI) and with each run of adjacent ACL "
         "entries of equal perms sorted (getACL)."
     ),
-    "ephemerals-order": (
-        "getEphemerals (103) replies: ZooKeeper lists the paths in the iteration order of a "
-        "clone of the session's HashSet<String>, fastzk in a Python set's order; compared as "
-        "a multiset."
-    ),
 }
 
 #: Opcodes whose successful reply carries the zxid of the transaction they committed (spec
@@ -1059,8 +1054,6 @@ def _allowed_order(opcode: int | None, value: Any) -> Any:
     if not isinstance(value, list):
         return value
     if opcode == 107:  # "identity-order": whoAmI
-        return sorted(value, key=repr)
-    if opcode == 103:  # "ephemerals-order"
         return sorted(value, key=repr)
     if opcode == 6:  # "identity-order": runs of equal-perms ACL entries ('auth' expansion)
         runs = itertools.groupby(value, key=lambda acl: acl[0])

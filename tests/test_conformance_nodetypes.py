@@ -469,3 +469,25 @@ def test_create_ttl_with_plain_flags_and_no_ttl(fastzk_only: ServerProcess) -> N
     finally:
         sock.close()
     assert wire.fresh_session_ping(fastzk_only.host, fastzk_only.port).err == 0
+
+
+def test_get_ephemerals_order_after_growth_and_deletes(differential: Differential) -> None:
+    """getEphemerals lists paths in the order of a clone of the session's HashSet: the set's
+    table grew past 16 and 32 bins and never shrank, the clone is sized for what is left."""
+
+    def scenario(ctx: ScenarioContext) -> None:
+        p = ctx.path
+        ctx.op("create", p("e"), b"")
+        for i in range(40):
+            ctx.op("create", p("e", f"n{i}"), b"", ephemeral=True)
+        for i in range(0, 40, 3):
+            ctx.op("delete", p("e", f"n{i}"))
+        ctx.raw(get_ephemerals_request(p("e")))
+        for i in range(30):
+            if i % 3:
+                ctx.op("delete", p("e", f"n{i}"))
+        for name in ("late-b", "late-a", "\u00e9t\u00e9"):
+            ctx.op("create", p("e", name), b"", ephemeral=True)
+        ctx.raw(get_ephemerals_request(p("e")))
+
+    differential.run(scenario)

@@ -147,6 +147,7 @@ cdef class DataTree:
             raise MemoryError()
         self.acls = {}
         self.ephem = {}
+        self.ephem_peak = {}
         self.special = set()
         self.dsum = 0
         self.dsize = 0
@@ -348,14 +349,18 @@ cdef class DataTree:
         self._redigest(node)
         self.dsize += PyBytes_GET_SIZE(node.path) + data_len(data)
         if kind == KIND_EPHEMERAL:
-            paths = self.ephem.get(owner)
-            if paths is None:
-                self.ephem[owner] = {path}
-            else:
-                paths.add(path)
+            self._add_ephemeral(owner, path)
         elif kind != KIND_PERSISTENT:
             self.special.add(path)
         return node
+
+    cdef _add_ephemeral(self, int64_t owner, str path):
+        paths = self.ephem.get(owner)
+        if paths is None:
+            paths = self.ephem[owner] = {}
+        paths[path] = None
+        if len(paths) > self.ephem_peak.get(owner, 0):
+            self.ephem_peak[owner] = len(paths)
 
     cdef tuple _stat(self, _Node n):
         return (n.czxid, n.mzxid, n.ctime, n.mtime, n.version, exposed_cversion(n), n.aversion,
@@ -405,11 +410,41 @@ cdef class DataTree:
         return (n.version, n.aversion, n.counter, n_children(n), n.owner, n.acl.key)
 
     def ephemerals(self, session_id):
-        paths = self.ephem.get(signed_owner(session_id))
-        return [] if paths is None else list(paths)
+        """The session's ephemerals in the order ZooKeeper's getEphemerals lists them: the
+        iteration order of a clone of the session's HashSet<String> (created with the default
+        capacity 16, doubled whenever it held more than three quarters of its capacity; the
+        clone is sized for its current size and filled in the set's order). Within a bin both
+        keep insertion order, so the order is a sort by the clone's bin, then the set's bin,
+        then creation. (Bins that Java turns into trees, 8+ colliding names in a table of 64+,
+        are not modelled here.)"""
+        owner = signed_owner(session_id)
+        paths = self.ephem.get(owner)
+        if not paths:
+            return []
+        capacity = 16
+        while self.ephem_peak[owner] > capacity * 3 // 4:
+            capacity *= 2
+        clone = 1
+        while clone < int(len(paths) / 0.75 + 1.0):
+            clone *= 2
+        keyed = []
+        for seq, path in enumerate(paths):
+            b = path.encode("utf-8", "surrogatepass")
+            h = fzk_java_hash(<const unsigned char*>PyBytes_AS_STRING(b), PyBytes_GET_SIZE(b))
+            keyed.append((h & (clone - 1), h & (capacity - 1), seq, path))
+        keyed.sort()
+        return [item[3] for item in keyed]
+
+    def forget_session(self, session_id):
+        """A closed session's emptied ephemeral set goes, as ZooKeeper drops it (one still
+        holding paths stays: the index must match the tree)."""
+        owner = signed_owner(session_id)
+        if not self.ephem.get(owner, True):
+            del self.ephem[owner]
+            del self.ephem_peak[owner]
 
     def sessions_with_ephemerals(self):
-        return {owner: list(paths) for owner, paths in self.ephem.items()}
+        return {owner: list(paths) for owner, paths in self.ephem.items() if paths}
 
     def containers_and_ttls(self):
         return list(self.special)
@@ -498,10 +533,7 @@ cdef class DataTree:
         self._release_acl(node.acl)
         kind = owner_kind(node.owner)
         if kind == KIND_EPHEMERAL:
-            paths = self.ephem[node.owner]
-            paths.discard(path)
-            if not paths:
-                del self.ephem[node.owner]
+            del self.ephem[node.owner][path]
         elif kind != KIND_PERSISTENT:
             self.special.discard(path)
 
@@ -673,11 +705,7 @@ cdef class DataTree:
                 path_s = PyUnicode_DecodeUTF8(PyBytes_AS_STRING(path), PyBytes_GET_SIZE(path),
                                               "surrogatepass")
                 if kind == KIND_EPHEMERAL:
-                    paths = self.ephem.get(owner)
-                    if paths is None:
-                        self.ephem[owner] = {path_s}
-                    else:
-                        paths.add(path_s)
+                    self._add_ephemeral(owner, path_s)
                 else:
                     self.special.add(path_s)
         n.czxid = czxid

@@ -84,6 +84,7 @@ class Applier:
             return None
         if tag == CLOSE_SESSION:
             self.sessions.remove(change[1])
+            self.tree.forget_session(change[1])
             return None
         raise ValueError(f"unknown change {tag!r}")
 
