@@ -310,14 +310,14 @@ class Node:
                 # every session a full timeout to find it, as ZooKeeper's leader does
                 self.prep = self._new_prep(self.tree, self.replica.log.last)
                 for session in self.sessions.sessions.values():
-                    session.closing = False
+                    self.sessions.revive(session)
                     self.sessions.touch(session, self.mono_ms)
             return
         # lost the leader or the quorum: clients go elsewhere (ZooKeeper closes them too).
         # Expiries this server decided as leader are the next leader's to decide again: left
         # marked, they would make it tell clients of live sessions that theirs expired
         for session in self.sessions.sessions.values():
-            session.closing = False
+            self.sessions.revive(session)
         for client in sorted(self.clients, key=lambda c: c.session_id):
             self._clear_fifo(client)
             self._close(client)
@@ -349,7 +349,7 @@ class Node:
             return
         for session in self.sessions.due(self.mono_ms):
             if not self._counter_left():
-                session.closing = False  # expired again by the next leader
+                self.sessions.revive(session)  # expired again by the next leader
                 continue
             self._propose(self.prep.close_session(session.session_id, 0, self.now_ms))
 
@@ -1245,7 +1245,7 @@ class Node:
             self._close(client)
         self.tree = tree
         self.watches = WatchManager()
-        self.sessions.sessions.clear()
+        self.sessions.clear()
         for session_id, timeout, passwd in sessions:
             self.sessions.add(session_id, timeout, passwd, self.mono_ms)
             self.sessions.reserve(session_id)
