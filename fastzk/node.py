@@ -20,6 +20,7 @@ A standalone server is an ensemble of one voter: the same path, with commit = lo
 
 from __future__ import annotations
 
+import gc
 import logging
 import random
 from collections import deque
@@ -817,6 +818,19 @@ class Node:
         self._sent(client)
 
     def _set_watches(self, client: Client, xid: int, body: Any) -> None:
+        """A reconnecting client's watches (the Java client sends 128 KiB of paths per
+        request). The cyclic garbage collector waits until they are registered: they are one
+        burst of new containers, and collecting in the middle of it scans them again and again
+        (a 100,000-path restore took 0.18 s with it, 0.14 s without: bench/scale.py)."""
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            self._restore_watches(client, xid, body)
+        finally:
+            if collecting:
+                gc.enable()
+
+    def _restore_watches(self, client: Client, xid: int, body: Any) -> None:
         rel_zxid, data_paths, exist_paths, child_paths = body[:4]
         persistent_paths, recursive_paths = body[4:] if len(body) == 6 else ([], [])
         tree, watches, out = self.tree, self.watches, client.out

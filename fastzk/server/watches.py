@@ -20,7 +20,12 @@ class WatchManager:
         self.tables: tuple[dict[str, set[Any]], ...] = ({}, {}, {}, {})
 
     def add(self, kind: int, path: str, conn: Any) -> None:
-        self.tables[kind].setdefault(path, set()).add(conn)
+        table = self.tables[kind]
+        watchers = table.get(path)
+        if watchers is None:  # not setdefault: no throwaway set per call (setWatches adds 100k)
+            table[path] = {conn}
+        else:
+            watchers.add(conn)
         conn.watches.add((kind, path))
 
     def has(self, kind: int, path: str, conn: Any) -> bool:
