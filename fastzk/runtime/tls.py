@@ -31,6 +31,8 @@ log = logging.getLogger("fastzk")
 
 TLS_HANDSHAKE = 0x16  # the first byte of a TLS record carrying a handshake (ClientHello)
 ACCEPTS_PER_WAKEUP = 64  # connections taken per readable listening socket before yielding
+ACCEPT_PAUSE_S = 0.1  # the rest a TLS listener takes after a failed accept (the fd limit)
+ACCEPT_ERROR_LOG_INTERVAL_S = 60.0  # at most one "cannot accept" line per interval
 
 VERSIONS = {"TLSv1": ssl.TLSVersion.TLSv1, "TLSv1.1": ssl.TLSVersion.TLSv1_1,
             "TLSv1.2": ssl.TLSVersion.TLSv1_2, "TLSv1.3": ssl.TLSVersion.TLSv1_3}
@@ -290,6 +292,8 @@ class SecureListener:
         self.timeout_s = contexts.settings.handshake_timeout_ms / 1000
         self.sock: socket.socket | None = None
         self.admitting: set[asyncio.Task[None]] = set()
+        self.paused: asyncio.TimerHandle | None = None  # accepting again after a failed accept
+        self.refused_logged_at: float | None = None
 
     def start(self, host: str | None, port: int) -> None:
         """Listens (raises OSError when the port is taken)."""
@@ -298,6 +302,9 @@ class SecureListener:
         self.loop.add_reader(self.sock.fileno(), self._accept)
 
     def close(self) -> None:
+        if self.paused is not None:
+            self.paused.cancel()
+            self.paused = None
         if self.sock is not None:
             self.loop.remove_reader(self.sock.fileno())
             self.sock.close()
@@ -312,13 +319,33 @@ class SecureListener:
                 conn, address = self.sock.accept()
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError as error:  # EMFILE...: the connection waits in the backlog
-                log.warning("cannot accept a TLS connection: %s", error)
+            except OSError as error:
+                self._pause(error)
                 return
             conn.setblocking(False)
             task = self.loop.create_task(self._admit(conn, address))
             self.admitting.add(task)
             task.add_done_callback(self.admitting.discard)
+
+    def _pause(self, error: OSError) -> None:
+        """An accept failed (EMFILE at the open-file limit, ENFILE, ENOBUFS...): the connection
+        waits in the backlog and the socket stays readable, so accepting again at once would
+        spin on the event loop and log on every turn. The listener rests ACCEPT_PAUSE_S and
+        logs at most once per ACCEPT_ERROR_LOG_INTERVAL_S."""
+        assert self.sock is not None
+        self.loop.remove_reader(self.sock.fileno())
+        self.paused = self.loop.call_later(ACCEPT_PAUSE_S, self._resume)
+        now = self.loop.time()
+        if self.refused_logged_at is None \
+                or now - self.refused_logged_at >= ACCEPT_ERROR_LOG_INTERVAL_S:
+            self.refused_logged_at = now
+            log.warning("cannot accept a TLS connection: %s; new connections wait until some "
+                        "close (at the open-file limit: raise it, ulimit -n)", error)
+
+    def _resume(self) -> None:
+        self.paused = None
+        if self.sock is not None:
+            self.loop.add_reader(self.sock.fileno(), self._accept)
 
     async def _admit(self, conn: socket.socket, address: tuple[str, int]) -> None:
         peer = f"{address[0]}:{address[1]}"

@@ -23,7 +23,12 @@ class WatchManager:
         self.tables: tuple[dict[str, dict[Any, None]], ...] = ({}, {}, {}, {})
 
     def add(self, kind: int, path: str, conn: Any) -> None:
-        self.tables[kind].setdefault(path, {})[conn] = None
+        table = self.tables[kind]
+        watchers = table.get(path)
+        if watchers is None:  # not setdefault: no throwaway dict per call (setWatches adds 100k)
+            table[path] = {conn: None}
+        else:
+            watchers[conn] = None
         conn.watches.add((kind, path))
 
     def has(self, kind: int, path: str, conn: Any) -> bool:
