@@ -13,6 +13,8 @@ the tests show ZooKeeper loads its output) in ZooKeeper's usual shape: /bench/g<
   and the whole `fastzk import` (plus writing the fastzk snapshot, fsynced), each timed in
   this process; then `fastzk serve` on the imported directory, timed from spawn to the first
   answered request.
+* fastzk: `fastzk export` of the imported directory back into a ZooKeeper one (recover it,
+  write ZooKeeper's snapshot), timed in this process.
 * ZooKeeper 3.8 (JVM defaults, as shipped, INFO logging): `zkServer`'s ZooKeeperServerMain on
   a copy of the directory, timed from spawn to the first answered request; its own log line
   "Snapshot loaded in N ms" is reported too.
@@ -112,6 +114,13 @@ def main() -> int:
         server.stop()
         print(f"fastzk serve on the imported dir: first request after "
               f"{results['fastzk_serve_first_request_s']:.2f}s", flush=True)
+        started = time.monotonic()
+        exported = takeover.export_fastzk(imported, work / "exported")
+        seconds = time.monotonic() - started
+        results["fastzk_export_s"] = round(seconds, 3)
+        results["fastzk_export_znodes_per_s"] = round(exported.nodes / seconds)
+        print(f"fastzk export (recover the fastzk dir + write ZooKeeper's snapshot): "
+              f"{seconds:.2f}s, {exported.nodes / seconds:,.0f} znodes/s", flush=True)
 
         started = time.monotonic()
         zk = start_server("zookeeper", work / "zk", dataDir=zk_copy, base_jvm_flags=(),

@@ -154,6 +154,7 @@ cdef class DataTree:
                        int64_t owner, int64_t zxid, int64_t time_ms)
     cdef tuple _stat(self, _Node node)
     cdef _add_ephemeral(self, int64_t owner, str path)
+    cdef int _ensure_builtins(self) except -1
     cdef int _restore_node(self, bytes path, object data, object acl, int64_t czxid,
                            int64_t mzxid, int64_t ctime, int64_t mtime, int64_t pzxid,
                            int64_t owner, int32_t version, int32_t counter,

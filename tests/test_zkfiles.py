@@ -387,3 +387,37 @@ def test_serve_refuses_damaged_zookeeper_data(zk_dir: Path, tmp_path: Path) -> N
     message = str(failure.value)
     assert "cannot import Apache ZooKeeper's data" in message and "offset" in message, message
     assert not (data / "fastzk" / "epoch").exists()
+
+
+@pytest.mark.parametrize("builtins", [(b"/zookeeper", b"/zookeeper/quota"), ()])
+def test_a_snapshot_without_built_in_nodes_is_served(builtins: tuple[bytes, ...],
+                                                     tmp_path: Path) -> None:
+    """ZooKeeper 3.4's snapshots have no /zookeeper/config, and a hand-made one may lack
+    /zookeeper itself: the taken-over server puts them back instead of failing (it once died
+    of a segmentation fault on the first kind)."""
+    open_acl = ((31, "world", "anyone"),)
+    now = int(time.time() * 1000)
+
+    def node(path: bytes, czxid: int, children: int) -> zksnap.SnapshotNode:
+        return zksnap.SnapshotNode(path, b"d", open_acl, czxid, czxid, now, now, 0, children,
+                                   0, 0, czxid)
+
+    records = [node(b"", 0, len(builtins[:1]) + 1)]
+    records += [node(path, 0, 1 if path == b"/zookeeper" else 0) for path in builtins]
+    records.append(node(b"/app", 5, 0))
+    data, _ = zksnap.encode_snapshot({}, iter(records), 5)
+    zk_dir = tmp_path / "zk"
+    (zk_dir / "version-2").mkdir(parents=True)
+    (zk_dir / "version-2" / "snapshot.5").write_bytes(data)
+    server = start_server("fastzk", tmp_path / "run", dataDir=zk_dir)
+    try:
+        c = client(server)
+        try:
+            assert c.get("/app")[0] == b"d"
+            assert sorted(c.get_children("/zookeeper")) == ["config", "quota"]
+            assert c.exists("/zookeeper/config") is not None
+        finally:
+            c.stop()
+            c.close()
+    finally:
+        server.stop()

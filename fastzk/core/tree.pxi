@@ -166,11 +166,24 @@ cdef class DataTree:
         self._table_add(root)
         self.dsize = 1
         self._redigest(root)
-        zk = self._attach(root, "zookeeper", "/zookeeper", b"", _OPEN_ACL, 0, 0, 0)
-        self._attach(zk, "quota", "/zookeeper/quota", b"", _OPEN_ACL, 0, 0, 0)
-        config = self._attach(zk, "config", "/zookeeper/config", b"", _READ_ACL, 0, 0, 0)
-        config.aversion = -1
-        self._redigest(config)
+        self._ensure_builtins()
+
+    cdef int _ensure_builtins(self) except -1:
+        """/zookeeper, /zookeeper/quota and /zookeeper/config, each made anew when missing: in
+        a fresh tree, and after loading a snapshot that lacks them (ZooKeeper 3.4's have no
+        config node); they go last among their siblings, as a late insertion does."""
+        cdef _Node zk = self.find("/zookeeper")
+        cdef _Node config
+        if zk is None:
+            zk = self._attach(self.find("/"), "zookeeper", "/zookeeper", b"", _OPEN_ACL, 0, 0,
+                              0)
+        if self.find("/zookeeper/quota") is None:
+            self._attach(zk, "quota", "/zookeeper/quota", b"", _OPEN_ACL, 0, 0, 0)
+        if self.find("/zookeeper/config") is None:
+            config = self._attach(zk, "config", "/zookeeper/config", b"", _READ_ACL, 0, 0, 0)
+            config.aversion = -1
+            self._redigest(config)
+        return 0
 
     def __dealloc__(self):
         cdef Py_ssize_t i
@@ -540,7 +553,9 @@ cdef class DataTree:
     def set_config(self, bytes data):
         """/zookeeper/config's data: this member's view of the ensemble, as ZooKeeper publishes
         it. Kept out of the digest (its hash stays that of empty data): members may name each
-        other by different addresses, and replicas compare digests."""
+        other by different addresses, and replicas compare digests. Called after every load,
+        it also puts back built-in nodes a snapshot did not hold."""
+        self._ensure_builtins()
         cdef _Node n = self.find("/zookeeper/config")
         self.dsize += data_len(data) - data_len(n.data)
         n.data = data
