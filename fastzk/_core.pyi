@@ -154,6 +154,11 @@ class DataTree:
     def set_acl(self, path: str, acl: list[ACL], aversion: int) -> Stat:
         """Sets the ACL and aversion and nothing else. Returns the new Stat (KeyError if
         missing)."""
+    def restore_watches(self, paths: list[str], rel_zxid: int, field: int, gone: int,
+                        changed: int, state: int, out: WriteBuffer, table: dict[str, Any],
+                        conn: Any, registered: set[Any], kind: int) -> None:
+        """setWatches for one list of paths: notify what changed after rel_zxid (field 0:
+        mzxid, 1: pzxid, -1: exists), register the rest in `table` and `registered`."""
     def ephemerals(self, session_id: int) -> list[str]:
         """Paths of the normal ephemerals owned by session_id (not containers/TTL), in the
         order ZooKeeper's getEphemerals lists them."""

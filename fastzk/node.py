@@ -33,6 +33,7 @@ from fastzk._core import DataTree, JuteError, WriteBuffer, decode_connect, decod
 from fastzk.proto import (
     OP_NAMES,
     READ_OPS,
+    SYNC_CONNECTED,
     WRITE_OPS,
     AddWatchMode,
     Err,
@@ -825,28 +826,14 @@ class Node:
     def _restore_watches(self, client: Client, xid: int, body: Any) -> None:
         rel_zxid, data_paths, exist_paths, child_paths = body[:4]
         persistent_paths, recursive_paths = body[4:] if len(body) == 6 else ([], [])
-        tree, watches, out = self.tree, self.watches, client.out
-        for path in data_paths:
-            stat = tree.stat(path)
-            if stat is None:
-                write_notification(out, Event.NODE_DELETED, path)
-            elif stat[1] > rel_zxid:
-                write_notification(out, Event.NODE_DATA_CHANGED, path)
-            else:
-                watches.add(DATA, path, client)
-        for path in exist_paths:
-            if tree.exists(path):
-                write_notification(out, Event.NODE_CREATED, path)
-            else:
-                watches.add(DATA, path, client)
-        for path in child_paths:
-            stat = tree.stat(path)
-            if stat is None:
-                write_notification(out, Event.NODE_DELETED, path)
-            elif stat[10] > rel_zxid:
-                write_notification(out, Event.NODE_CHILDREN_CHANGED, path)
-            else:
-                watches.add(CHILD, path, client)
+        tree, tables, out = self.tree, self.watches.tables, client.out
+        for paths, compared, gone, changed, kind in (
+                (data_paths, 0, Event.NODE_DELETED, Event.NODE_DATA_CHANGED, DATA),
+                (exist_paths, -1, 0, Event.NODE_CREATED, DATA),
+                (child_paths, 1, Event.NODE_DELETED, Event.NODE_CHILDREN_CHANGED, CHILD)):
+            tree.restore_watches(paths, rel_zxid, compared, gone, changed, SYNC_CONNECTED, out,
+                                 tables[kind], client, client.watches, kind)
+        watches = self.watches
         for path in persistent_paths:
             watches.add(PERSISTENT, path, client)
         for path in recursive_paths:

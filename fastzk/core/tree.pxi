@@ -422,6 +422,37 @@ cdef class DataTree:
             return None
         return (n.version, n.aversion, n.counter, n_children(n), n.owner, n.acl.key)
 
+    def restore_watches(self, list paths, int64_t rel_zxid, int field, int32_t gone,
+                        int32_t changed, int32_t state, WriteBuffer out, dict table,
+                        object conn, set registered, object kind):
+        """setWatches' work for one list of paths, in C (a reconnecting client may send
+        100,000): a path whose node changed after the client's zxid, or is gone, gets its
+        notification (`changed`, `gone`) written to `out` now; any other gets the watch:
+        `table[path][conn]`, and `(kind, path)` in the connection's `registered`. `field`:
+        0 compares mzxid (data watches), 1 pzxid (child watches), -1 is an exist watch, for
+        which the node being there is the change."""
+        cdef str path
+        cdef _Node n
+        cdef object watchers
+        for path in paths:
+            n = self.find(path)
+            if field < 0:
+                if n is not None:
+                    out.notification(-1, changed, state, path)
+                    continue
+            elif n is None:
+                out.notification(-1, gone, state, path)
+                continue
+            elif (n.mzxid if field == 0 else n.pzxid) > rel_zxid:
+                out.notification(-1, changed, state, path)
+                continue
+            watchers = table.get(path)
+            if watchers is None:
+                table[path] = {conn: None}
+            else:
+                (<dict>watchers)[conn] = None
+            registered.add((kind, path))
+
     def ephemerals(self, session_id):
         """The session's ephemerals in the order ZooKeeper's getEphemerals lists them: the
         iteration order of a clone of the session's HashSet<String> (created with the default
