@@ -93,7 +93,8 @@ class Client:
         self.out = WriteBuffer()
         self.state = State.HANDSHAKE
         self.session: Session | None = None
-        self.identities: set[tuple[str, str]] = {("ip", address)}
+        # in the order they were gained: ZooKeeper lists them in an order that depends on it
+        self.identities: dict[tuple[str, str], None] = {("ip", address): None}
         self.watches: set[tuple[int, str]] = set()
         # replies not yet sendable: a Pending write or sync waits for its outcome; a callable
         # writes its reply
@@ -608,7 +609,7 @@ class Node:
             self._decide(session.session_id, xid, op, body, client.identities, None)
         else:
             self._to_leader(msgs.Forward(session.session_id, frame,
-                                         tuple(sorted(client.identities))))
+                                         tuple(client.identities)))
 
     def _counter_left(self) -> bool:
         """False while this epoch's zxid counter is used up: the leader then moves to the next
@@ -618,7 +619,7 @@ class Node:
         self.replica.renew_epoch()
         return False
 
-    def _decide(self, session_id: int, xid: int, op: int, body: Any, identities: set,
+    def _decide(self, session_id: int, xid: int, op: int, body: Any, identities: acls.Identities,
                 origin: int | None) -> None:
         """The leader turns a write into a txn, or into a verdict for the connection's server
         (`origin`, None for this one)."""
@@ -751,9 +752,9 @@ class Node:
         _, scheme, auth = body
         if scheme == "digest":
             identity = acls.digest_id((auth or b"").decode("utf-8", "replace"))
-            client.identities.add(("digest", identity))
+            client.identities[("digest", identity)] = None
             if self.limits.super_digest is not None and identity == self.limits.super_digest:
-                client.identities.add(("super", ""))
+                client.identities[("super", "")] = None
             client.must_authenticate = not self._authenticated(client)
             self._in_order(client, lambda: self._error(client, xid, Err.OK, zxid=0))
         elif scheme == "ip":
@@ -801,9 +802,9 @@ class Node:
                            else Err.AUTH_FAILED)
                     self._close(client)
             if client.sasl.user is not None:
-                client.identities.add(("sasl", client.sasl.user))
+                client.identities[("sasl", client.sasl.user)] = None
                 if client.sasl.user == limits.sasl_super_user:
-                    client.identities.add(("super", ""))
+                    client.identities[("super", "")] = None
                 client.must_authenticate = not self._authenticated(client)
         client.out.begin(xid, 0, err)
         client.out.write_buffer(token)
@@ -950,7 +951,7 @@ class Node:
             return  # the sender decoded it already: not from a member running this code
         if op not in WRITE_OPS:
             return
-        self._decide(message.session_id, xid, op, body, set(message.identities), sender)
+        self._decide(message.session_id, xid, op, body, dict.fromkeys(message.identities), sender)
 
     def peer_down(self, peer: int) -> None:
         self.replica.peer_down(peer)

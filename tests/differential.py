@@ -368,14 +368,14 @@ def get_all_children_number_request(path: str) -> RawRequest:
 
 
 def who_am_i_request() -> RawRequest:
-    """whoAmI (107): the connection's (scheme, user) identities, sorted.
+    """whoAmI (107): the connection's (scheme, user) identities, in the server's order.
 
-    ZooKeeper keeps a connection's identities in a Java hash set, so its order is the
-    hash-table order (e.g. bob, ip, alice), deterministic but meaningless; fastzk sorts.
+    ZooKeeper keeps a connection's identities in a ConcurrentHashMap<Id>, so its order is the
+    hash-table order (e.g. bob, ip, alice), which fastzk reproduces (acl.zookeeper_order).
     """
 
     def decode(r: _Reader) -> list[tuple[str | None, str | None]]:
-        return sorted((r.string(), r.string()) for _ in range(r.int()))
+        return [(r.string(), r.string()) for _ in range(r.int())]
 
     return RawRequest(107, "whoAmI", (), b"", decode)
 
@@ -398,13 +398,6 @@ ALLOWED_DIFFERENCES: dict[str, str] = {
         "fastzk's failed writes use no zxid, so its replies carry the last committed one.  A "
         "reply's zxid is therefore compared as the newest transaction it covers (the largest "
         "Stat or successful-write zxid not above it, 'zxid>=zN'), not as an exact rank."
-    ),
-    "identity-order": (
-        "whoAmI (107) replies and ACL entries expanded from the 'auth' scheme (create, "
-        "setACL; seen in getACL replies): ZooKeeper lists a connection's identities in the "
-        "iteration order of a ConcurrentHashMap<Id> (hash bins, then insertion order), fastzk "
-        "in sorted order; compared as a multiset (whoAmI) and with each run of adjacent ACL "
-        "entries of equal perms sorted (getACL)."
     ),
 }
 
@@ -1049,18 +1042,6 @@ def _bytes_repr(data: bytes | bytearray) -> str:
     return f"<{len(data)} bytes sha1={hashlib.sha1(data).hexdigest()[:12]}>"
 
 
-def _allowed_order(opcode: int | None, value: Any) -> Any:
-    """Apply the order-only ALLOWED_DIFFERENCES to a decoded vector field of a reply."""
-    if not isinstance(value, list):
-        return value
-    if opcode == 107:  # "identity-order": whoAmI
-        return sorted(value, key=repr)
-    if opcode == 6:  # "identity-order": runs of equal-perms ACL entries ('auth' expansion)
-        runs = itertools.groupby(value, key=lambda acl: acl[0])
-        return [acl for _, run in runs for acl in sorted(run, key=repr)]
-    return value
-
-
 def _hex(data: bytes) -> str:
     """Hex for a body field; long fields as length + SHA-1 prefix (still compared)."""
     if len(data) <= 64:
@@ -1169,7 +1150,7 @@ class _Normaliser:
             elif kind == "hex":
                 parts.append(_hex(value))
             elif kind == "val":
-                parts.append(self.value(_allowed_order(raw.opcode, value)))
+                parts.append(self.value(value))
             else:
                 parts.append(f"{kind}:{_hex(value)}")
         return " | ".join(parts)

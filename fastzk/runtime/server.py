@@ -119,9 +119,9 @@ class ClientProtocol(asyncio.BufferedProtocol):
         if not der:
             return
         subject = x509_id(der)
-        self.client.identities.add(("x509", subject))
+        self.client.identities[("x509", subject)] = None
         if subject == self.server.cfg.tls.x509_super_user:
-            self.client.identities.add(("super", ""))
+            self.client.identities[("super", "")] = None
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.client is None:

@@ -12,9 +12,10 @@ import base64
 import hashlib
 import ipaddress
 import re
-from collections.abc import Sequence, Set
+from collections.abc import Collection, Iterable, Sequence
 
 Identity = tuple[str, str]
+Identities = Collection[Identity]  # a connection's: a dict in the order they were gained
 ACLEntry = tuple[int, str, str]
 # schemes whose identities an `auth` ACL entry stands for (ZooKeeper: isAuthenticated())
 AUTHENTICATED = frozenset({"digest", "x509", "sasl"})
@@ -68,7 +69,7 @@ def _valid_sasl_id(ident: str) -> bool:
     return "@" not in ident or _KERBEROS_NAME.fullmatch(ident) is not None
 
 
-def check(acl: Sequence[ACLEntry], perm: int, identities: Set[Identity]) -> bool:
+def check(acl: Sequence[ACLEntry], perm: int, identities: Collection[Identity]) -> bool:
     """True when `identities` hold `perm` on a node with `acl` (any overlapping bit suffices)."""
     if not acl:
         return True
@@ -92,7 +93,31 @@ def check(acl: Sequence[ACLEntry], perm: int, identities: Set[Identity]) -> bool
     return False
 
 
-def fix_acl(acl: list[ACLEntry] | None, identities: set[Identity],
+def _java_hash(text: str) -> int:
+    """String.hashCode: over UTF-16 code units, as an unsigned 32-bit value."""
+    h = 0
+    data = text.encode("utf-16-be", "surrogatepass")
+    for i in range(0, len(data), 2):
+        h = (31 * h + (data[i] << 8 | data[i + 1])) & 0xFFFFFFFF
+    return h
+
+
+def zookeeper_order(identities: Iterable[Identity]) -> list[Identity]:
+    """A connection's identities (given in the order it gained them) in the order ZooKeeper
+    lists them, in whoAmI and when it expands an `auth` ACL entry: its authInfo is a set over
+    a ConcurrentHashMap<Id> of 16 bins, iterated bin by bin, each bin in insertion order. The
+    bin is Id.hashCode (37 * (37 * 17 + scheme.hashCode()) + id.hashCode()), spread as the map
+    does, masked to 16. (The map grows at 12 entries, which no connection reaches in practice;
+    that order is not modelled.)"""
+
+    def bin_of(identity: Identity) -> int:
+        h = (37 * (37 * 17 + _java_hash(identity[0])) + _java_hash(identity[1])) & 0xFFFFFFFF
+        return (h ^ (h >> 16)) & 0x7FFFFFFF & 15
+
+    return sorted(identities, key=bin_of)  # stable: insertion order within a bin
+
+
+def fix_acl(acl: list[ACLEntry] | None, identities: Collection[Identity],
             sasl: bool = False) -> list[ACLEntry] | None:
     """Validates a create/setACL list and expands `auth` entries; None means INVALIDACL.
     `sasl`: the sasl scheme has a provider (without one ZooKeeper refuses sasl entries)."""
@@ -105,7 +130,8 @@ def fix_acl(acl: list[ACLEntry] | None, identities: set[Identity],
                 return None
             expanded = [(perms, scheme, ident)]
         elif scheme == "auth":
-            expanded = [(perms, s, i) for s, i in sorted(identities) if s in AUTHENTICATED]
+            expanded = [(perms, s, i) for s, i in zookeeper_order(identities)
+                        if s in AUTHENTICATED]
             if not expanded:
                 return None
         elif scheme == "digest":

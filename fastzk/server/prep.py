@@ -172,7 +172,7 @@ class Prep:
         return Txn(self.last_zxid, now_ms, session_id, xid, op, changes)
 
     # --- requests --------------------------------------------------------------------------
-    def write(self, session_id: int, xid: int, op: int, body: Any, identities: set,
+    def write(self, session_id: int, xid: int, op: int, body: Any, identities: acls.Identities,
               now_ms: int) -> Txn | int | list[int]:
         """A Txn, an error code, or (for a failed multi) the per-op error list."""
         scratch: dict[str, _View | None] = {}
@@ -247,7 +247,7 @@ class Prep:
         self._writable(parent_of(path), scratch).children -= 1
         scratch[path] = None
 
-    def _one(self, session_id: int, op: int, body: Any, identities: set,
+    def _one(self, session_id: int, op: int, body: Any, identities: acls.Identities,
              scratch: dict[str, _View | None]) -> tuple:
         if op == Op.SET_DATA:  # the most frequent write first
             return self._set_data(body, identities, scratch)
@@ -261,7 +261,7 @@ class Prep:
             return self._check(body, identities, scratch)
         raise _Failed(Err.UNIMPLEMENTED)
 
-    def _existing(self, path: str, perm: int, identities: set,
+    def _existing(self, path: str, perm: int, identities: acls.Identities,
                   scratch: dict[str, _View | None]) -> _View:
         view = self._lookup(path, scratch)
         if view is None:
@@ -270,7 +270,7 @@ class Prep:
             raise _Failed(Err.NO_AUTH)
         return view
 
-    def _create(self, session_id: int, op: int, body: Any, identities: set,
+    def _create(self, session_id: int, op: int, body: Any, identities: acls.Identities,
                 scratch: dict[str, _View | None]) -> tuple:
         if op == Op.CREATE_TTL:
             path, data, acl, flags, ttl = body
@@ -316,7 +316,7 @@ class Prep:
         scratch[path] = _View(0, 0, 0, 0, owner, fixed_acl)
         return (CREATE, path, data, fixed_acl, owner, parent.counter)
 
-    def _delete(self, body: Any, identities: set, scratch: dict[str, _View | None]) -> tuple:
+    def _delete(self, body: Any, identities: acls.Identities, scratch: dict[str, _View | None]) -> tuple:
         path, version = body
         if path.rfind("/") < 0 or "\0" in path or path in PROTECTED_PATHS:
             raise _Failed(Err.BAD_ARGUMENTS)
@@ -331,7 +331,7 @@ class Prep:
         self._delete_in(path, scratch)
         return (DELETE, path)
 
-    def _set_data(self, body: Any, identities: set, scratch: dict[str, _View | None]) -> tuple:
+    def _set_data(self, body: Any, identities: acls.Identities, scratch: dict[str, _View | None]) -> tuple:
         path, data, version = body
         if not valid_path(path):
             raise _Failed(Err.BAD_ARGUMENTS)
@@ -342,7 +342,7 @@ class Prep:
         self._writable(path, scratch).version = version
         return (SET_DATA, path, data, version)
 
-    def _set_acl(self, body: Any, identities: set, scratch: dict[str, _View | None]) -> tuple:
+    def _set_acl(self, body: Any, identities: acls.Identities, scratch: dict[str, _View | None]) -> tuple:
         path, acl, version = body
         if not valid_path(path):
             raise _Failed(Err.BAD_ARGUMENTS)
@@ -357,7 +357,7 @@ class Prep:
         writable.acl = fixed_acl
         return (SET_ACL, path, fixed_acl, writable.aversion)
 
-    def _check(self, body: Any, identities: set, scratch: dict[str, _View | None]) -> tuple:
+    def _check(self, body: Any, identities: acls.Identities, scratch: dict[str, _View | None]) -> tuple:
         path, version = body
         if not valid_path(path):
             raise _Failed(Err.BAD_ARGUMENTS)

@@ -146,7 +146,7 @@ class Reads:
         if op == Op.WHO_AM_I:
             out.begin(xid, zxid, Err.OK)
             out.write_int(len(conn.identities))
-            for scheme, ident in sorted(conn.identities):
+            for scheme, ident in acls.zookeeper_order(conn.identities):
                 out.write_ustring(scheme)
                 out.write_ustring(ident.split(":", 1)[0] if scheme == "digest" else ident)
             out.end()
