@@ -25,8 +25,10 @@ holds every member's mode and log tail: a replication failure on a shared
 from __future__ import annotations
 
 import os
+import random
 import re
 import shutil
+import socket
 import sys
 import tempfile
 import time
@@ -77,12 +79,35 @@ def zookeeper_installed() -> bool:
     return shutil.which("java") is not None and all(os.path.exists(p) for p in jars)
 
 
+_PORTS = random.Random()  # which free ports a cluster gets does not reach any result
+
+
+def _ephemeral_low() -> int:
+    """The lowest port the kernel hands out as the source port of outgoing connections."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
 def _distinct_free_ports(count: int) -> list[int]:
-    """*count* free ports, all different: two free_port() calls may return the same port
-    (each probe socket is closed before the next), and a member's ports must not clash."""
+    """*count* free ports, all different, below the kernel's ephemeral range when it leaves
+    room: a port picked from inside it can be taken meanwhile as the source port of some
+    outgoing connection, and ZooKeeper binds its quorum port only once it becomes leader (a
+    reference test once failed with "Leader failed to initialize any of the following
+    sockets")."""
+    low = _ephemeral_low()
     ports: list[int] = []
     while len(ports) < count:
-        port = free_port()
+        if low > 12000:
+            port = _PORTS.randrange(10000, low)
+            try:
+                with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+                    probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        else:
+            port = free_port()
         if port not in ports:
             ports.append(port)
     return ports
