@@ -212,6 +212,7 @@ class Node:
         self.applier = Applier(self.tree, self.watches, self.sessions)
         self.reads = Reads(self.tree, self.watches, limits.skip_acl)
         self.applied_zxid = 0
+        self.applied_txns = 0  # since start: the runtime times the steps that apply
         self.replica = self._new_replica(0, 0, 0, [])
         self.proposals: list[tuple[int, Txn]] = []
         self.outbox: list[tuple[int, Any]] = []
@@ -1022,6 +1023,7 @@ class Node:
 
     def _apply(self, txns: list[Txn]) -> None:
         """Applies committed txns in zxid order and writes their notifications and replies."""
+        self.applied_txns += len(txns)
         apply = self.applier.apply
         waiting = self.waiting
         dirty = self.dirty

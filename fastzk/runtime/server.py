@@ -33,6 +33,7 @@ from fastzk.runtime import admin
 from fastzk.runtime import snapshot as snapshots
 from fastzk.runtime.http import AdminListener
 from fastzk.runtime.peers import PeerNetwork
+from fastzk.runtime.stages import WriteStages
 from fastzk.runtime.storage import Storage
 from fastzk.runtime.tls import Contexts, SecureListener, x509_id
 from fastzk.runtime.wal import RecoveryError
@@ -377,6 +378,7 @@ class Server:
             self.peers = PeerNetwork(cfg, loop, self._peer_message, self.node.peer_up,
                                      self.node.peer_down, self.after_input)
         self._writes: deque[tuple[int, int]] = deque()  # (gen, last zxid) per log submit
+        self.stages = WriteStages()
         self._log_waiting_since: int | None = None  # mono ms of the oldest uncommitted txn
         self.exit_status: asyncio.Future[int] = loop.create_future()
         self.role = self.node.role
@@ -388,6 +390,7 @@ class Server:
         """Called after every event that may have produced output or log entries."""
         if not self._step_scheduled:
             self._step_scheduled = True
+            self.stages.input()
             self.loop.call_soon(self._step)
         self.flush_dirty()
 
@@ -396,7 +399,12 @@ class Server:
         iteration's group commit: replies and watch events follow once a quorum has them."""
         self._step_scheduled = False
         node = self.node
+        applied_before = node.applied_txns
+        started_ns = time.perf_counter_ns()
         out = node.take_output()
+        applied = node.applied_txns - applied_before
+        if applied:
+            self.stages.applied(node.applied_zxid, applied, started_ns, time.perf_counter_ns())
         if out.hard_state is not None:
             self.storage.save_hard_state(*out.hard_state)
         batch: list[Txn] = []
@@ -407,6 +415,7 @@ class Server:
             if batch:
                 self._submit(batch, out.gen)
                 batch = []
+            self.stages.truncated(argument)
             self.storage.truncate_after(argument)
         if batch:
             self._submit(batch, out.gen)
@@ -426,7 +435,10 @@ class Server:
                 peers.send(peer, message)
             for peer in out.snapshots:
                 self._send_snapshot(peer)
+        flush_ns = time.perf_counter_ns()
         self.flush_dirty()
+        if applied:
+            self.stages.flushed(applied, flush_ns)
 
     def _role_changed(self) -> None:
         node = self.node
@@ -440,6 +452,7 @@ class Server:
 
     def _submit(self, txns: list[Txn], gen: int) -> None:
         self._writes.append((gen, txns[-1].zxid))
+        self.stages.submitted(txns[-1].zxid, len(txns))
         self.storage.submit(txns)
 
     def _durable(self, groups: list[list[Txn]]) -> None:
@@ -447,6 +460,7 @@ class Server:
         _now(self.node)
         for _ in groups:
             gen, zxid = self._writes.popleft()
+            self.stages.durable()
             self.node.persisted(gen, zxid)
         # commit and answer now rather than a loop iteration later: that iteration is latency
         # every write pays (and, with many in flight, throughput)
