@@ -645,6 +645,7 @@ class Server:
             self._admin = AdminListener(self)
             await self._admin.start()
         self.serving = True
+        self.stages.recording = True  # recovery's replay was no client's write
 
     async def _listen(self) -> None:
         """The client ports: plaintext, TLS (secureClientPort) or both on one

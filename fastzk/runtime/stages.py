@@ -39,6 +39,7 @@ STAGE_BUCKETS_US = (10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000, 1
 class WriteStages:
     def __init__(self) -> None:
         self.histograms = {stage: LatencyHistogram(STAGE_BUCKETS_US) for stage in STAGES}
+        self.recording = False  # set once the server serves clients
         self._input_ns = 0  # when the input that scheduled the pending step arrived
         self._submitted: deque[tuple[int, int, int]] = deque()  # (last zxid, txns, ns)
         self._durable: deque[tuple[int, int, int]] = deque()  # (last zxid, txns, ns)
@@ -80,4 +81,5 @@ class WriteStages:
         self._observe("flush", time.perf_counter_ns() - started_ns, txns)
 
     def _observe(self, stage: str, elapsed_ns: int, txns: int) -> None:
-        self.histograms[stage].add(elapsed_ns // 1000, txns)
+        if self.recording:
+            self.histograms[stage].add(elapsed_ns // 1000, txns)
