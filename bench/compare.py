@@ -239,6 +239,19 @@ def start(kind: str, workdir: Path) -> servers.ServerProcess:
     return servers.start_server(kind, workdir / kind, base_jvm_flags=BENCH_JVM, **COMMON_CFG)
 
 
+#: --pin: the harness, the load processes and the Java clients on one core, the server on
+#: the other, so that a standalone server's own ceiling shows without the load competing
+LOAD_CPUS, SERVER_CPUS = {0}, {1}
+
+
+def pin_server(pid: int) -> None:
+    """Every thread of the server onto SERVER_CPUS (threads it starts later inherit it)."""
+    with contextlib.suppress(OSError):
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(int(tid), SERVER_CPUS)
+
+
 # --- runs ---------------------------------------------------------------------------------------------
 
 
@@ -790,8 +803,11 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any], args: argparse.Na
         f"{args.sessions} sessions x {args.depth} in flight (closed loop) or a fixed rate (open "
         f"loop, latency from the intended send time), {args.keys} keys, "
         f"{args.duration:g} s measured after {args.warmup:g} s warm-up, {args.repeats} "
-        f"repeat(s) in alternating server order. Client, server and everything else share the "
-        f"{m['cores']} cores.",
+        f"repeat(s) in alternating server order. "
+        + ("Pinned (--pin): the load on core 0, each standalone server on core 1 (a "
+           "multi-threaded ZooKeeper gets one core too); ensembles unpinned."
+           if args.pin else
+           f"Client, server and everything else share the {m['cores']} cores."),
         "",
         "| scenario | metric | ZooKeeper 3.8 | fastzk | fastzk ÷ ZooKeeper |",
         "|---|---|---:|---:|---:|",
@@ -911,6 +927,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--depth", type=int, default=32, help="closed loop: requests in flight/session")
     p.add_argument("--keys", type=int, default=1000)
     p.add_argument("--processes", type=int, default=1, help="load processes per run")
+    p.add_argument("--pin", action="store_true",
+                   help="standalone rows: the load on core 0, the server on core 1 (needs 2+ "
+                        "cores; ensembles are not pinned)")
     p.add_argument("--java-processes", type=int, default=2,
                    help="JVMs of the Java-client rows, sharing --sessions")
     p.add_argument("--rate-scale", type=float, default=1.0,
@@ -952,6 +971,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if (not args.failover_ticks or min(args.failover_ticks) < 1 or args.failover_rounds < 1
             or args.failover_sessions < 1):
         p.error("--failover-ticks, --failover-rounds and --failover-sessions must be >= 1")
+    if args.pin and len(os.sched_getaffinity(0)) < 2:
+        p.error("--pin needs two cores")
     args.scenario_list = names
     return args
 
@@ -972,6 +993,8 @@ def update_readme(table: str, rel_json: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.pin:
+        os.sched_setaffinity(0, LOAD_CPUS)  # inherited by the load processes and Java clients
     started = dt.datetime.now()
     workdir = Path(tempfile.mkdtemp(prefix="fastzk-bench-", dir=args.workdir))
     procs: dict[str, servers.ServerProcess] = {}
@@ -1000,6 +1023,8 @@ def main(argv: list[str] | None = None) -> int:
         if simple or presets or any(s in JAVA for s in args.scenario_list):
             for kind in TARGETS:
                 procs[kind] = start(kind, workdir)
+                if args.pin:
+                    pin_server(procs[kind].pid)
                 meta["versions"][kind] = server_version(procs[kind])
                 print(f"started {kind}: pid {procs[kind].pid} on {procs[kind].connect_string}",
                       flush=True)
