@@ -358,8 +358,9 @@ def test_get_ephemerals_order_with_colliding_names(differential: Differential) -
     """Paths with equal hashes in the session's HashSet: a ninth in one bin makes the table
     grow instead (16 -> 32 -> 64 bins), then the bin becomes a tree bin (new entries after
     their tree parent, the root moved first); the clone that getEphemerals lists is filled
-    in that order and treeifies too. Ordinary names around them, and a second group. (Deleting
-    from a bin of 9 or more is not modelled: see DataTree.ephemerals.)"""
+    in that order and treeifies too. Ordinary names around them, and a second group whose
+    session then deletes ordinary names created after it (deletes before or amid a group of 9
+    are not modelled: see DataTree.ephemerals)."""
 
     def scenario(ctx: ScenarioContext) -> None:
         p = ctx.path

@@ -474,9 +474,10 @@ cdef class DataTree:
         child sets' HashMap (core/children.pxi: resizes, tree bins). The set is rebuilt as
         ZooKeeper's grew: 16 bins, the session's paths added in creation order, then grown
         to what its largest size made it (it never shrinks); the clone is sized for the
-        current size and filled in the set's order, as HashMap.clone does. Exact unless paths
-        were deleted from a bin of 9 or more (a tree bin, or one that made the table grow):
-        the rebuilt set does not know when."""
+        current size and filled in the set's order, as HashMap.clone does. Exact for a session
+        that never deleted an ephemeral, or whose set never held 9 or more in one bin: when a
+        bin of 9 grew the table or became a tree depends on the sizes the set went through,
+        which the rebuild does not know."""
         cdef _Children held, clone
         cdef int32_t capacity = 16
         cdef int32_t j, e

@@ -153,7 +153,7 @@ class _IdMap:
     def _presize(self, size: int) -> None:
         """tryPresize: doubles until the table could take 1.5 * size + 1 entries, judged
         against the resize threshold (so 16 bins asked for 32 end at 128)."""
-        target = 1 << (size + (size >> 1) + 1 - 1).bit_length()
+        target = 1 << (size + (size >> 1)).bit_length()  # tableSizeFor(1.5 * size + 1)
         while target > self.size_ctl:
             self._transfer()
 
@@ -162,6 +162,8 @@ class _IdMap:
         bins: list[list[tuple[int, Identity]]] = [[] for _ in range(2 * n)]
         trees = [False] * (2 * n)
         for i, held in enumerate(self.bins):
+            if not held:
+                continue
             if self.trees[i]:
                 lo = [e for e in held if not e[0] & n]
                 hi = [e for e in held if e[0] & n]
@@ -172,9 +174,9 @@ class _IdMap:
                 start = len(held) - 1  # the last run of entries that go the same way
                 while start > 0 and held[start - 1][0] & n == held[-1][0] & n:
                     start -= 1
-                for entry in held[start:] if held else ():
+                for entry in held[start:]:
                     (hi if entry[0] & n else lo).append(entry)
-                for entry in held[:max(start, 0)]:
+                for entry in held[:start]:
                     (hi if entry[0] & n else lo).insert(0, entry)
             bins[i], bins[i + n] = lo, hi
         self.bins, self.trees = bins, trees
