@@ -16,6 +16,11 @@ loop with `call_soon_threadsafe`. Meanwhile the loop goes on reading, preparing 
 those txns form the next write. One write is in flight at a time, so after a crash only the
 last write can be torn, and the `batch` stamp tells its records apart from earlier ones.
 
+Rolls: the job thread (`JobThread`, the one that writes snapshots) keeps the next segment
+ready as `log.spare`, preallocated and synced, so a roll on the writer thread is a cut of the
+old segment, a rename and a directory fsync; the cut is synced on the job thread (its records
+were synced already; zeros after them read as a clean end).
+
 Space: a new segment is preallocated whole (`posix_fallocate`, unwritten extents that read as
 zeros) when the disk has room for it; when it does not, the segment is extended in steps as
 writes need them (a sixteenth of a segment, or just the write), so a nearly full disk keeps
@@ -42,6 +47,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -489,9 +495,15 @@ class WalWriter:
         a header or no file descriptor is left."""
         if self.fd is not None:
             os.ftruncate(self.fd, self.pos)
-            os.fsync(self.fd)
-            if self.on_roll is not None:
-                self._post(self.on_roll)
+            if self.jobs is not None:
+                # its records are synced; only the cut is not, and a crash that loses it
+                # leaves zeros after the last record, which read as a clean end
+                self.jobs.run_job(partial(_sync_close, self.fd), self._closed_synced)
+                self.fd = None
+            else:
+                os.fsync(self.fd)
+                if self.on_roll is not None:
+                    self._post(self.on_roll)
         self._close_fd()
         path = self.directory / segment_name(base_zxid)
         spare = self._spare_ready and self.low_space is None
@@ -534,6 +546,13 @@ class WalWriter:
         os.lseek(fd, SEGMENT_HEADER, os.SEEK_SET)
         if self.jobs is not None and self.low_space is None:
             self.jobs.run_job(self._prepare_spare, _ignore)
+
+    def _closed_synced(self, result: Any, error: BaseException | None) -> None:
+        """Loop: a closed segment's cut is synced (or could not be: it then ends in zeros)."""
+        if error is not None:
+            log.warning("syncing the end of a closed log segment failed: %s", error)
+        if self.on_roll is not None:
+            self.on_roll()
 
     def _prepare_spare(self) -> None:
         """Job thread: the next segment's file, reserved whole and synced (with its directory
@@ -623,6 +642,13 @@ def _post(loop: Any, fn: Callable[..., Any], *args: Any) -> None:
         loop.call_soon_threadsafe(fn, *args)
     except RuntimeError:  # the loop is closed: nobody is waiting any more
         pass
+
+
+def _sync_close(fd: int) -> None:
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _ignore(result: Any, error: BaseException | None) -> None:
