@@ -10,7 +10,8 @@ table with fastzk ÷ ZooKeeper ratios, and PNG figures::
 
 Scenarios (``--scenarios``, default all): get, set, create-delete, mixed (90 % get) --
 each as throughput at saturation (closed loop) and as latency at a fixed moderate rate
-(open loop, latency from the intended send time); kafka and watch-fanout presets; java and
+(open loop, latency from the intended send time; ``--open-only`` skips saturation);
+set-10k (setData at 10,000/s, open loop only); kafka and watch-fanout presets; java and
 java-set (getData and setData through ZooKeeper's own Java client, against both servers, in
 ``--java-processes`` JVMs, with the server's CPU time per request); znodes (server RSS
 with ``--znodes`` znodes, and the restart time with them). Server RSS is sampled idle and
@@ -87,6 +88,10 @@ SIMPLE: dict[str, tuple[str, float, str]] = {
     "create-delete": ("create-delete", 2_000, "create+delete 100 B"),
     "mixed": ("mixed:90", 5_000, "90 % get / 10 % set, 100 B"),
 }
+#: open-loop-only rows: a simple op at a second, higher fixed rate (the write tail there)
+OPEN_ONLY: dict[str, tuple[str, float, str]] = {
+    "set-10k": ("set", 10_000, "set 100 B"),
+}
 #: preset scenarios: LoadConfig overrides
 PRESET: dict[str, tuple[dict[str, Any], str]] = {
     "kafka": ({"preset": "kafka", "sessions": 8, "keys": 100, "depth": 8},
@@ -109,7 +114,7 @@ ENSEMBLE_TICK = 2000
 FAILOVER = "failover"
 #: the start-up time of each ensemble (first leader with two followers), recorded as a row
 START = "ensemble-start"
-ALL = [*SIMPLE, *PRESET, *OTHER, *ENSEMBLE, FAILOVER]
+ALL = [*SIMPLE, *OPEN_ONLY, *PRESET, *OTHER, *ENSEMBLE, FAILOVER]
 
 TARGETS = ("zookeeper", "fastzk")
 LABELS = {"zookeeper": "ZooKeeper 3.8", "fastzk": "fastzk"}
@@ -694,7 +699,7 @@ def headline(rows: list[dict[str, Any]]) -> list[tuple[str, str, str, str, str]]
                             f"{q} ms", _ms(zk["latency_us"][q]), _ms(fz["latency_us"][q]),
                             _ratio(fz["latency_us"][q], zk["latency_us"][q])))
 
-    for name, (_op, _rate, title) in SIMPLE.items():
+    for name, (_op, _rate, title) in {**SIMPLE, **OPEN_ONLY}.items():
         op_rows(name, title)
     p = pair("kafka", "preset")
     if p:
@@ -934,7 +939,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="JVMs of the Java-client rows, sharing --sessions")
     p.add_argument("--rate-scale", type=float, default=1.0,
                    help="multiply the open-loop rates (get 10k/s, set 2k/s, create-delete 2k/s, "
-                   "mixed 5k/s)")
+                   "mixed 5k/s, set-10k 10k/s)")
+    p.add_argument("--open-only", action="store_true",
+                   help="simple ops: only the fixed-rate (open loop) rows, no saturation rows")
     p.add_argument("--znodes", type=int, default=1_000_000,
                    help="znodes for the RSS/restart scenario (default %(default)s)")
     p.add_argument("--no-znodes", action="store_true", help="skip the znodes scenario")
@@ -1016,7 +1023,7 @@ def main(argv: list[str] | None = None) -> int:
         "versions": {},
         "fastzk_persistence": "fastzk persistence unknown",
     }
-    simple = [s for s in args.scenario_list if s in SIMPLE]
+    simple = [s for s in args.scenario_list if s in SIMPLE or s in OPEN_ONLY]
     presets = [s for s in args.scenario_list if s in PRESET]
     status = 0
     try:
@@ -1039,8 +1046,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"primed both servers with {args.prime:g} s of mixed load", flush=True)
         plan: list[tuple[str, str, dict[str, Any]]] = []
         for name in simple:
-            op, rate, _ = SIMPLE[name]
-            plan.append((name, "closed", {"op": op}))
+            op, rate, _ = SIMPLE[name] if name in SIMPLE else OPEN_ONLY[name]
+            if name in SIMPLE and not args.open_only:
+                plan.append((name, "closed", {"op": op}))
             plan.append((name, "open", {"op": op, "rate": rate * args.rate_scale}))
         for name in presets:
             plan.append((name, "preset", dict(PRESET[name][0])))

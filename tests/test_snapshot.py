@@ -8,6 +8,7 @@ import random
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from durable import OPEN_ACL, Harness, make_node, random_writes, settle, tree_state
@@ -87,12 +88,24 @@ def test_fuzzy_snapshot_taken_under_writes_recovers_the_exact_tree(tmp_path: Pat
     for _ in range(60):
         random_writes(harness, rng, 6, sessions)
         harness.flush()
+    # the snapshot's file work runs on the job thread, which would finish a small tree within
+    # one flush: its jobs are let through one per flush, so writes land between chunks
+    jobs = harness.storage.jobs
+    held: list[tuple[Any, Any]] = []
+    release = jobs.run_job
+    jobs.run_job = lambda job, done: held.append((job, done))  # type: ignore[method-assign]
     task = harness.storage.take_snapshot()
     assert task is not None
     start = task.zxid
     while harness.storage.snapshot is not None:
         random_writes(harness, rng, 3, sessions)
         harness.flush()
+        if held:
+            release(*held.pop(0))
+        harness.run_until(lambda: bool(held) or harness.storage.snapshot is None)
+    del jobs.run_job
+    for job in held:  # the purge
+        release(*job)
     assert task.finished
     info = snapshots.verify(task.path)
     assert info.zxid == start and info.end_zxid > start + 10  # really fuzzy

@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import random
 import shutil
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -127,6 +128,55 @@ def test_group_commit_round_trip_across_segment_rolls(tmp_path: Path,
     again = Harness(tmp_path / "a", seed=99, data_log_dir=log_dir)
     assert again.report.replayed == counter_of(zxid) and again.report.torn is None
     assert again.report.last_zxid == zxid and again.node.tree.digest() == digest
+    assert tree_state(again.node) == state
+    again.close()
+
+
+def test_log_writes_go_on_while_the_job_thread_is_busy(tmp_path: Path) -> None:
+    """Snapshot chunks, their fsync and purges run on the job thread, not the writer's: a log
+    write never waits behind them (on one thread, each one delayed the writes queued after
+    it, which made the slowest writes at a fixed rate)."""
+    harness = Harness(tmp_path, seed=5)
+    gate = threading.Event()
+    ran: list[bool] = []
+    harness.storage.jobs.run_job(lambda: ran.append(gate.wait(30)), lambda result, error: None)
+    rng = random.Random(5)
+    sessions: list[int] = []
+    try:
+        for _ in range(20):
+            random_writes(harness, rng, 5, sessions)
+            harness.flush()  # TimeoutError if the writes waited for the job
+        assert not ran and not harness.failures
+    finally:
+        gate.set()
+    harness.run_until(lambda: bool(ran))
+    harness.close()
+
+
+def test_a_roll_takes_the_spare_segment_prepared_on_the_job_thread(tmp_path: Path) -> None:
+    harness = Harness(tmp_path, seed=6, prealloc_kb=2)
+    spare = harness.storage.log_dir / wal.SPARE_NAME
+    writer = harness.storage.writer
+    assert writer is not None
+    harness.run_until(lambda: writer._spare_ready)  # asked for by the start-up segment
+    inode = spare.stat().st_ino
+    assert spare.stat().st_size == 2 * 1024  # reserved whole, before any roll needs it
+    first = wal.list_segments(harness.storage.log_dir)
+    rng = random.Random(6)
+    sessions: list[int] = []
+    while wal.list_segments(harness.storage.log_dir) == first:
+        random_writes(harness, rng, 4, sessions)
+        harness.flush()
+    rolled = wal.list_segments(harness.storage.log_dir)
+    assert rolled[len(first)][1].stat().st_ino == inode  # the spare, renamed
+    harness.run_until(lambda: writer._spare_ready)  # and the next one is made
+    assert spare.stat().st_ino != inode
+    state = tree_state(harness.node)
+    zxid = harness.node.applied_zxid
+    harness.close()
+    spare.write_bytes(b"half made")  # a crash while a spare was made: removed at start
+    again = Harness(tmp_path, seed=99, prealloc_kb=2)
+    assert again.report.torn is None and again.report.last_zxid == zxid
     assert tree_state(again.node) == state
     again.close()
 

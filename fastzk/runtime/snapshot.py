@@ -17,8 +17,9 @@ between. Loading it and replaying the log from start_zxid + 1 (txns are idempote
 exact state, provided the log reaches at least end_zxid.
 
 The event loop serializes one chunk per callback (the cursor copies a node's child names when it
-visits the node, so no walk over the whole tree happens at once); the WAL writer thread writes
-the chunks between log writes and does the final fsync + rename.
+visits the node, so no walk over the whole tree happens at once); a thread of its own
+(`wal.JobThread`, not the WAL writer, so log writes never wait for it) writes the chunks and
+does the final fsync + rename.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from fastzk.runtime.wal import fsync_dir, list_segments, list_zxid_files
 
 if TYPE_CHECKING:
     from fastzk.node import Node
-    from fastzk.runtime.wal import WalWriter
+    from fastzk.runtime.wal import JobThread
 
 log = logging.getLogger("fastzk.snapshot")
 
@@ -191,13 +192,13 @@ def summary(path: Path) -> tuple[SnapshotInfo, DataTree]:
 
 class SnapshotTask:
     """One fuzzy snapshot in progress. Runs on the loop, one chunk per callback; the file work
-    runs as jobs on the WAL writer thread."""
+    runs as jobs on the storage's job thread."""
 
-    def __init__(self, directory: Path, node: Node, writer: WalWriter, chunk_nodes: int,
+    def __init__(self, directory: Path, node: Node, jobs: JobThread, chunk_nodes: int,
                  on_done: Callable[[SnapshotTask, BaseException | None], None]) -> None:
         self.directory = directory
         self.node = node
-        self.writer = writer
+        self.jobs = jobs
         self.chunk_nodes = chunk_nodes
         self.on_done = on_done
         self.zxid = node.applied_zxid
@@ -214,7 +215,7 @@ class SnapshotTask:
         self._header = header(node)
 
     def start(self) -> None:
-        self.writer.run_job(partial(self._open, self._header), self._step)
+        self.jobs.run_job(partial(self._open, self._header), self._step)
 
     def abort(self) -> None:
         self.aborted = True
@@ -227,10 +228,10 @@ class SnapshotTask:
         chunk = self.cursor.next_chunk(self.chunk_nodes)
         if chunk:
             self.chunks += 1
-            self.writer.run_job(partial(self._write, b"C" + chunk), self._step)
+            self.jobs.run_job(partial(self._write, b"C" + chunk), self._step)
             return
         end = b"E" + encode_value((self.cursor.nodes, self.chunks, self.node.applied_zxid))
-        self.writer.run_job(partial(self._finish, end), self._finished)
+        self.jobs.run_job(partial(self._finish, end), self._finished)
 
     def _finished(self, result: Any, error: BaseException | None) -> None:
         if error is not None:
@@ -240,10 +241,10 @@ class SnapshotTask:
         self.on_done(self, None)
 
     def _fail(self, error: BaseException | None) -> None:
-        self.writer.run_job(self._discard, _ignore)
+        self.jobs.run_job(self._discard, _ignore)
         self.on_done(self, error or RuntimeError("aborted"))
 
-    # --- writer thread -----------------------------------------------------------------------
+    # --- job thread --------------------------------------------------------------------------
     def _open(self, header: bytes) -> None:
         self.fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         self._write_raw(header)
@@ -251,8 +252,8 @@ class SnapshotTask:
     def _write(self, payload: bytes) -> None:
         self._write_raw(block(payload))
         if self.bytes - self._synced_to >= WRITEBACK_EVERY and hasattr(os, "posix_fadvise"):
-            # start writeback of what is written so far, so the final fsync is short and does
-            # not hold up log writes for long
+            # start writeback of what is written so far, so the final fsync is short: the
+            # log's fdatasync may wait for the same journal commit
             assert self.fd is not None
             os.posix_fadvise(self.fd, self._synced_to, self.bytes - self._synced_to,
                              os.POSIX_FADV_DONTNEED)

@@ -12,7 +12,8 @@ Start-up (`Storage.open`):
    anywhere else stops the server (`RecoveryError` names the file and offset);
 4. load the snapshot into the node's tree and replay the log after its start zxid
    (`Node.recover`), restoring sessions (with fresh deadlines) and their ephemerals;
-5. start the writer thread; new writes go to a new segment.
+5. start the writer thread (log writes only) and the job thread (snapshots, purges); new
+   writes go to a new segment.
 
 Afterwards `submit(txns)` queues each loop iteration's txns for the writer thread, which calls
 back on the loop once they are durable (`on_durable(groups)`, one txn list per submit, in
@@ -214,6 +215,7 @@ class Storage:
         self.log_dir = wal.log_dir_of(cfg.data_log_dir or cfg.data_dir)
         self.unsafe = cfg.unsafe_ack_before_sync
         self.writer: wal.WalWriter | None = None
+        self.jobs = wal.JobThread(loop)
         self.failed: OSError | None = None
         self.snapshot: snapshots.SnapshotTask | None = None
         self._snapshot_waiter: asyncio.Future[None] | None = None
@@ -248,8 +250,10 @@ class Storage:
             faults=self.faults,
             unsafe_delay_s=self.cfg.unsafe_write_delay_ms / 1000 if self.unsafe else 0.0,
             on_roll=self._segment_closed,
+            jobs=self.jobs,
         )
         self.writer.start()
+        self.jobs.start()
         if self.cfg.archive_dir is not None:
             writer = self.writer
             self.archiver = Archiver(
@@ -272,13 +276,14 @@ class Storage:
         if writer is None:
             return
         await writer.close()
+        await self.jobs.close()
         if self.archiver is not None:
             self.archiver.stop()
         log.info("write-ahead log stats: %s", json.dumps({
             "writes": writer.writes, "bytes": writer.synced_bytes,
             "txns_per_write": {str(k): v for k, v in sorted(writer.batch_sizes.items())}}))
         if task is not None and not task.finished:
-            task._discard()  # the writer thread is gone: safe from the loop
+            task._discard()  # the job thread is gone: safe from the loop
         self.snapshot = None
 
     # --- the write path --------------------------------------------------------------------
@@ -327,8 +332,10 @@ class Storage:
             self.snapshot.abort()
         snap_dir = self.snap_dir
         crash_point = self.faults.crash_point
+        jobs = self.jobs
 
         def install() -> Path:
+            jobs.wait_idle()  # the aborted snapshot's last file work, a purge: done first
             path = snap_dir / snapshots.snapshot_name(zxid)
             tmp = snap_dir / (path.name + ".tmp")
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
@@ -391,7 +398,7 @@ class Storage:
         self._since_txns = 0
         self._since_bytes = 0
         self._roll_thresholds()
-        task = snapshots.SnapshotTask(self.snap_dir, self.node, self.writer,
+        task = snapshots.SnapshotTask(self.snap_dir, self.node, self.jobs,
                                       self.cfg.snapshot_chunk_nodes, self._snapshot_done)
         self.snapshot = task
         task.start()
@@ -424,16 +431,15 @@ class Storage:
         log.info("snapshot %s: %d nodes, %d bytes, %.3fs, fuzzy up to zxid %#x", task.path.name,
                  task.cursor.nodes, task.bytes, time.monotonic() - task.started,
                  self.node.applied_zxid)
-        assert self.writer is not None
         retain = self.cfg.snap_retain_count
         archiver = self.archiver
+        jobs = self.jobs
         if archiver is None:
-            self.writer.run_job(lambda: snapshots.purge(self.snap_dir, self.log_dir, retain),
-                                self._purged)
+            jobs.run_job(lambda: snapshots.purge(self.snap_dir, self.log_dir, retain),
+                         self._purged)
             return
         # archive first (on the archiving thread), then purge only what has a copy
-        writer = self.writer
-        archiver.kick(lambda: writer.run_job(
+        archiver.kick(lambda: jobs.run_job(
             lambda: snapshots.purge(self.snap_dir, self.log_dir, retain, archiver.archived),
             self._purged))
 

@@ -16,6 +16,11 @@ loop with `call_soon_threadsafe`. Meanwhile the loop goes on reading, preparing 
 those txns form the next write. One write is in flight at a time, so after a crash only the
 last write can be torn, and the `batch` stamp tells its records apart from earlier ones.
 
+Rolls: the job thread (`JobThread`, the one that writes snapshots) keeps the next segment
+ready as `log.spare`, preallocated and synced, so a roll on the writer thread is a cut of the
+old segment, a rename and a directory fsync; the cut is synced on the job thread (its records
+were synced already; zeros after them read as a clean end).
+
 Space: a new segment is preallocated whole (`posix_fallocate`, unwritten extents that read as
 zeros) when the disk has room for it; when it does not, the segment is extended in steps as
 writes need them (a sixteenth of a segment, or just the write), so a nearly full disk keeps
@@ -42,6 +47,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +60,7 @@ log = logging.getLogger("fastzk.wal")
 SUBDIR = "fastzk"
 SEGMENT_MAGIC = b"FZKLOG01"
 SEGMENT_HEADER = 32
+SPARE_NAME = "log.spare"  # the next segment, preallocated ahead of the roll that takes it
 RECORD_HEADER = 24
 IOV_MAX = 1024
 CRASH_POINT_STATUS = 86
@@ -188,12 +195,13 @@ WalDone = Callable[[list[list[Txn]], OSError | None], None]
 
 
 class WalWriter:
-    """The active segment and the writer thread (the server's only thread besides the loop).
+    """The active segment and the writer thread.
 
     Loop side: `submit(txns)` queues a loop iteration's txns; `on_written(groups, error)` is
-    called on the loop after each write with the txn lists it carried. `run_job(fn, done)` runs
-    other file work (snapshot chunks) on the writer thread between log writes; `done(result,
-    error)` runs on the loop. `close()` (from the loop, awaitable) finishes what is queued."""
+    called on the loop after each write with the txn lists it carried. `submit_op(fn, done)`
+    runs a change of the log files in order with the writes. Other file work (snapshots,
+    purges) runs on a `JobThread`, so that no log write waits behind it. `close()` (from the
+    loop, awaitable) finishes what is queued."""
 
     def __init__(
         self,
@@ -206,8 +214,10 @@ class WalWriter:
         faults: WalFaults | None = None,
         unsafe_delay_s: float = 0.0,
         on_roll: Callable[[], None] | None = None,
+        jobs: JobThread | None = None,
     ) -> None:
         self.directory = Path(directory)
+        self.jobs = jobs  # prepares the next segment (`log.spare`) when one is given
         self.on_roll = on_roll  # called on the loop after a segment is closed (archiving)
         self.loop = loop
         self.on_written = on_written
@@ -224,6 +234,7 @@ class WalWriter:
         # preallocated whole (low space), and why a write is waiting (MustWait)
         self.low_space: str | None = None
         self.waiting: str | None = None
+        self._spare_ready = False  # set by the job thread once log.spare is reserved and synced
         # statistics (read by the loop for metrics and the benchmark)
         self.writes = 0
         self.synced_bytes = 0
@@ -232,12 +243,14 @@ class WalWriter:
         self._cond = threading.Condition()
         # log writes (blob, txns) and log operations (None, (fn, done)), executed in order
         self._queue: deque[tuple[bytearray | None, Any]] = deque()
-        self._jobs: deque[tuple[Job, JobDone]] = deque()
         self._stopping = False
         self._closed: Any = None
         self._thread = threading.Thread(target=self._run, name="fastzk-wal", daemon=True)
 
     def start(self) -> None:
+        # a spare left by an earlier run may be half made: the first roll makes the segment
+        # itself, and asks for a new spare
+        (self.directory / SPARE_NAME).unlink(missing_ok=True)
         self._thread.start()
 
     # --- loop side ------------------------------------------------------------------------
@@ -257,11 +270,6 @@ class WalWriter:
             self._queue.append((None, (op, done)))
             self._cond.notify()
 
-    def run_job(self, job: Job, done: JobDone) -> None:
-        with self._cond:
-            self._jobs.append((job, done))
-            self._cond.notify()
-
     async def close(self) -> None:
         """Waits until everything queued is written (or failed), then stops the thread."""
         self._closed = self.loop.create_future()
@@ -272,50 +280,32 @@ class WalWriter:
         self._thread.join()
 
     def _post(self, fn: Callable[..., Any], *args: Any) -> None:
-        try:
-            self.loop.call_soon_threadsafe(fn, *args)
-        except RuntimeError:  # the loop is closed: nobody is waiting any more
-            pass
+        _post(self.loop, fn, *args)
 
     # --- writer thread ----------------------------------------------------------------------
     def _run(self) -> None:
-        prefer_job = False
         while True:
             with self._cond:
-                while not self._queue and not self._jobs and not self._stopping:
+                while not self._queue and not self._stopping:
                     self._cond.wait()
+                if not self._queue:  # stopping with nothing left
+                    break
                 op = None
-                if self._queue and self._queue[0][0] is None:
-                    items = []
-                    job = None
+                items = []
+                if self._queue[0][0] is None:
                     op = self._queue.popleft()[1]
-                elif self._queue and not (prefer_job and self._jobs):
-                    items = [self._queue.popleft()]
+                else:
+                    items.append(self._queue.popleft())
                     size = len(items[0][0])
                     while (self._queue and self._queue[0][0] is not None
                            and size + len(self._queue[0][0]) <= self.max_batch_bytes):
                         item = self._queue.popleft()
                         size += len(item[0])
                         items.append(item)
-                    job = None
-                elif self._jobs:
-                    items = []
-                    job = self._jobs.popleft()
-                else:  # stopping with nothing left
-                    break
             if op is not None:
                 self._run_op(*op)
-            elif items:
-                prefer_job = True
+            else:
                 self._write_items(items)
-            elif job is not None:
-                prefer_job = False
-                fn, done = job
-                try:
-                    result, error = fn(), None
-                except BaseException as exc:  # reported to the loop, never lost
-                    result, error = None, exc
-                self._post(done, result, error)
         self._close_fd()
         if self._closed is not None:
             self._post(_resolve, self._closed)
@@ -370,7 +360,7 @@ class WalWriter:
         """Writer thread: deletes every segment (a snapshot from the leader replaces them)."""
         self._close_fd()
         for _, path in list_segments(self.directory):
-            path.unlink()
+            path.unlink(missing_ok=True)  # a purge on the job thread may have been first
         fsync_dir(self.directory)
 
     def _write_items(self, items: list[tuple[bytearray, list[Txn]]]) -> None:
@@ -497,18 +487,36 @@ class WalWriter:
 
     def _roll(self, base_zxid: int) -> None:
         """Closes the active segment (synced already), cut to its records so that a closed
-        segment ends at its end of file, and opens a new, preallocated one. Raises MustWait
-        (leaving no new file behind) when the disk has no room even for its header or no file
-        descriptor is left."""
+        segment ends at its end of file, and opens the next one: the spare the job thread
+        prepared (preallocated and synced: only a rename and a directory fsync here; its
+        header is made durable by the write's own fdatasync, and a crash before that leaves a
+        segment with a zeroed header and no record, which recovery drops), or a new one made
+        here. Raises MustWait (leaving no new file behind) when the disk has no room even for
+        a header or no file descriptor is left."""
         if self.fd is not None:
             os.ftruncate(self.fd, self.pos)
-            os.fsync(self.fd)
-            if self.on_roll is not None:
-                self._post(self.on_roll)
+            if self.jobs is not None:
+                # its records are synced; only the cut is not, and a crash that loses it
+                # leaves zeros after the last record, which read as a clean end
+                self.jobs.run_job(partial(_sync_close, self.fd), self._closed_synced)
+                self.fd = None
+            else:
+                os.fsync(self.fd)
+                if self.on_roll is not None:
+                    self._post(self.on_roll)
         self._close_fd()
         path = self.directory / segment_name(base_zxid)
+        spare = self._spare_ready and self.low_space is None
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            if spare:
+                self._spare_ready = False
+                if path.exists():  # as O_EXCL would: a segment is never replaced
+                    raise FileExistsError(errno_module.EEXIST, os.strerror(errno_module.EEXIST),
+                                          str(path))
+                os.rename(self.directory / SPARE_NAME, path)
+                fd = os.open(path, os.O_WRONLY)
+            else:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         except OSError as error:
             if error.errno in WAIT_ERRNOS:
                 raise MustWait(error.errno, error.strerror, str(path)) from error
@@ -519,8 +527,11 @@ class WalWriter:
             if fault is not None:
                 raise OSError(fault[0], f"{os.strerror(fault[0])} (injected)", str(path))
             os.write(fd, header)
-            allocated = self._preallocate(fd, path)
-            os.fsync(fd)
+            if spare:
+                allocated = max(self.segment_bytes, SEGMENT_HEADER)
+            else:
+                allocated = self._preallocate(fd, path)
+                os.fsync(fd)
             fsync_dir(self.directory)
         except BaseException as error:
             os.close(fd)
@@ -533,11 +544,115 @@ class WalWriter:
         self.pos = SEGMENT_HEADER
         self.allocated = allocated
         os.lseek(fd, SEGMENT_HEADER, os.SEEK_SET)
+        if self.jobs is not None and self.low_space is None:
+            self.jobs.run_job(self._prepare_spare, _ignore)
+
+    def _closed_synced(self, result: Any, error: BaseException | None) -> None:
+        """Loop: a closed segment's cut is synced (or could not be: it then ends in zeros)."""
+        if error is not None:
+            log.warning("syncing the end of a closed log segment failed: %s", error)
+        if self.on_roll is not None:
+            self.on_roll()
+
+    def _prepare_spare(self) -> None:
+        """Job thread: the next segment's file, reserved whole and synced (with its directory
+        entry), so that the roll that takes it does no allocation and no file fsync on the
+        writer thread. Without room for it there is no spare (the roll makes the segment)."""
+        path = self.directory / SPARE_NAME
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            os.posix_fallocate(fd, 0, max(self.segment_bytes, SEGMENT_HEADER))
+            os.fsync(fd)
+        except OSError:
+            os.close(fd)
+            path.unlink(missing_ok=True)
+            return
+        os.close(fd)
+        fsync_dir(self.directory)
+        self._spare_ready = True
 
     def _close_fd(self) -> None:
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
+
+
+class JobThread:
+    """The thread of file work that must not hold up log writes: snapshot chunks with their
+    fsync and rename, purges of old snapshots and segments. Jobs run one at a time in the
+    order queued; `done(result, error)` runs on the loop. It is a thread of its own rather
+    than the WAL writer's, so a log write never waits behind a chunk, a snapshot's fsync or
+    a purge's unlinks (at a fixed write rate those made the slowest writes)."""
+
+    def __init__(self, loop: Any, name: str = "fastzk-files") -> None:
+        self.loop = loop
+        self._cond = threading.Condition()
+        self._jobs: deque[tuple[Job, JobDone]] = deque()
+        self._busy = False
+        self._stopping = False
+        self._closed: Any = None
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def run_job(self, job: Job, done: JobDone) -> None:
+        with self._cond:
+            self._jobs.append((job, done))
+            self._cond.notify_all()
+
+    def wait_idle(self) -> None:
+        """Blocks until every job queued so far has run (from another thread than the loop:
+        the WAL writer before it replaces the snapshot directory's content)."""
+        with self._cond:
+            while self._jobs or self._busy:
+                self._cond.wait()
+
+    async def close(self) -> None:
+        """Runs what is queued, then stops the thread."""
+        self._closed = self.loop.create_future()
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        await self._closed
+        self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                self._busy = False
+                self._cond.notify_all()
+                while not self._jobs and not self._stopping:
+                    self._cond.wait()
+                if not self._jobs:
+                    break
+                job, done = self._jobs.popleft()
+                self._busy = True
+            try:
+                result, error = job(), None
+            except BaseException as exc:  # reported to the loop, never lost
+                result, error = None, exc
+            _post(self.loop, done, result, error)
+        if self._closed is not None:
+            _post(self.loop, _resolve, self._closed)
+
+
+def _post(loop: Any, fn: Callable[..., Any], *args: Any) -> None:
+    try:
+        loop.call_soon_threadsafe(fn, *args)
+    except RuntimeError:  # the loop is closed: nobody is waiting any more
+        pass
+
+
+def _sync_close(fd: int) -> None:
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _ignore(result: Any, error: BaseException | None) -> None:
+    pass
 
 
 def _resolve(future: Any) -> None:
