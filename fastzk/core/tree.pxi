@@ -424,16 +424,18 @@ cdef class DataTree:
 
     def restore_watches(self, list paths, int64_t rel_zxid, int field, int32_t gone,
                         int32_t changed, int32_t state, WriteBuffer out, dict table,
-                        object conn, set registered, object kind):
+                        object conn, dict registered, long bit):
         """setWatches' work for one list of paths, in C (a reconnecting client may send
         100,000): a path whose node changed after the client's zxid, or is gone, gets its
         notification (`changed`, `gone`) written to `out` now; any other gets the watch:
-        `table[path][conn]`, and `(kind, path)` in the connection's `registered`. `field`:
-        0 compares mzxid (data watches), 1 pzxid (child watches), -1 is an exist watch, for
-        which the node being there is the change."""
+        `table[path][conn]`, and `bit` set in the connection's mask of the path,
+        `registered[path]` (server/watches.py). `field`: 0 compares mzxid (data watches),
+        1 pzxid (child watches), -1 is an exist watch, for which the node being there is the
+        change."""
         cdef str path
         cdef _Node n
         cdef object watchers
+        cdef object mask
         for path in paths:
             n = self.find(path)
             if field < 0:
@@ -451,7 +453,8 @@ cdef class DataTree:
                 table[path] = {conn: None}
             else:
                 (<dict>watchers)[conn] = None
-            registered.add((kind, path))
+            mask = registered.get(path)
+            registered[path] = bit if mask is None else <long>mask | bit
 
     def ephemerals(self, session_id):
         """The session's ephemerals in the order ZooKeeper's getEphemerals lists them: the
