@@ -135,6 +135,10 @@ _OPEN_ACL = [(31, "world", "anyone")]
 _READ_ACL = [(1, "world", "anyone")]
 
 
+cdef extern from "Python.h":
+    PyObject* PyDict_SetDefault(object d, object key, object default) except NULL  # borrowed
+
+
 cdef class DataTree:
     """The znode tree; see _core.pyi for the contract."""
 
@@ -434,8 +438,9 @@ cdef class DataTree:
         change."""
         cdef str path
         cdef _Node n
-        cdef object watchers
-        cdef object mask
+        cdef dict fresh
+        cdef PyObject* found
+        cdef object bit_obj = bit
         for path in paths:
             n = self.find(path)
             if field < 0:
@@ -448,13 +453,14 @@ cdef class DataTree:
             elif (n.mzxid if field == 0 else n.pzxid) > rel_zxid:
                 out.notification(-1, changed, state, path)
                 continue
-            watchers = table.get(path)
-            if watchers is None:
-                table[path] = {conn: None}
-            else:
-                (<dict>watchers)[conn] = None
-            mask = registered.get(path)
-            registered[path] = bit if mask is None else <long>mask | bit
+            # one hash probe per table for a path nobody watched (the usual case here)
+            fresh = {conn: None}
+            found = PyDict_SetDefault(table, path, fresh)
+            if found != <PyObject*>fresh:
+                (<dict>found)[conn] = None
+            found = PyDict_SetDefault(registered, path, bit_obj)
+            if found != <PyObject*>bit_obj:
+                registered[path] = <long><object>found | bit
 
     def ephemerals(self, session_id):
         """The session's ephemerals in the order ZooKeeper's getEphemerals lists them: the
