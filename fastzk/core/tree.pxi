@@ -137,6 +137,31 @@ _READ_ACL = [(1, "world", "anyone")]
 
 cdef extern from "Python.h":
     PyObject* PyDict_SetDefault(object d, object key, object default) except NULL  # borrowed
+    bint PyUnicode_IS_ASCII(object o)
+    void* PyUnicode_DATA(object o)
+    Py_ssize_t PyUnicode_GET_LENGTH(object o)
+
+cdef extern from *:
+    """
+    #define fzk_prefetch(p) __builtin_prefetch(p)
+    """
+    void fzk_prefetch(const void* p) noexcept nogil
+
+cdef enum:
+    PREFETCH_AHEAD = 8   # restore_watches: paths whose table slot is loaded ahead of use
+
+
+cdef inline void prefetch_slot(DataTree t, object path) noexcept:
+    """Starts loading the table slot of an ASCII `path` into the cache: restore_watches looks
+    up 100,000 paths in random order, and each lookup would otherwise wait on memory."""
+    cdef Py_ssize_t n = PyUnicode_GET_LENGTH(path)
+    cdef Py_ssize_t i
+    if n == 0 or not PyUnicode_IS_ASCII(path):
+        return
+    i = <Py_ssize_t>(hash_bytes(<const unsigned char*>PyUnicode_DATA(path), n, 0)
+                     & <uint64_t>t.mask)
+    fzk_prefetch(&t.hashes[i])
+    fzk_prefetch(&t.slots[i])
 
 
 cdef class DataTree:
@@ -441,7 +466,11 @@ cdef class DataTree:
         cdef dict fresh
         cdef PyObject* found
         cdef object bit_obj = bit
-        for path in paths:
+        cdef Py_ssize_t i, count = len(paths)
+        for i in range(count):
+            if i + PREFETCH_AHEAD < count:
+                prefetch_slot(self, paths[i + PREFETCH_AHEAD])
+            path = paths[i]
             n = self.find(path)
             if field < 0:
                 if n is not None:
