@@ -37,9 +37,10 @@ def _watch(ctx: ScenarioContext, name: str, mode: int, d: str, n: str) -> None:
         # test_conformance_watch_modes.py)
         ctx.raw(add_watch_request(n, PERSISTENT), client=name)
         ctx.op("get_children", d, watch=ctx.watcher("children", name), client=name)
-    else:  # the delete of n fires both watches on n: one event
-        ctx.op("get_children", n, watch=ctx.watcher("children", name), client=name)
-        ctx.op("exists", n, watch=ctx.watcher("exists", name), client=name)
+    else:  # the delete of m fires both watches on m: one event
+        m = ctx.path("d", "m")
+        ctx.op("get_children", m, watch=ctx.watcher("children", name), client=name)
+        ctx.op("exists", m, watch=ctx.watcher("exists", name), client=name)
 
 
 def test_one_write_fanned_out_to_many_sessions(differential: Differential) -> None:
@@ -47,6 +48,7 @@ def test_one_write_fanned_out_to_many_sessions(differential: Differential) -> No
         d, n, secret = ctx.path("d"), ctx.path("d", "n"), ctx.path("d", "secret")
         ctx.op("create", d, b"", client="writer")
         ctx.op("create", n, b"0", client="writer")
+        ctx.op("create", ctx.path("d", "m"), b"", client="writer")
         names = [f"w{i:02d}" for i in range(WATCHERS)]
         for i, name in enumerate(names):
             if i % 3 == 0:
@@ -59,6 +61,7 @@ def test_one_write_fanned_out_to_many_sessions(differential: Differential) -> No
         ctx.op("create", secret, b"s", acl=ALICE_ONLY, client="writer")
         ctx.op("set", n, b"2", client="writer")
         ctx.op("delete", n, client="writer")
+        ctx.op("delete", ctx.path("d", "m"), client="writer")
         for name in ["writer", *names]:
             ctx.barrier(name)
             ctx.record_events(name)
