@@ -158,10 +158,9 @@ class DataTree:
         missing)."""
     def restore_watches(self, paths: list[str], rel_zxid: int, field: int, gone: int,
                         changed: int, state: int, out: WriteBuffer, table: dict[str, Any],
-                        conn: Any, registered: dict[str, int], bit: int) -> None:
+                        conn: Any) -> None:
         """setWatches for one list of paths: notify what changed after rel_zxid (field 0:
-        mzxid, 1: pzxid, -1: exists), register the rest in `table` and set `bit` in the
-        connection's masks `registered`."""
+        mzxid, 1: pzxid, -1: exists), register the rest in `table`."""
     def ephemerals(self, session_id: int) -> list[str]:
         """Paths of the normal ephemerals owned by session_id (not containers/TTL), in the
         order ZooKeeper's getEphemerals lists them."""

@@ -833,7 +833,8 @@ class Node:
                 (exist_paths, -1, 0, Event.NODE_CREATED, DATA),
                 (child_paths, 1, Event.NODE_DELETED, Event.NODE_CHILDREN_CHANGED, CHILD)):
             tree.restore_watches(paths, rel_zxid, compared, gone, changed, SYNC_CONNECTED, out,
-                                 tables[kind], client, client.watches, 1 << kind)
+                                 tables[kind], client)
+            self.watches.note_restored(kind, paths, client)
         watches = self.watches
         for path in persistent_paths:
             watches.add(PERSISTENT, path, client)

@@ -453,19 +453,18 @@ cdef class DataTree:
 
     def restore_watches(self, list paths, int64_t rel_zxid, int field, int32_t gone,
                         int32_t changed, int32_t state, WriteBuffer out, dict table,
-                        object conn, dict registered, long bit):
+                        object conn):
         """setWatches' work for one list of paths, in C (a reconnecting client may send
         100,000): a path whose node changed after the client's zxid, or is gone, gets its
         notification (`changed`, `gone`) written to `out` now; any other gets the watch:
-        `table[path][conn]`, and `bit` set in the connection's mask of the path,
-        `registered[path]` (server/watches.py). `field`: 0 compares mzxid (data watches),
+        `table[path][conn]` (the caller records `paths` for the connection's close, see
+        server/watches.py). `field`: 0 compares mzxid (data watches),
         1 pzxid (child watches), -1 is an exist watch, for which the node being there is the
         change."""
         cdef str path
         cdef _Node n
         cdef dict fresh
         cdef PyObject* found
-        cdef object bit_obj = bit
         cdef Py_ssize_t i, count = len(paths)
         for i in range(count):
             if i + PREFETCH_AHEAD < count:
@@ -482,14 +481,11 @@ cdef class DataTree:
             elif (n.mzxid if field == 0 else n.pzxid) > rel_zxid:
                 out.notification(-1, changed, state, path)
                 continue
-            # one hash probe per table for a path nobody watched (the usual case here)
+            # one hash probe for a path nobody watched (the usual case here)
             fresh = {conn: None}
             found = PyDict_SetDefault(table, path, fresh)
             if found != <PyObject*>fresh:
                 (<dict>found)[conn] = None
-            found = PyDict_SetDefault(registered, path, bit_obj)
-            if found != <PyObject*>bit_obj:
-                registered[path] = <long><object>found | bit
 
     def ephemerals(self, session_id):
         """The session's ephemerals in the order ZooKeeper's getEphemerals lists them: the

@@ -4,9 +4,11 @@ Registrations belong to a connection. One-shot data and child watches are consum
 fire; persistent and recursive watches stay until removed or the connection closes. Every event
 reaches each connection at most once, however many of its registrations match.
 
-Each connection's `watches` is a dict path -> bit mask of the kinds it watches there (bit
-`1 << kind`): what closing it must undo, kept without a tuple per registration, since a
-fan-out consumes one entry per watcher and setWatches registers 100,000 at once.
+What closing a connection must undo is kept without a tuple per registration, since a
+fan-out consumes one entry per watcher: the connection's `watches`, a dict path -> bit mask
+of the kinds it watches there (bit `1 << kind`), and, for setWatches (100,000 paths at once
+on a reconnect), the request's own path lists (`restored`), which cost no hashing when they
+are registered; closing discards whatever of them is still registered.
 """
 
 from __future__ import annotations
@@ -29,10 +31,14 @@ _KINDS_OF_TYPE: dict[int, tuple[int, ...]] = {
 
 
 def _consume(fired: Iterable[Any], path: str, bit: int) -> None:
-    """Clears `bit` of `path` in the watch masks of connections whose one-shot watch fired."""
+    """Clears `bit` of `path` in the watch masks of connections whose one-shot watch fired
+    (a watch that setWatches restored has no mask)."""
     for conn in fired:
         masks = conn.watches
-        mask = masks[path] & ~bit
+        mask = masks.get(path)
+        if mask is None:
+            continue
+        mask &= ~bit
         if mask:
             masks[path] = mask
         else:
@@ -45,6 +51,9 @@ class WatchManager:
         # ordered sets: notifications go out, and admin commands list watchers, in an order
         # that does not depend on object ids)
         self.tables: tuple[dict[str, dict[Any, None]], ...] = ({}, {}, {}, {})
+        # connection -> (kind, paths) of its setWatches requests (DataTree.restore_watches
+        # registers them in the tables)
+        self.restored: dict[Any, list[tuple[int, list[str]]]] = {}
 
     def add(self, kind: int, path: str, conn: Any) -> None:
         table = self.tables[kind]
@@ -69,11 +78,23 @@ class WatchManager:
         _consume((conn,), path, 1 << kind)
         return True
 
+    def note_restored(self, kind: int, paths: list[str], conn: Any) -> None:
+        """Records that setWatches registered (some of) `paths` for `conn` in table `kind`."""
+        self.restored.setdefault(conn, []).append((kind, paths))
+
     def drop_connection(self, conn: Any) -> None:
         for path, mask in list(conn.watches.items()):
             for kind in (DATA, CHILD, PERSISTENT, RECURSIVE):
                 if mask & 1 << kind:
                     self._discard(kind, path, conn)
+        for kind, paths in self.restored.pop(conn, ()):
+            table = self.tables[kind]
+            for path in paths:
+                watchers = table.get(path)
+                if watchers and conn in watchers:
+                    del watchers[conn]
+                    if not watchers:
+                        del table[path]
 
     def check(self, path: str, watcher_type: int, conn: Any) -> bool | None:
         """None for an unknown watcher type, else whether a matching registration exists."""
