@@ -12,8 +12,9 @@ Scenarios (``--scenarios``, default all): get, set, create-delete, mixed (90 % g
 each as throughput at saturation (closed loop) and as latency at a fixed moderate rate
 (open loop, latency from the intended send time); kafka and watch-fanout presets, and
 watch-fanout-1k / watch-fanout-10k (one writer, 1,000 or 10,000 watchers, two load
-processes: notifications/s, notify latency, server CPU per notification); java
-(getData through ZooKeeper's own Java client, against both servers); znodes (server RSS
+processes: notifications/s, notify latency, server CPU per notification); java and
+java-set (getData and setData through ZooKeeper's own Java client, against both servers, in
+``--java-processes`` JVMs, with the server's CPU time per request); znodes (server RSS
 with ``--znodes`` znodes, and the restart time with them). Server RSS is sampled idle and
 after every run. 3-server ensembles (ZooKeeper 3.8 ``QuorumPeerMain`` and ``fastzk serve``,
 tickTime 2000): ensemble-get, ensemble-set, ensemble-create-delete, ensemble-mixed at
@@ -106,7 +107,12 @@ PRESET: dict[str, tuple[dict[str, Any], str]] = {
 }
 #: the watch fan-out rows: notifications/s and notify latency
 FANOUT = ("watch-fanout", "watch-fanout-1k", "watch-fanout-10k")
-OTHER = ("java", "znodes")
+#: ZooKeeper's own Java client: scenario -> (op, label)
+JAVA: dict[str, tuple[str, str]] = {
+    "java": ("get", "get 100 B via ZooKeeper's Java client"),
+    "java-set": ("set", "set 100 B via ZooKeeper's Java client"),
+}
+OTHER = (*JAVA, "znodes")
 #: 3-server ensemble scenarios: the simple op of the same name at saturation (closed loop);
 #: those in ENSEMBLE_OPEN also at the standalone row's open-loop rate
 ENSEMBLE = {f"ensemble-{name}": name for name in SIMPLE}
@@ -246,6 +252,19 @@ def start(kind: str, workdir: Path) -> servers.ServerProcess:
     return servers.start_server(kind, workdir / kind, base_jvm_flags=BENCH_JVM, **COMMON_CFG)
 
 
+#: --pin: the harness, the load processes and the Java clients on one core, the server on
+#: the other, so that a standalone server's own ceiling shows without the load competing
+LOAD_CPUS, SERVER_CPUS = {0}, {1}
+
+
+def pin_server(pid: int) -> None:
+    """Every thread of the server onto SERVER_CPUS (threads it starts later inherit it)."""
+    with contextlib.suppress(OSError):
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(int(tid), SERVER_CPUS)
+
+
 # --- runs ---------------------------------------------------------------------------------------------
 
 
@@ -299,35 +318,84 @@ def java_classes(workdir: Path) -> Path | None:
     return out
 
 
+def _us_per_request(row: dict[str, Any]) -> float | None:
+    """Server CPU time per request of a closed-loop row (its CPU % of one core over its
+    requests/s)."""
+    return _cpu_us_per(row, row.get("ops_per_sec"))
+
+
 def run_java(args: argparse.Namespace, proc: servers.ServerProcess, classes: Path,
-             root: str) -> dict[str, Any]:
-    """get 100 B through ZooKeeper's Java client; keys prepared by our set-up code."""
+             root: str, op: str) -> dict[str, Any]:
+    """getData or setData of 100 B through ZooKeeper's Java client, in ``--java-processes``
+    JVMs that share ``--sessions`` (one JVM cannot keep fastzk busy); keys prepared by our
+    set-up code. The server's CPU time is sampled when the last JVM opens its measured window
+    and when the first closes it, so CPU per request counts neither JVM start-up nor set-up."""
+    import threading
+
     import uvloop
 
     cfg = load_config(args, proc, op="get", root=root)
     uvloop.run(prepare_keyspace(cfg))
-    cmd = ["java", *CLIENT_JVM, "-cp", ":".join([str(classes), *ZK_JARS]), "ZkLoad",
-           proc.connect_string, str(args.sessions), str(args.depth), str(args.warmup),
-           str(args.duration), root, str(args.keys)]
-    srv0 = cpu_seconds(proc.pid)
-    t0 = time.monotonic()
-    child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                             start_new_session=True)
+    count = max(1, min(args.java_processes, args.sessions))
+    shares = [args.sessions // count + (i < args.sessions % count) for i in range(count)]
+    children = [subprocess.Popen(
+        ["java", *CLIENT_JVM, "-cp", ":".join([str(classes), *ZK_JARS]), "ZkLoad",
+         proc.connect_string, str(n), str(args.depth), str(args.warmup), str(args.duration),
+         root, str(args.keys), "30000", op],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        for n in shares]
+    lock = threading.Lock()
+    marks: dict[str, list[tuple[float, float | None]]] = {"measuring": [], "measured": []}
+    results: list[str] = []
+    errors: list[str] = []
+
+    def follow(child: subprocess.Popen[str]) -> None:
+        assert child.stdout is not None and child.stderr is not None
+        for line in child.stdout:
+            line = line.strip()
+            with lock:
+                if line in marks:
+                    marks[line].append((time.monotonic(), cpu_seconds(proc.pid)))
+                elif line.startswith("{"):
+                    results.append(line)
+        errors.append(child.stderr.read()[-2000:])
+
+    readers = [threading.Thread(target=follow, args=(c,), daemon=True) for c in children]
+    for reader in readers:
+        reader.start()
     try:
-        out, err = child.communicate(timeout=args.warmup + args.duration + 90)
+        for child in children:
+            child.wait(timeout=args.warmup + args.duration + 90)
+        for reader in readers:
+            reader.join(timeout=10)
     finally:
-        if child.poll() is None:
-            child.kill()
-            child.communicate(timeout=10)
-    wall = time.monotonic() - t0
-    srv1 = cpu_seconds(proc.pid)
-    line = next((ln for ln in out.splitlines() if ln.startswith("{")), "")
-    if child.returncode != 0 or not line:
-        raise RuntimeError(f"java client failed ({child.returncode}): {err[-2000:]}")
-    res = json.loads(line)
-    # server CPU over the whole client process (JVM start included): an upper bound
-    res["server_cpu_whole_run"] = (round((srv1 - srv0) / wall * 100, 1)
-                                   if srv0 is not None and srv1 is not None else None)
+        for child in children:
+            if child.poll() is None:
+                child.kill()
+                child.wait(timeout=10)
+    if any(c.returncode != 0 for c in children) or len(results) != count:
+        raise RuntimeError(f"java client failed: {' | '.join(e for e in errors if e)}")
+    each = [json.loads(line) for line in results]
+    ops = sum(r["ops"] for r in each)
+    res: dict[str, Any] = {
+        "op": op, "processes": count, "sessions": args.sessions, "depth": args.depth,
+        "ops": ops, "ops_per_sec": round(sum(r["ops_per_sec"] for r in each), 1),
+        "client_cpu": round(sum(r["client_cpu"] for r in each), 1),
+        "errors": {k: sum(r["errors"].get(k, 0) for r in each)
+                   for k in sorted({k for r in each for k in r["errors"]})},
+        # percentiles of the JVMs weighted by their requests: close to the merged ones, as
+        # every JVM runs the same load
+        "latency_us": {k: round(sum(r["latency_us"][k] * r["ops"] for r in each) / max(ops, 1),
+                                1)
+                       for k in ("p50", "p90", "p99", "p99.9", "mean")}
+        | {"max": max(r["latency_us"]["max"] for r in each)},
+    }
+    opened, closed = max(marks["measuring"]), min(marks["measured"])
+    if opened[1] is not None and closed[1] is not None and closed[0] > opened[0]:
+        window = closed[0] - opened[0]
+        res["server_cpu"] = round((closed[1] - opened[1]) / window * 100, 1)
+        res["server_us_per_request"] = round(
+            (closed[1] - opened[1]) * 1e6 / (res["ops_per_sec"] * window), 2)
     uvloop.run(cleanup_keyspace(cfg))
     return res
 
@@ -579,7 +647,9 @@ def summarize(runs: list[Run]) -> list[dict[str, Any]]:
                                  for k in ("p50", "p90", "p99", "p99.9", "max", "mean")}
             row["errors"] = sum(sum(x["errors"].values()) for x in res)
             row["client_cpu"] = _mean([x["client_cpu"] for x in res])
-            row["server_cpu"] = _mean([x.get("server_cpu_whole_run") for x in res])
+            row["server_cpu"] = _mean([x.get("server_cpu") for x in res])
+            row["server_us_per_request"] = _mean([x.get("server_us_per_request") for x in res])
+            row["processes"], row["sessions"] = res[0]["processes"], res[0]["sessions"]
             row["other_cpu"] = None
         elif scenario == FAILOVER:
             row["tick"], row["sessions"] = res[0]["tick"], res[0]["sessions"]
@@ -623,6 +693,10 @@ def headline(rows: list[dict[str, Any]]) -> list[tuple[str, str, str, str, str]]
             for q in ("p50", "p99"):
                 out.append(("", f"{q} ms", _ms(zk["latency_us"][q]), _ms(fz["latency_us"][q]),
                             _ratio(fz["latency_us"][q], zk["latency_us"][q])))
+            a, b = _us_per_request(zk), _us_per_request(fz)
+            if a and b:
+                out.append(("", "server CPU µs per request", f"{a:.1f}", f"{b:.1f}",
+                            f"{_ratio(b, a)} ({a / b:.1f}x less)"))
         p = pair(name, "open")
         if p:
             zk, fz = p
@@ -660,14 +734,20 @@ def headline(rows: list[dict[str, Any]]) -> list[tuple[str, str, str, str, str]]
         x, y = _cpu_us_per(zk, a.get("per_sec")), _cpu_us_per(fz, b.get("per_sec"))
         out.append(("", "server CPU µs per notification", f"{x:.1f}" if x else "—",
                     f"{y:.1f}" if y else "—", _ratio(y, x)))
-    p = pair("java", "java")
-    if p:
+    for scenario, (_, label) in JAVA.items():
+        p = pair(scenario, "java")
+        if not p:
+            continue
         zk, fz = p
-        out.append(("get 100 B via ZooKeeper's Java client", "requests/s",
+        out.append((f"{label} ({fz['processes']} JVMs, {fz['sessions']} sessions)", "requests/s",
                     f"{zk['ops_per_sec']:,.0f}", f"{fz['ops_per_sec']:,.0f}",
                     _ratio(fz["ops_per_sec"], zk["ops_per_sec"])))
         out.append(("", "p99 ms", _ms(zk["latency_us"]["p99"]), _ms(fz["latency_us"]["p99"]),
                     _ratio(fz["latency_us"]["p99"], zk["latency_us"]["p99"])))
+        a, b = zk.get("server_us_per_request"), fz.get("server_us_per_request")
+        if a and b:
+            out.append(("", "server CPU µs per request", f"{a:.1f}", f"{b:.1f}",
+                        f"{_ratio(b, a)} ({a / b:.1f}x less)"))
     p = pair("get", "closed")
     if p and p[0].get("client_cpu") and p[1].get("client_cpu"):
         zk, fz = p
@@ -747,8 +827,11 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any], args: argparse.Na
         f"{args.sessions} sessions x {args.depth} in flight (closed loop) or a fixed rate (open "
         f"loop, latency from the intended send time), {args.keys} keys, "
         f"{args.duration:g} s measured after {args.warmup:g} s warm-up, {args.repeats} "
-        f"repeat(s) in alternating server order. Client, server and everything else share the "
-        f"{m['cores']} cores.",
+        f"repeat(s) in alternating server order. "
+        + ("Pinned (--pin): the load on core 0, each standalone server on core 1 (a "
+           "multi-threaded ZooKeeper gets one core too); ensembles unpinned."
+           if args.pin else
+           f"Client, server and everything else share the {m['cores']} cores."),
         "",
         "| scenario | metric | ZooKeeper 3.8 | fastzk | fastzk ÷ ZooKeeper |",
         "|---|---|---:|---:|---:|",
@@ -868,6 +951,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--depth", type=int, default=32, help="closed loop: requests in flight/session")
     p.add_argument("--keys", type=int, default=1000)
     p.add_argument("--processes", type=int, default=1, help="load processes per run")
+    p.add_argument("--pin", action="store_true",
+                   help="standalone rows: the load on core 0, the server on core 1 (needs 2+ "
+                        "cores; ensembles are not pinned)")
+    p.add_argument("--java-processes", type=int, default=2,
+                   help="JVMs of the Java-client rows, sharing --sessions")
     p.add_argument("--rate-scale", type=float, default=1.0,
                    help="multiply the open-loop rates (get 10k/s, set 2k/s, create-delete 2k/s, "
                    "mixed 5k/s)")
@@ -907,6 +995,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if (not args.failover_ticks or min(args.failover_ticks) < 1 or args.failover_rounds < 1
             or args.failover_sessions < 1):
         p.error("--failover-ticks, --failover-rounds and --failover-sessions must be >= 1")
+    if args.pin and len(os.sched_getaffinity(0)) < 2:
+        p.error("--pin needs two cores")
     args.scenario_list = names
     return args
 
@@ -935,6 +1025,8 @@ def raise_fd_limit() -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     raise_fd_limit()
+    if args.pin:
+        os.sched_setaffinity(0, LOAD_CPUS)  # inherited by the load processes and Java clients
     started = dt.datetime.now()
     workdir = Path(tempfile.mkdtemp(prefix="fastzk-bench-", dir=args.workdir))
     procs: dict[str, servers.ServerProcess] = {}
@@ -960,9 +1052,11 @@ def main(argv: list[str] | None = None) -> int:
     presets = [s for s in args.scenario_list if s in PRESET]
     status = 0
     try:
-        if simple or presets or "java" in args.scenario_list:
+        if simple or presets or any(s in JAVA for s in args.scenario_list):
             for kind in TARGETS:
                 procs[kind] = start(kind, workdir)
+                if args.pin:
+                    pin_server(procs[kind].pid)
                 meta["versions"][kind] = server_version(procs[kind])
                 print(f"started {kind}: pid {procs[kind].pid} on {procs[kind].connect_string}",
                       flush=True)
@@ -1002,23 +1096,27 @@ def main(argv: list[str] | None = None) -> int:
                     print_run(done, total, scenario, mode, target, result)
                     if not result.clean:
                         status = 1
-        if "java" in args.scenario_list:
-            classes = java_classes(workdir)
-            if classes is not None:
-                for rep in range(args.repeats):
+        java = [s for s in args.scenario_list if s in JAVA]
+        classes = java_classes(workdir) if java else None
+        if classes is not None:
+            for rep in range(args.repeats):
+                for scenario in java:
+                    op = JAVA[scenario][0]
                     for target in order(rep):
                         background = wait_for_quiet(args.settle)
                         try:
-                            res = run_java(args, procs[target], classes, "/bench-java")
+                            res = run_java(args, procs[target], classes, f"/bench-{scenario}",
+                                           op)
                         except (RuntimeError, subprocess.TimeoutExpired) as e:
-                            print(f"java on {target} failed: {e}", flush=True)
+                            print(f"{scenario} on {target} failed: {e}", flush=True)
                             status = 1
                             continue
-                        runs.append(Run("java", "java", target, rep, background,
+                        runs.append(Run(scenario, "java", target, rep, background,
                                         rss_mb(procs[target].pid), res))
-                        print(f"[java] {target:<9} {res['ops_per_sec']:>10,.0f} req/s  "
-                              f"p99 {_ms(res['latency_us']['p99'])} ms  java client cpu "
-                              f"{res['client_cpu']:.0f}%", flush=True)
+                        print(f"[{scenario}] {target:<9} {res['ops_per_sec']:>10,.0f} req/s  "
+                              f"p99 {_ms(res['latency_us']['p99'])} ms  server "
+                              f"{res.get('server_us_per_request', 0):.1f} µs/request  java "
+                              f"client cpu {res['client_cpu']:.0f}%", flush=True)
         for proc in procs.values():
             proc.stop()
         if "znodes" in args.scenario_list:

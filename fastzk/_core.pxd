@@ -13,10 +13,12 @@ cdef class ReadBuffer:
     cdef Py_ssize_t tail          # end of received bytes
     cdef Py_ssize_t max_frame
     cdef Py_ssize_t exports       # live buffer views handed to the transport
+    cdef bint filling             # free space handed out, buffer_updated not yet called
 
     cdef int _make_room(self, Py_ssize_t n) except -1
     cdef Py_ssize_t _next_frame(self) except -2
     cdef void _advance(self, Py_ssize_t n) noexcept
+    cdef void _release_if_empty(self) noexcept
 
 
 cdef class WriteBuffer:

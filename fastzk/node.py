@@ -212,6 +212,7 @@ class Node:
         self.applier = Applier(self.tree, self.watches, self.sessions)
         self.reads = Reads(self.tree, self.watches, limits.skip_acl)
         self.applied_zxid = 0
+        self.applied_txns = 0  # since start: the runtime times the steps that apply
         self.replica = self._new_replica(0, 0, 0, [])
         self.proposals: list[tuple[int, Txn]] = []
         self.outbox: list[tuple[int, Any]] = []
@@ -1022,12 +1023,14 @@ class Node:
         self.replica.persisted(gen, zxid)
 
     def _apply(self, txns: list[Txn]) -> None:
-        """Applies committed txns in zxid order and writes their notifications and replies."""
+        """Applies committed txns in zxid order and writes their notifications and replies.
+        Statistics are kept per batch: replies of one batch share their latency per op."""
+        self.applied_txns += len(txns)
         apply = self.applier.apply
         waiting = self.waiting
         dirty = self.dirty
-        record = self.stats.record
         now_ms = self.now_ms
+        replies: dict[tuple[int, int], int] = {}  # (op, latency ms) -> replies
         for txn in txns:
             op = txn.op
             expiring = None
@@ -1062,14 +1065,14 @@ class Node:
                 continue
             fifo = client.fifo
             head = fifo[0] if fifo else None
-            if isinstance(head, Pending) and head.xid == txn.xid and head.reply is None:
+            if type(head) is Pending and head.xid == txn.xid and head.reply is None:
                 self._dequeue(client)
                 write_reply(client.out, txn, result)
                 client.sent += 1
-                self.stats.packets_sent += 1
                 dirty[client] = None
-                latency = max(0, now_ms - txn.time_ms)
-                record(OP_NAMES[op], latency)
+                latency = now_ms - txn.time_ms if now_ms > txn.time_ms else 0
+                key = (op, latency)
+                replies[key] = replies.get(key, 0) + 1
                 client.record_reply(txn.zxid, now_ms, latency)
                 if op == Op.CLOSE_SESSION:
                     self._close(client)
@@ -1079,6 +1082,11 @@ class Node:
                         self.drain(client)
             else:  # earlier replies are held back (output limit): it leaves after them
                 self._resolve(client, txn.xid, partial(self._reply, client, txn, result))
+        if replies:
+            stats = self.stats
+            for (op, latency), count in replies.items():
+                stats.packets_sent += count
+                stats.record(OP_NAMES[op], latency, count)
         # prep's overlay only serves later preps, so one cleanup per batch suffices
         self.prep.applied(self.applied_zxid)
         if self.sync_waits:

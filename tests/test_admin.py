@@ -426,6 +426,7 @@ README_FAMILIES = {
     "fastzk_packets_received": "counter",
     "fastzk_packets_sent": "counter",
     "fastzk_ready": "gauge",
+    "fastzk_write_stage_seconds": "histogram",
 }
 
 
@@ -467,6 +468,10 @@ def test_http_metrics_exist_and_move(
         assert after["fastzk_packets_received_total"] >= before[
             "fastzk_packets_received_total"] + 5
         assert after["fastzk_packets_sent_total"] > before["fastzk_packets_sent_total"]
+        # the session, two creates and a setData went through every stage of the write path
+        for stage in ("gather", "wal", "quorum", "apply", "flush"):
+            count = f"fastzk_write_stage_seconds_count[stage={stage}]"
+            assert after[count] >= before[count] + 4, stage
     finally:
         c.stop()
         c.close()

@@ -505,6 +505,23 @@ def test_stream_split_at_every_byte_boundary_yields_the_same_frames():
         assert rb.pending == 0
 
 
+def test_stream_read_as_uvloop_reads_it():
+    """uvloop keeps its view of the free space until buffer_updated and the frames it leads
+    to are processed, then releases it (which frees an emptied buffer): whatever the reads'
+    boundaries, the same frames, and an incomplete frame's bytes survive the release."""
+    for cut in range(0, len(STREAM) + 1, 7):
+        rb = ReadBuffer(MAX_FRAME)
+        got = []
+        for piece in (STREAM[:cut], STREAM[cut:], b"", STREAM):
+            mv = rb.get_buffer(-1)
+            mv[:len(piece)] = piece
+            rb.buffer_updated(len(piece))
+            got += drain(rb)
+            mv.release()
+        assert got == STREAM_PAYLOADS * 2, cut
+        assert rb.pending == 0
+
+
 def test_every_frame_split_at_every_byte_boundary():
     for payload in STREAM_PAYLOADS:
         data = frame(payload)

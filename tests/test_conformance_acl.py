@@ -27,6 +27,7 @@ from differential import (
     get_all_children_number_request,
     multi_read_request,
     remove_watches_request,
+    who_am_i_request,
 )
 from kazoo.client import KazooClient
 from kazoo.exceptions import InvalidACLError, NoAuthError
@@ -41,6 +42,7 @@ from kazoo.security import (
 )
 
 from fastzk.nemesis.servers import ServerProcess
+from fastzk.server import acl as acls
 
 READ, WRITE, CREATE, DELETE, ADMIN, ALL = 1, 2, 4, 8, 16, 31
 
@@ -93,6 +95,88 @@ def test_auth_scheme_expands_to_the_callers_digest_ids(differential: Differentia
         ctx.op("create", p("super"), b"", acl=auth_acl, client="super",
                label="super: its digest id (super has no provider)")
         get_acls(p("super"), "super")
+
+    differential.run(scenario)
+
+
+# user names of varied length and alphabet, so that identities land in many bins
+IDENTITY_NAMES = ["alice", "bob", "Zed", "x", "worker-7", "svc_backup", "Ω-ops", "carol.smith",
+                  "ci", "QA", "deploy@host", "u1", "u22", "u333", "monitor", "Eve", "db",
+                  "app:frontend", "a" * 40, "batch9"]
+
+
+def test_identity_order_as_zookeepers_map_grows(differential: Differential) -> None:
+    """whoAmI and `auth` ACL expansion list a connection's identities in the iteration order
+    of ZooKeeper's ConcurrentHashMap<Id>; its table of 16 bins doubles once 12 identities are
+    in it (and again at 24), moving entries between bins and reversing some: 11, 12, 13, 20,
+    24 and 40 digest identities (plus ip), added in one order, then in the reverse order on a
+    second connection."""
+
+    def scenario(ctx: ScenarioContext) -> None:
+        p = ctx.path
+        users = [f"{name}{i // len(IDENTITY_NAMES) or ''}"
+                 for i, name in enumerate(IDENTITY_NAMES * 2)]
+        auth_acl = [make_acl("auth", "", all=True)]
+        for client, order in (("forward", users), ("reverse", users[::-1])):
+            for count, user in enumerate(order, 1):
+                ctx.op("add_auth", "digest", f"{user}:pw{count}", client=client,
+                       label=f"{client}: add_auth #{count}")
+                if count in (11, 12, 13, 20, 24, 40):
+                    ctx.raw(who_am_i_request(), client=client, label=f"{client}: whoAmI {count}")
+                if count in (13, 40):
+                    path = p(f"{client}-{count}")
+                    ctx.op("create", path, b"", acl=auth_acl, client=client)
+                    ctx.op("get_acls", path, client=client)
+
+    differential.run(scenario)
+
+
+def colliding_users(count: int, bins: int, target: int, taken: set[str]) -> list[str]:
+    """`count` user names whose digest identity (password "pw") falls in bin `target` of a
+    table of `bins`, or, with target -1, in none of the bins already holding 4 of `taken`."""
+    found: list[str] = []
+    filled: dict[int, int] = {}
+    for user in taken:
+        b = acls._id_hash(("digest", acls.digest_id(f"{user}:pw"))) % bins
+        filled[b] = filled.get(b, 0) + 1
+    i = 0
+    while len(found) < count:
+        user = f"n{i}"
+        i += 1
+        if user in taken:
+            continue
+        b = acls._id_hash(("digest", acls.digest_id(f"{user}:pw"))) % bins
+        if b == target or (target < 0 and filled.get(b, 0) < 4):
+            found.append(user)
+            filled[b] = filled.get(b, 0) + 1
+    return found
+
+
+def test_identity_order_with_colliding_identities(differential: Differential) -> None:
+    """Identities that share a bin of ZooKeeper's ConcurrentHashMap<Id>: a ninth in one bin of
+    the initial 16 makes the table grow (to 128 at once), and in a table of 64 or more it turns
+    the bin into a tree bin, which puts later entries first and splits when the table doubles
+    (as a tree while a half keeps more than 6)."""
+
+    def scenario(ctx: ScenarioContext) -> None:
+        presize = colliding_users(9, 16, 5, set())
+        for count, user in enumerate(presize, 1):
+            ctx.op("add_auth", "digest", f"{user}:pw", client="presize")
+            if count >= 8:
+                ctx.raw(who_am_i_request(), client="presize", label=f"presize: whoAmI {count}")
+        # 23 spread out (with ip: 24, a table of 64), then 12 in one bin of 64, then spread
+        # out again until the table doubles to 128 at 48, then two more in that bin
+        spread = colliding_users(23, 64, -1, set())
+        tree = colliding_users(14, 64, 9, set(spread))
+        more = colliding_users(12, 64, -1, set(spread) | set(tree))
+        steps = [*spread, *tree[:12], *more, *tree[12:]]
+        for count, user in enumerate(steps, 2):
+            ctx.op("add_auth", "digest", f"{user}:pw", client="tree")
+            if count in (24, 32, 33, 36, 47, 48, 50):
+                ctx.raw(who_am_i_request(), client="tree", label=f"tree: whoAmI {count}")
+        ctx.op("create", ctx.path("tree"), b"", acl=[make_acl("auth", "", all=True)],
+               client="tree")
+        ctx.op("get_acls", ctx.path("tree"), client="tree")
 
     differential.run(scenario)
 

@@ -345,6 +345,46 @@ def test_get_ephemerals(differential: Differential) -> None:
     differential.run(scenario)
 
 
+def colliding_names(blocks: int) -> list[str]:
+    """Every name of `blocks` blocks of "Aa" or "BB": equal String.hashCode, so in a set they
+    share one bin at every table size, whatever prefix they share."""
+    names = [""]
+    for _ in range(blocks):
+        names = [name + block for name in names for block in ("Aa", "BB")]
+    return names
+
+
+def test_get_ephemerals_order_with_colliding_names(differential: Differential) -> None:
+    """Paths with equal hashes in the session's HashSet: a ninth in one bin makes the table
+    grow instead (16 -> 32 -> 64 bins), then the bin becomes a tree bin (new entries after
+    their tree parent, the root moved first); the clone that getEphemerals lists is filled
+    in that order and treeifies too. Ordinary names around them, and a second group whose
+    session then deletes ordinary names created after it (deletes before or amid a group of 9
+    are not modelled: see DataTree.ephemerals)."""
+
+    def scenario(ctx: ScenarioContext) -> None:
+        p = ctx.path
+        ctx.op("create", p("c"), b"")
+        names = colliding_names(5)
+        order = names[2::3] + names[::3] + names[1::3]  # not in hash-tie (compareTo) order
+        for i in range(4):
+            ctx.op("create", p("c", f"plain{i}"), b"", ephemeral=True)
+        for count, name in enumerate(order[:24], 1):
+            ctx.op("create", p("c", name), b"", ephemeral=True)
+            if count in (8, 9, 10, 11, 16, 24):
+                ctx.raw(get_ephemerals_request(p("c")), label=f"getEphemerals after {count}")
+        for name in colliding_names(4)[::-1]:
+            ctx.op("create", p("c", "x" + name), b"", ephemeral=True, client="other")
+        for i in range(4, 40):
+            ctx.op("create", p("c", f"plain{i}"), b"", ephemeral=True, client="other")
+        ctx.raw(get_ephemerals_request(p("c")), client="other")
+        for i in range(4, 40, 2):  # the set keeps its 64 bins, the clone gets 32
+            ctx.op("delete", p("c", f"plain{i}"), client="other")
+        ctx.raw(get_ephemerals_request(p("c")), client="other")
+
+    differential.run(scenario)
+
+
 def test_who_am_i(differential: Differential) -> None:
     """whoAmI (107): ip, then each digest user, super for the super digest."""
 

@@ -320,6 +320,28 @@ def test_read_index_needs_a_quorum() -> None:
     assert all(ctx != "r2" for _, ctx, _, _ in net.reads)
 
 
+def test_reads_asked_together_share_one_heartbeat_round() -> None:
+    """Reads asked before the leader's output is taken ride on one heartbeat per peer (sent
+    after all of them arrived); a read asked after that output left needs a round of its
+    own, so it is never confirmed by heartbeats sent before it was asked."""
+    from fastzk.quorum.messages import Heartbeat
+
+    net = Net(6, voters=3)
+    leader = net.wait_leader()
+    net.run(5)
+    replica = leader.replica
+    for ctx in ("a", "b", "c"):
+        replica.read_index(ctx)
+    ready = replica.take_ready()
+    beats = [m for _, m in ready.messages if type(m) is Heartbeat]
+    assert len(beats) == len(replica.progress) == 2
+    assert {m.seq for m in beats} == {replica.hb_seq}
+    replica.read_index("d")
+    assert replica.reads[-1][0] == replica.hb_seq == beats[0].seq + 1
+    again = [m for _, m in replica.take_ready().messages if type(m) is Heartbeat]
+    assert {m.seq for m in again} == {replica.hb_seq}
+
+
 def test_prevote_keeps_a_rejoining_server_from_disrupting() -> None:
     net = Net(11, voters=3)
     leader = net.wait_leader()

@@ -2,10 +2,13 @@
 // harness can show that fastzk's Python load generator does not flatter either server: the
 // same scenario (getData of 100-byte values) measured with the reference client.
 //
-// Usage: java ZkLoad CONNECT SESSIONS DEPTH WARMUP_S DURATION_S ROOT KEYS [TIMEOUT_MS]
+// Usage: java ZkLoad CONNECT SESSIONS DEPTH WARMUP_S DURATION_S ROOT KEYS [TIMEOUT_MS [OP]]
 // Keys ROOT/k0000000 .. ROOT/k{KEYS-1} must exist (the harness creates them). Each session
-// keeps DEPTH asynchronous getData calls in flight; every callback records the latency and
-// issues the next call. Prints one JSON object (latencies in microseconds).
+// keeps DEPTH asynchronous calls in flight (OP: get, the default, is getData; set is setData
+// of 100 bytes, any version); every callback records the latency and issues the next call.
+// Prints "measuring" when the measured window opens and "measured" when it closes (the
+// harness samples the server's CPU time then), and then one JSON object (latencies in
+// microseconds).
 //
 // Compiled at run time by bench/compare.py:
 //   javac -cp /usr/share/java/zookeeper.jar -d OUT bench/java/ZkLoad.java
@@ -19,6 +22,7 @@ import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicLong;
 
 import org.apache.zookeeper.AsyncCallback.DataCallback;
+import org.apache.zookeeper.AsyncCallback.StatCallback;
 import org.apache.zookeeper.WatchedEvent;
 import org.apache.zookeeper.Watcher;
 import org.apache.zookeeper.ZooKeeper;
@@ -89,28 +93,45 @@ public final class ZkLoad {
     static volatile boolean running = true;
     static volatile boolean recording = false;
 
-    /** One session: DEPTH slots, each a chain of getData calls. Callbacks run on the
-     *  session's event thread only, so its histogram needs no locking. */
-    static final class Session implements DataCallback {
+    static final byte[] VALUE = new byte[100];
+
+    /** One session: DEPTH slots, each a chain of getData (or setData) calls. Callbacks run on
+     *  the session's event thread only, so its histogram needs no locking. */
+    static final class Session implements DataCallback, StatCallback {
         final ZooKeeper zk;
         final String[] paths;
+        final boolean set;
         final Histogram hist = new Histogram();
         final Map<Integer, Long> errors = new TreeMap<>();
         final AtomicLong inflight = new AtomicLong();
 
-        Session(ZooKeeper zk, String[] paths) {
+        Session(ZooKeeper zk, String[] paths, boolean set) {
             this.zk = zk;
             this.paths = paths;
+            this.set = set;
         }
 
         void issue() {
             inflight.incrementAndGet();
             String path = paths[ThreadLocalRandom.current().nextInt(paths.length)];
-            zk.getData(path, false, this, System.nanoTime());
+            if (set) {
+                zk.setData(path, VALUE, -1, (StatCallback) this, System.nanoTime());
+            } else {
+                zk.getData(path, false, (DataCallback) this, System.nanoTime());
+            }
         }
 
         @Override
         public void processResult(int rc, String path, Object ctx, byte[] data, Stat stat) {
+            done(rc, ctx);
+        }
+
+        @Override
+        public void processResult(int rc, String path, Object ctx, Stat stat) {
+            done(rc, ctx);
+        }
+
+        void done(int rc, Object ctx) {
             long latency = (System.nanoTime() - (Long) ctx) / 1000;
             if (recording) {
                 hist.record(latency);
@@ -128,7 +149,7 @@ public final class ZkLoad {
     public static void main(String[] args) throws Exception {
         if (args.length < 7) {
             System.err.println("usage: ZkLoad CONNECT SESSIONS DEPTH WARMUP_S DURATION_S ROOT KEYS"
-                    + " [TIMEOUT_MS]");
+                    + " [TIMEOUT_MS [OP]]");
             System.exit(2);
         }
         String connect = args[0];
@@ -139,6 +160,11 @@ public final class ZkLoad {
         String root = args[5];
         int keys = Integer.parseInt(args[6]);
         int timeout = args.length > 7 ? Integer.parseInt(args[7]) : 30000;
+        String op = args.length > 8 ? args[8] : "get";
+        if (!op.equals("get") && !op.equals("set")) {
+            System.err.println("OP must be get or set");
+            System.exit(2);
+        }
         String[] paths = new String[keys];
         for (int i = 0; i < keys; i++) {
             paths[i] = String.format("%s/k%07d", root, i);
@@ -156,7 +182,7 @@ public final class ZkLoad {
                 System.err.println("session " + s + " did not connect");
                 System.exit(2);
             }
-            all[s] = new Session(zk, paths);
+            all[s] = new Session(zk, paths, op.equals("set"));
         }
         for (Session s : all) {
             for (int d = 0; d < depth; d++) {
@@ -168,9 +194,13 @@ public final class ZkLoad {
                 java.lang.management.ManagementFactory.getOperatingSystemMXBean()).getProcessCpuTime();
         long t0 = System.nanoTime();
         recording = true;
+        System.out.println("measuring");
+        System.out.flush();
         Thread.sleep((long) (duration * 1000));
         recording = false;
         long t1 = System.nanoTime();
+        System.out.println("measured");
+        System.out.flush();
         long cpu1 = ((com.sun.management.OperatingSystemMXBean)
                 java.lang.management.ManagementFactory.getOperatingSystemMXBean()).getProcessCpuTime();
         running = false;

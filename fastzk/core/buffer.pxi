@@ -28,9 +28,8 @@ cdef inline void st_u64(unsigned char* p, uint64_t v) noexcept nogil:
 cdef enum:
     READ_CHUNK = 65536        # free space offered to the transport when it gives no hint
     READ_MIN_FREE = 4096
-    READ_KEEP = 262144        # an emptied receive buffer larger than this is shrunk
     WRITE_KEEP = 1048576      # a drained send buffer larger than this is shrunk
-    WRITE_INITIAL = 4096
+    WRITE_INITIAL = 256       # kept while a connection idles: most replies fit, others grow it
 
 
 cdef class ReadBuffer:
@@ -43,6 +42,7 @@ cdef class ReadBuffer:
         self.max_frame = max_frame
         self.buf = NULL
         self.cap = self.head = self.tail = self.exports = 0
+        self.filling = False
 
     def __dealloc__(self):
         free(self.buf)
@@ -54,6 +54,7 @@ cdef class ReadBuffer:
 
     def __releasebuffer__(self, Py_buffer* view):
         self.exports -= 1
+        self._release_if_empty()
 
     cdef int _make_room(self, Py_ssize_t n) except -1:
         cdef Py_ssize_t pending = self.tail - self.head
@@ -91,12 +92,14 @@ cdef class ReadBuffer:
             if 0 <= flen <= self.max_frame and flen + 4 - pending > want:
                 want = flen + 4 - pending
         self._make_room(want)
+        self.filling = True
         return memoryview(self)
 
     def buffer_updated(self, Py_ssize_t nbytes):
         if nbytes < 0 or nbytes > self.cap - self.tail:
             raise ValueError("buffer_updated beyond the buffer handed out")
         self.tail += nbytes
+        self.filling = False
 
     @property
     def pending(self):
@@ -109,12 +112,19 @@ cdef class ReadBuffer:
 
     cdef void _advance(self, Py_ssize_t n) noexcept:
         self.head += n
-        if self.head == self.tail and not self.exports:
+        self._release_if_empty()
+
+    cdef void _release_if_empty(self) noexcept:
+        """An emptied buffer is freed: an idle connection then holds no receive memory (the
+        transport offers 64 KiB per read, and even an untouched allocation costs a page). uvloop
+        releases its view only after buffer_updated returns, so this runs again then; a view
+        released before buffer_updated may hold bytes not yet counted (`filling`)."""
+        if self.head == self.tail and not self.exports and not self.filling \
+                and self.buf != NULL:
             self.head = self.tail = 0
-            if self.cap > READ_KEEP:
-                free(self.buf)
-                self.buf = NULL
-                self.cap = 0
+            free(self.buf)
+            self.buf = NULL
+            self.cap = 0
 
     def consume(self, Py_ssize_t n):
         if n < 0 or n > self.tail - self.head:

@@ -135,6 +135,21 @@ _OPEN_ACL = [(31, "world", "anyone")]
 _READ_ACL = [(1, "world", "anyone")]
 
 
+cdef _Children _path_set(int32_t capacity):
+    """An empty HashSet<String> of whole paths (a session's ephemerals) with `capacity` bins,
+    a power of two (HashMap's table for that initial capacity; a child set starts at 8)."""
+    cdef _Children c = _Children.__new__(_Children)
+    c.free_head = -1
+    c.name_off = 0
+    c.table = <int32_t*>malloc(capacity * sizeof(int32_t))
+    if c.table == NULL:
+        raise MemoryError()
+    memset(c.table, 0xFF, capacity * sizeof(int32_t))
+    c.cap = capacity
+    c.threshold = capacity * 3 // 4
+    return c
+
+
 cdef extern from "Python.h":
     PyObject* PyDict_SetDefault(object d, object key, object default) except NULL  # borrowed
     bint PyUnicode_IS_ASCII(object o)
@@ -489,29 +504,36 @@ cdef class DataTree:
 
     def ephemerals(self, session_id):
         """The session's ephemerals in the order ZooKeeper's getEphemerals lists them: the
-        iteration order of a clone of the session's HashSet<String> (created with the default
-        capacity 16, doubled whenever it held more than three quarters of its capacity; the
-        clone is sized for its current size and filled in the set's order). Within a bin both
-        keep insertion order, so the order is a sort by the clone's bin, then the set's bin,
-        then creation. (Bins that Java turns into trees, 8+ colliding names in a table of 64+,
-        are not modelled here.)"""
+        iteration order of a clone of the session's HashSet<String>, both modelled by the
+        child sets' HashMap (core/children.pxi: resizes, tree bins). The set is rebuilt as
+        ZooKeeper's grew: 16 bins, the session's paths added in creation order, then grown
+        to what its largest size made it (it never shrinks); the clone is sized for the
+        current size and filled in the set's order, as HashMap.clone does. Exact for a session
+        that never deleted an ephemeral, or whose set never held 9 or more in one bin: when a
+        bin of 9 grew the table or became a tree depends on the sizes the set went through,
+        which the rebuild does not know."""
+        cdef _Children held, clone
+        cdef int32_t capacity = 16
+        cdef int32_t j, e
         owner = signed_owner(session_id)
         paths = self.ephem.get(owner)
         if not paths:
             return []
-        capacity = 16
-        while self.ephem_peak[owner] > capacity * 3 // 4:
+        held = _path_set(capacity)
+        for path in paths:
+            held.add(self.find(path))
+        while self.ephem_peak[owner] > held.threshold:
+            held._resize()
+        capacity = 1
+        while capacity < int(len(paths) / 0.75 + 1.0):
             capacity *= 2
-        clone = 1
-        while clone < int(len(paths) / 0.75 + 1.0):
-            clone *= 2
-        keyed = []
-        for seq, path in enumerate(paths):
-            b = path.encode("utf-8", "surrogatepass")
-            h = fzk_java_hash(<const unsigned char*>PyBytes_AS_STRING(b), PyBytes_GET_SIZE(b))
-            keyed.append((h & (clone - 1), h & (capacity - 1), seq, path))
-        keyed.sort()
-        return [item[3] for item in keyed]
+        clone = _path_set(capacity)
+        for j in range(held.cap):
+            e = held.table[j]
+            while e >= 0:
+                clone.add(<_Node>held.entries[e].node)
+                e = held.entries[e].next
+        return clone.names()
 
     def forget_session(self, session_id):
         """A closed session's emptied ephemeral set goes, as ZooKeeper drops it (one still

@@ -149,6 +149,9 @@ class Replica:
         self.installing = 0  # a snapshot accepted and being made durable: the log waits
         self.hb_seq = 0
         self.reads: deque[tuple[int, Any, int]] = deque()  # (seq, ctx, commit) awaiting a quorum
+        # a heartbeat round for reads is in the Ready not yet taken: later reads join it (it
+        # leaves after they arrived, so it confirms the leadership for them too)
+        self.read_round_queued = False
         self.reads_before_barrier: list[Any] = []
         self.elections = 0  # times this server became leader
         self._ready = Ready()
@@ -184,6 +187,7 @@ class Replica:
         ready = self._ready
         ready.gen = self.gen
         self._ready = Ready()
+        self.read_round_queued = False
         return ready
 
     def has_ready(self) -> bool:
@@ -399,6 +403,7 @@ class Replica:
         self.sync_target = None
         self.progress = {peer: Progress(sent=self.log.last) for peer in self.cfg.peers}
         self.reads.clear()
+        self.read_round_queued = False
         self._open_epoch()
         self.first_barrier = self.barrier_zxid
 
@@ -589,7 +594,9 @@ class Replica:
 
     def read_index(self, ctx: Any) -> None:
         """Confirms leadership with a quorum before answering: `reads` then carries (ctx, the
-        commit point when asked). Nothing is confirmed by a leader that was deposed meanwhile."""
+        commit point when asked). Nothing is confirmed by a leader that was deposed meanwhile.
+        Reads asked before the output is taken share one heartbeat round (a batch of failed
+        writes or syncs costs one round trip, not one each)."""
         assert self.role == LEADER
         if not self.leader_ready:
             self.reads_before_barrier.append(ctx)
@@ -597,9 +604,12 @@ class Replica:
         if self.cfg.quorum == 1:
             self._ready.reads.append((ctx, self.commit))
             return
-        self.hb_seq += 1
+        if not self.read_round_queued:
+            self.hb_seq += 1
+            self._broadcast_heartbeat()
+            # while renewing nothing was sent: a later tick's heartbeat confirms the read
+            self.read_round_queued = not self.renewing
         self.reads.append((self.hb_seq, ctx, self.commit))
-        self._broadcast_heartbeat()
 
     # --- the follower's log ------------------------------------------------------------------
     def _follow(self, sender: int, epoch: int) -> bool:

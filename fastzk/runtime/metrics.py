@@ -19,7 +19,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.exposition import generate_latest
 
-from fastzk.server.stats import BUCKETS_MS
+from fastzk.server.stats import BUCKETS_MS, LatencyHistogram
 from fastzk.server.watches import CHILD, DATA, PERSISTENT, RECURSIVE
 
 if TYPE_CHECKING:
@@ -74,19 +74,22 @@ class ServerCollector:
         for kind, index in _WATCH_KINDS.items():
             watches.add_metric([kind], node.watches.count(index))
         yield watches
+        stages = HistogramMetricFamily(
+            "fastzk_write_stage_seconds",
+            "Time a write spent in each stage of the pipeline: gather (decoding and prep until "
+            "the log submission), wal (until durable here), quorum (until committed and "
+            "applied), apply (tree, watch events and replies), flush (replies to the sockets)",
+            labels=["stage"],
+        )
+        for stage, histogram in server.stages.histograms.items():
+            stages.add_metric([stage], *_us_buckets(histogram))
+        yield stages
         writer = server.storage.writer
         if writer is not None:
-            fsync = writer.fsync_us
-            cumulative = 0
-            buckets = []
-            for bound, count in zip(fsync.bounds, fsync.buckets, strict=False):
-                cumulative += count
-                buckets.append((str(bound / 1_000_000), cumulative))
-            buckets.append(("+Inf", fsync.count))
             histogram = HistogramMetricFamily(
                 "fastzk_fsync_latency_seconds", "fdatasync time of each group commit of the WAL"
             )
-            histogram.add_metric([], buckets, fsync.total / 1_000_000)
+            histogram.add_metric([], *_us_buckets(writer.fsync_us))
             yield histogram
             yield CounterMetricFamily("fastzk_wal_writes", "Group commits (one writev and one "
                                       "fdatasync each)", value=writer.writes)
@@ -96,6 +99,17 @@ class ServerCollector:
         ready, _ = server.ready()
         yield GaugeMetricFamily("fastzk_ready", "1 when the server can serve writes now",
                                 value=int(ready))
+
+
+def _us_buckets(histogram: LatencyHistogram) -> tuple[list[tuple[str, int]], float]:
+    """A microsecond histogram as Prometheus buckets in seconds, and its sum."""
+    cumulative = 0
+    buckets = []
+    for bound, count in zip(histogram.bounds, histogram.buckets, strict=False):
+        cumulative += count
+        buckets.append((str(bound / 1_000_000), cumulative))
+    buckets.append(("+Inf", histogram.count))
+    return buckets, histogram.total / 1_000_000
 
 
 ROLES = ("standalone", "leader", "follower", "observer", "looking", "read-only")

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     from fastzk.config import Config
     from fastzk.node import Client, Node
+    from fastzk.runtime.stages import WriteStages
     from fastzk.runtime.storage import Storage
 
 
@@ -30,6 +31,7 @@ class ServerView(Protocol):
     cfg: Config
     node: Node  # the pipeline's state: sessions, watches, stats, the tree
     storage: Storage  # the WAL writer's figures, directory sizes, snapshots for backups
+    stages: WriteStages  # where writes spend their time (/metrics)
     loop: asyncio.AbstractEventLoop
     started_ms: int
     trace_mask: int  # gtmk/stmk: stored, as fastzk traces nothing

@@ -12,7 +12,7 @@ import base64
 import hashlib
 import ipaddress
 import re
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 
 Identity = tuple[str, str]
 Identities = Collection[Identity]  # a connection's: a dict in the order they were gained
@@ -102,19 +102,100 @@ def _java_hash(text: str) -> int:
     return h
 
 
+def _id_hash(identity: Identity) -> int:
+    """Id.hashCode (37 * (37 * 17 + scheme.hashCode()) + id.hashCode()), spread as
+    ConcurrentHashMap spreads it (h ^ h >>> 16, sign bit cleared)."""
+    h = (37 * (37 * 17 + _java_hash(identity[0])) + _java_hash(identity[1])) & 0xFFFFFFFF
+    return (h ^ (h >> 16)) & 0x7FFFFFFF
+
+
+# ConcurrentHashMap's constants (OpenJDK 17)
+_CHM_CAPACITY = 16
+_CHM_TREEIFY = 8  # a bin that already holds this many becomes a tree bin on the next add...
+_CHM_MIN_TREEIFY_CAPACITY = 64  # ...if the table has this many bins; else the table grows
+_CHM_UNTREEIFY = 6  # a tree bin split by a resize into a half this small becomes a list
+
+
+class _IdMap:
+    """The bins of the ConcurrentHashMap<Id> behind a ZooKeeper connection's authInfo, with
+    what decides its iteration order: bins in index order, each a list in insertion order,
+    except that a tree bin puts a new entry first; the table grows when its size reaches
+    three quarters of it, and a resize moves each list bin's last run of entries that go the
+    same way as it is and puts the entries before it, reversed, in front (lo and hi halves
+    alike); a tree bin splits keeping its order. Entries are (spread hash, identity)."""
+
+    __slots__ = ("bins", "trees", "size", "size_ctl")
+
+    def __init__(self) -> None:
+        self.bins: list[list[tuple[int, Identity]]] = [[] for _ in range(_CHM_CAPACITY)]
+        self.trees = [False] * _CHM_CAPACITY
+        self.size = 0
+        self.size_ctl = _CHM_CAPACITY - (_CHM_CAPACITY >> 2)
+
+    def add(self, identity: Identity) -> None:
+        """A new identity (the caller's dict already drops duplicates)."""
+        h = _id_hash(identity)
+        i = h & (len(self.bins) - 1)
+        held = self.bins[i]
+        if self.trees[i]:
+            held.insert(0, (h, identity))
+        else:
+            held.append((h, identity))
+            if len(held) > _CHM_TREEIFY:
+                if len(self.bins) < _CHM_MIN_TREEIFY_CAPACITY:
+                    self._presize(len(self.bins) << 1)
+                else:
+                    self.trees[i] = True
+        self.size += 1
+        while self.size >= self.size_ctl:
+            self._transfer()
+
+    def _presize(self, size: int) -> None:
+        """tryPresize: doubles until the table could take 1.5 * size + 1 entries, judged
+        against the resize threshold (so 16 bins asked for 32 end at 128)."""
+        target = 1 << (size + (size >> 1)).bit_length()  # tableSizeFor(1.5 * size + 1)
+        while target > self.size_ctl:
+            self._transfer()
+
+    def _transfer(self) -> None:
+        n = len(self.bins)
+        bins: list[list[tuple[int, Identity]]] = [[] for _ in range(2 * n)]
+        trees = [False] * (2 * n)
+        for i, held in enumerate(self.bins):
+            if not held:
+                continue
+            if self.trees[i]:
+                lo = [e for e in held if not e[0] & n]
+                hi = [e for e in held if e[0] & n]
+                trees[i] = len(lo) > _CHM_UNTREEIFY
+                trees[i + n] = len(hi) > _CHM_UNTREEIFY
+            else:
+                lo, hi = [], []
+                start = len(held) - 1  # the last run of entries that go the same way
+                while start > 0 and held[start - 1][0] & n == held[-1][0] & n:
+                    start -= 1
+                for entry in held[start:]:
+                    (hi if entry[0] & n else lo).append(entry)
+                for entry in held[:start]:
+                    (hi if entry[0] & n else lo).insert(0, entry)
+            bins[i], bins[i + n] = lo, hi
+        self.bins, self.trees = bins, trees
+        self.size_ctl = 2 * n - (n >> 1)
+
+    def __iter__(self) -> Iterator[Identity]:
+        for held in self.bins:
+            for _, identity in held:
+                yield identity
+
+
 def zookeeper_order(identities: Iterable[Identity]) -> list[Identity]:
     """A connection's identities (given in the order it gained them) in the order ZooKeeper
     lists them, in whoAmI and when it expands an `auth` ACL entry: its authInfo is a set over
-    a ConcurrentHashMap<Id> of 16 bins, iterated bin by bin, each bin in insertion order. The
-    bin is Id.hashCode (37 * (37 * 17 + scheme.hashCode()) + id.hashCode()), spread as the map
-    does, masked to 16. (The map grows at 12 entries, which no connection reaches in practice;
-    that order is not modelled.)"""
-
-    def bin_of(identity: Identity) -> int:
-        h = (37 * (37 * 17 + _java_hash(identity[0])) + _java_hash(identity[1])) & 0xFFFFFFFF
-        return (h ^ (h >> 16)) & 0x7FFFFFFF & 15
-
-    return sorted(identities, key=bin_of)  # stable: insertion order within a bin
+    a ConcurrentHashMap<Id> (`_IdMap`), which the identities fill in that order."""
+    table = _IdMap()
+    for identity in identities:
+        table.add(identity)
+    return list(table)
 
 
 def fix_acl(acl: list[ACLEntry] | None, identities: Collection[Identity],

@@ -15,13 +15,19 @@ A violation raises `Violation`, which ends the run with its seed, step and trace
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import Protocol
 
 from fastzk._core import encode_value
 from fastzk.server.prep import Txn
+from fastzk.sim.parts import Scheduler
+from fastzk.sim.server import SimServer
 
-if TYPE_CHECKING:
-    from fastzk.sim.world import World
+
+class ChecksWorld(Scheduler, Protocol):
+    """The world as the checks see it."""
+
+    servers: Mapping[int, SimServer]
 
 
 class Violation(Exception):
@@ -36,7 +42,7 @@ def fingerprint(txn: Txn) -> bytes:
 
 
 class Checks:
-    def __init__(self, world: World, voters: list[int]) -> None:
+    def __init__(self, world: ChecksWorld, voters: list[int]) -> None:
         self.world = world
         self.voters = voters
         self.quorum = len(voters) // 2 + 1

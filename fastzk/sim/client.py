@@ -17,15 +17,15 @@ from __future__ import annotations
 
 import struct
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 from fastzk.client import codec
 from fastzk.client.codec import Op
 from fastzk.proto import Op as ServerOp
-
-if TYPE_CHECKING:
-    from fastzk.sim.server import SimConn
-    from fastzk.sim.world import World
+from fastzk.sim.checks import Checks
+from fastzk.sim.parts import Scheduler
+from fastzk.sim.server import SimConn, SimServer
 
 KEYS = ("/k0", "/k1", "/k2", "/k3")
 ABSENT = -1  # a watch set on a node that did not exist (exists)
@@ -33,6 +33,21 @@ ERRORS = {-110: "nodeexists", -103: "badversion", -101: "nonode", -111: "notempt
 SESSION_EXPIRED = -112
 REPLY = struct.Struct(">iqi")
 ZERO_PASSWD = bytes(16)
+
+
+class ClientWorld(Scheduler, Protocol):
+    """The world as a client sees it."""
+
+    checks: Checks
+    servers: Mapping[int, SimServer]
+    clients_stopped: bool
+
+    def new_process(self) -> int:
+        ...
+
+    def record(self, client: SimClient, kind: str, f: str, key: str | None,
+               value: Any) -> None:
+        ...
 
 
 class Request:
@@ -49,7 +64,7 @@ class Request:
 
 
 class SimClient:
-    def __init__(self, world: World, cid: int) -> None:
+    def __init__(self, world: ClientWorld, cid: int) -> None:
         self.world = world
         self.cid = cid
         self.process = world.new_process()

@@ -12,13 +12,19 @@ reconnects) and duplicated replication messages.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 from fastzk.quorum import messages as msgs
 from fastzk.runtime.peers import decode, encode
+from fastzk.sim.parts import Scheduler
+from fastzk.sim.server import SimServer
 
-if TYPE_CHECKING:
-    from fastzk.sim.world import World
+
+class NetWorld(Scheduler, Protocol):
+    """The world as the network sees it."""
+
+    servers: Mapping[int, SimServer]
 
 RETRY_US = 50_000
 QUORUM_KINDS = frozenset(msgs.QUORUM_MESSAGES)
@@ -42,7 +48,7 @@ class Link:
 
 
 class Network:
-    def __init__(self, world: World, ids: list[int]) -> None:
+    def __init__(self, world: NetWorld, ids: list[int]) -> None:
         self.world = world
         self.links = {(i, j): Link(i, j) for i in ids for j in ids if i != j}
         self.duplicate_rate = 0.0

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import random
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from fastzk._core import DataTree, ReadBuffer, serve_reads
 from fastzk.node import Client, Limits, Node, State
@@ -22,10 +22,7 @@ from fastzk.quorum.replica import LEADER, QuorumConfig
 from fastzk.runtime import snapshot as snapshots
 from fastzk.server.prep import BARRIER, Txn
 from fastzk.sim.disk import DiskOp, SimDisk, Snap
-
-if TYPE_CHECKING:
-    from fastzk.sim.client import SimClient
-    from fastzk.sim.world import World
+from fastzk.sim.parts import ClientEnd, ServerChecks, ServerWorld
 
 EPOCH_MS = 1_780_000_000_000  # wall clock at simulated time zero
 TICK_MS = 500  # tickTime
@@ -38,7 +35,7 @@ SNAPSHOT_CHUNK_BYTES = 2048
 class SimNode(Node):
     """The production node; the simulator only watches what it applies."""
 
-    checks: Any = None
+    checks: ServerChecks  # set right after construction
 
     def _apply(self, txns: list[Txn]) -> None:
         self.checks.world.trace_event("apply", self.server_id,
@@ -53,7 +50,7 @@ class SimConn:
 
     __slots__ = ("server", "boot", "client", "buf", "sim_client", "open")
 
-    def __init__(self, server: SimServer, sim_client: SimClient) -> None:
+    def __init__(self, server: SimServer, sim_client: ClientEnd) -> None:
         self.server = server
         self.boot = server.boot
         self.sim_client = sim_client
@@ -94,7 +91,7 @@ class SimConn:
 
 
 class SimServer:
-    def __init__(self, world: World, sid: int, quorum: QuorumConfig, limits: Limits,
+    def __init__(self, world: ServerWorld, sid: int, quorum: QuorumConfig, limits: Limits,
                  shell_bugs: frozenset[str]) -> None:
         self.world = world
         self.sid = sid
@@ -206,7 +203,7 @@ class SimServer:
         world.net.server_down(self.sid)
 
     # --- clients ---------------------------------------------------------------------------
-    def accept(self, sim_client: SimClient) -> SimConn | None:
+    def accept(self, sim_client: ClientEnd) -> SimConn | None:
         node = self.node
         if node is None:
             return None
