@@ -11,7 +11,9 @@ table with fastzk ÷ ZooKeeper ratios, and PNG figures::
 Scenarios (``--scenarios``, default all): get, set, create-delete, mixed (90 % get) --
 each as throughput at saturation (closed loop) and as latency at a fixed moderate rate
 (open loop, latency from the intended send time; ``--open-only`` skips saturation);
-set-10k (setData at 10,000/s, open loop only); kafka and watch-fanout presets; java and
+set-10k (setData at 10,000/s, open loop only); kafka and watch-fanout presets, and
+watch-fanout-1k / watch-fanout-10k (one writer, 1,000 or 10,000 watchers, two load
+processes: notifications/s, notify latency, server CPU per notification); java and
 java-set (getData and setData through ZooKeeper's own Java client, against both servers, in
 ``--java-processes`` JVMs, with the server's CPU time per request); znodes (server RSS
 with ``--znodes`` znodes, and the restart time with them). Server RSS is sampled idle and
@@ -55,6 +57,7 @@ import json
 import os
 import platform
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -98,7 +101,17 @@ PRESET: dict[str, tuple[dict[str, Any], str]] = {
               "kafka preset: 8 brokers, 100 partitions, 8 in flight each"),
     "watch-fanout": ({"preset": "watch-fanout", "sessions": 51, "keys": 1, "rate": 200.0},
                      "watch fan-out: 1 writer at 200 sets/s, 50 watchers"),
+    # at scale: the writer offers 100,000 notifications/s, more than either server delivers
+    # here, so notifications/s is a throughput; two load processes share the watchers
+    "watch-fanout-1k": ({"preset": "watch-fanout", "sessions": 1001, "keys": 1, "rate": 100.0,
+                         "processes": 2},
+                        "watch fan-out at scale: 1 writer at 100 sets/s, 1,000 watchers"),
+    "watch-fanout-10k": ({"preset": "watch-fanout", "sessions": 10_001, "keys": 1, "rate": 10.0,
+                          "processes": 2},
+                         "watch fan-out at scale: 1 writer at 10 sets/s, 10,000 watchers"),
 }
+#: the watch fan-out rows: notifications/s and notify latency
+FANOUT = ("watch-fanout", "watch-fanout-1k", "watch-fanout-10k")
 #: ZooKeeper's own Java client: scenario -> (op, label)
 JAVA: dict[str, tuple[str, str]] = {
     "java": ("get", "get 100 B via ZooKeeper's Java client"),
@@ -313,9 +326,7 @@ def java_classes(workdir: Path) -> Path | None:
 def _us_per_request(row: dict[str, Any]) -> float | None:
     """Server CPU time per request of a closed-loop row (its CPU % of one core over its
     requests/s)."""
-    if not row.get("server_cpu") or not row.get("ops_per_sec"):
-        return None
-    return row["server_cpu"] / 100 * 1e6 / row["ops_per_sec"]
+    return _cpu_us_per(row, row.get("ops_per_sec"))
 
 
 def run_java(args: argparse.Namespace, proc: servers.ServerProcess, classes: Path,
@@ -710,17 +721,24 @@ def headline(rows: list[dict[str, Any]]) -> list[tuple[str, str, str, str, str]]
             a = zk["by_kind"].get(kind, {}).get("latency_us", {}).get(q)
             b = fz["by_kind"].get(kind, {}).get("latency_us", {}).get(q)
             out.append(("", f"{kind} {q} ms", _ms(a), _ms(b), _ratio(b, a)))
-    p = pair("watch-fanout", "preset")
-    if p:
+    for name in FANOUT:
+        p = pair(name, "preset")
+        if not p:
+            continue
         zk, fz = p
         a, b = zk["by_kind"].get("notify", {}), fz["by_kind"].get("notify", {})
-        out.append((PRESET["watch-fanout"][1], "notifications/s",
+        out.append((PRESET[name][1], "notifications/s",
                     f"{a.get('per_sec', 0):,.0f}", f"{b.get('per_sec', 0):,.0f}",
                     _ratio(b.get("per_sec"), a.get("per_sec"))))
         for q in ("p50", "p99", "p99.9"):
             x = a.get("latency_us", {}).get(q)
             y = b.get("latency_us", {}).get(q)
             out.append(("", f"notify {q} ms", _ms(x), _ms(y), _ratio(y, x)))
+        # what one notification (with its watcher's re-arming getData) costs the server,
+        # whether or not the load processes bound the rate
+        x, y = _cpu_us_per(zk, a.get("per_sec")), _cpu_us_per(fz, b.get("per_sec"))
+        out.append(("", "server CPU µs per notification", f"{x:.1f}" if x else "—",
+                    f"{y:.1f}" if y else "—", _ratio(y, x)))
     for scenario, (_, label) in JAVA.items():
         p = pair(scenario, "java")
         if not p:
@@ -786,6 +804,12 @@ def headline(rows: list[dict[str, Any]]) -> list[tuple[str, str, str, str, str]]
                             f"{metric}: median (max)", _spread(zk, key), _spread(fz, key),
                             _ratio(b and b["median"], a and a["median"])))
     return out
+
+
+def _cpu_us_per(row: dict[str, Any], per_sec: float | None) -> float | None:
+    """Server CPU-µs per event from a row's server CPU (% of one core) and event rate."""
+    cpu = row.get("server_cpu")
+    return cpu / 100 / per_sec * 1e6 if cpu and per_sec else None
 
 
 def _spread(row: dict[str, Any], key: str) -> str:
@@ -907,7 +931,7 @@ def plots(runs: list[Run], out_dir: Path) -> list[str]:
                 picked.append((LABELS[target], mine[-1].loaded))
         if len(picked) < 2:
             continue
-        kind = {"kafka": "config-notify", "watch-fanout": "notify"}.get(scenario)
+        kind = "notify" if scenario in FANOUT else {"kafka": "config-notify"}.get(scenario)
         name = f"{scenario}-{mode}.png"
         title = f"{scenario} ({mode}{' loop' if mode in ('open', 'closed') else ''}), last repeat"
         try:
@@ -998,8 +1022,16 @@ def update_readme(table: str, rel_json: str) -> None:
     print("README benchmark table updated", flush=True)
 
 
+def raise_fd_limit() -> None:
+    """Soft RLIMIT_NOFILE up to the hard limit (inherited by the servers and load processes):
+    the 10,000-watcher fan-out holds that many connections on each side."""
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    raise_fd_limit()
     if args.pin:
         os.sched_setaffinity(0, LOAD_CPUS)  # inherited by the load processes and Java clients
     started = dt.datetime.now()

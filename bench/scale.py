@@ -3,7 +3,7 @@ the same run, on loopback.
 
 Usage (with the venv's python: fastzk servers are started with the same interpreter)::
 
-    python bench/scale.py [--only idle-sessions,connections,watches] [--kinds zookeeper,fastzk]
+    python bench/scale.py [--only idle-sessions,connections,watches,set-watches] [--kinds zookeeper,fastzk]
                           [--sessions 100000] [--connections 10000] [--znodes 100000]
                           [--watchers 1000] [--watches-per-session 1000] [--json FILE]
 
@@ -26,6 +26,8 @@ so that closed connections' TIME_WAIT ports do not run out.
   every znode until the last of the events arrived. Then a fresh session restores a data watch
   on every znode with setWatches (chunked at 128 KiB as the Java client does): the time to the
   last reply, and every znode changed again to prove each watch is there (one event per znode).
+* ``set-watches``: that last step alone (``--znodes`` znodes, one setWatches restore), to
+  measure it quickly.
 
 Memory is VmRSS of the server process; CPU is utime + stime from /proc. The machine's load
 average is recorded beside each scenario (a noisy shared machine makes single runs rough).
@@ -55,7 +57,7 @@ from fastzk.nemesis import servers  # noqa: E402  (start/stop by PID)
 
 BENCH_JVM = ["-Xshare:auto"]  # JVM defaults otherwise: max heap a quarter of RAM
 KINDS = ("zookeeper", "fastzk")
-SCENARIOS = ("idle-sessions", "connections", "watches")
+SCENARIOS = ("idle-sessions", "connections", "watches", "set-watches")
 SESSION_TIMEOUT_MS = 600_000
 SOURCES = [f"127.0.0.{i}" for i in range(2, 10)]
 SET_WATCHES_CHUNK = 128 * 1024  # the Java client's SET_WATCHES_MAX_LENGTH
@@ -281,12 +283,7 @@ async def watches(proc: servers.ServerProcess, znodes: int, watchers: int,
                   per_session: int) -> dict[str, Any]:
     pid = proc.pid
     writer = await connect(proc, 0, SESSION_TIMEOUT_MS)
-    frames = [codec.frame(1, OP_CREATE, codec.create_body("/scale", b"", OPEN_ACL, 0))]
-    frames += [codec.frame(i + 2, OP_CREATE, codec.create_body(path_of(i), b"x", OPEN_ACL, 0))
-               for i in range(znodes)]
-    started = time.monotonic()
-    assert await pipelined(writer, frames) == 0
-    create_s = time.monotonic() - started
+    create_s = await create_znodes(writer, znodes)
     conns = await open_many(proc, watchers, keep=True)
     await asyncio.sleep(2)
     base_rss = rss_mb(pid)
@@ -320,7 +317,35 @@ async def watches(proc: servers.ServerProcess, znodes: int, watchers: int,
     for conn in conns:
         conn.close()
 
-    # setWatches on reconnect: one session restores a data watch on every znode
+    restore = await set_watches(proc, writer, znodes)
+    writer.close()
+    return {
+        "znodes": znodes, "watchers": watchers, "watches": total,
+        "create_s": round(create_s, 2), "set_s": round(set_s, 2),
+        "watches_per_s": round(total / set_s),
+        "rss_mb_before_watches": round(base_rss, 1), "rss_mb_with_watches": round(rss, 1),
+        "bytes_per_watch": round((rss - base_rss) * 2**20 / total),
+        "rss_mb_after_fire": round(rss_after_fire, 1),
+        "wchs": wchs.strip().splitlines()[-1],
+        "fire_s": round(fire_s, 2), "writes_s": round(writes_s, 2),
+        "events": fired, **restore, "load": round(load(), 2),
+    }
+
+
+async def create_znodes(writer: Conn, znodes: int) -> float:
+    """/scale and `znodes` children of 1 byte, pipelined; returns the seconds it took."""
+    frames = [codec.frame(1, OP_CREATE, codec.create_body("/scale", b"", OPEN_ACL, 0))]
+    frames += [codec.frame(i + 2, OP_CREATE, codec.create_body(path_of(i), b"x", OPEN_ACL, 0))
+               for i in range(znodes)]
+    started = time.monotonic()
+    assert await pipelined(writer, frames) == 0
+    return time.monotonic() - started
+
+
+async def set_watches(proc: servers.ServerProcess, writer: Conn, znodes: int) -> dict[str, Any]:
+    """A fresh session restores a data watch on every znode with setWatches (as a client
+    library does on reconnect): the time to the last reply; then every znode is changed
+    again, and each must fire once."""
     restorer = await connect(proc, 1, SESSION_TIMEOUT_MS)
     chunks: list[bytes] = []
     paths: list[bytes] = []
@@ -351,21 +376,18 @@ async def watches(proc: servers.ServerProcess, znodes: int, watchers: int,
     await asyncio.wait_for(asyncio.gather(*waiting), 120)
     restored = len(restorer.event_paths)
     restorer.close()
+    return {"set_watches_requests": len(set_watches), "restore_s": round(restore_s, 3),
+            "restored_wchs": restored_wchs.strip().splitlines()[-1],
+            "restored_events": restored}
+
+
+async def set_watches_only(proc: servers.ServerProcess, znodes: int) -> dict[str, Any]:
+    """The last step of ``watches`` alone, on a server holding just the znodes."""
+    writer = await connect(proc, 0, SESSION_TIMEOUT_MS)
+    create_s = await create_znodes(writer, znodes)
+    result = await set_watches(proc, writer, znodes)
     writer.close()
-    return {
-        "znodes": znodes, "watchers": watchers, "watches": total,
-        "create_s": round(create_s, 2), "set_s": round(set_s, 2),
-        "watches_per_s": round(total / set_s),
-        "rss_mb_before_watches": round(base_rss, 1), "rss_mb_with_watches": round(rss, 1),
-        "bytes_per_watch": round((rss - base_rss) * 2**20 / total),
-        "rss_mb_after_fire": round(rss_after_fire, 1),
-        "wchs": wchs.strip().splitlines()[-1],
-        "fire_s": round(fire_s, 2), "writes_s": round(writes_s, 2),
-        "events": fired,
-        "set_watches_requests": len(set_watches), "restore_s": round(restore_s, 3),
-        "restored_wchs": restored_wchs.strip().splitlines()[-1],
-        "restored_events": restored, "load": round(load(), 2),
-    }
+    return {"znodes": znodes, "create_s": round(create_s, 2), **result, "load": round(load(), 2)}
 
 
 def chunk_count(chunk: bytes) -> int:
@@ -384,6 +406,8 @@ async def run_one(scenario: str, proc: servers.ServerProcess,
         work = idle_sessions(proc, args.sessions)
     elif scenario == "connections":
         work = connections(proc, args.connections)
+    elif scenario == "set-watches":
+        work = set_watches_only(proc, args.znodes)
     else:
         work = watches(proc, args.znodes, args.watchers, args.watches_per_session)
     return await asyncio.wait_for(work, SCENARIO_TIMEOUT_S)

@@ -70,6 +70,8 @@ class WriteBuffer:
     def reply_header(self, xid: int, zxid: int, err: int) -> None:
         """A complete reply frame with no body (errors, delete, ping, auth, ...)."""
     def notification(self, zxid: int, event_type: int, state: int, path: str) -> None: ...
+    def write_raw(self, v: bytes) -> None:
+        """Appends frames encoded elsewhere (one watch event sent to many connections)."""
     def connect_response(
         self, timeout: int, session_id: int, passwd: bytes, read_only: bool | None
     ) -> None:
@@ -156,9 +158,9 @@ class DataTree:
         missing)."""
     def restore_watches(self, paths: list[str], rel_zxid: int, field: int, gone: int,
                         changed: int, state: int, out: WriteBuffer, table: dict[str, Any],
-                        conn: Any, registered: set[Any], kind: int) -> None:
+                        conn: Any) -> None:
         """setWatches for one list of paths: notify what changed after rel_zxid (field 0:
-        mzxid, 1: pzxid, -1: exists), register the rest in `table` and `registered`."""
+        mzxid, 1: pzxid, -1: exists), register the rest in `table`."""
     def ephemerals(self, session_id: int) -> list[str]:
         """Paths of the normal ephemerals owned by session_id (not containers/TTL), in the
         order ZooKeeper's getEphemerals lists them."""

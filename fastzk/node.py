@@ -45,7 +45,7 @@ from fastzk.quorum import messages as msgs
 from fastzk.quorum.replica import LEADER, OBSERVER, QuorumConfig, Replica
 from fastzk.quorum.zxid import MAX_COUNTER, counter_of, epoch_of
 from fastzk.server import acl as acls
-from fastzk.server.apply import Applier, write_multi_failure, write_notification, write_reply
+from fastzk.server.apply import Applier, write_multi_failure, write_reply
 from fastzk.server.prep import BARRIER, Prep, Txn
 from fastzk.server.reads import Reads
 from fastzk.server.sasl import DigestMD5Server, GssapiLogin, GssapiServer, SaslError, make_nonce
@@ -95,7 +95,7 @@ class Client:
         self.session: Session | None = None
         # in the order they were gained: ZooKeeper lists them in an order that depends on it
         self.identities: dict[tuple[str, str], None] = {("ip", address): None}
-        self.watches: set[tuple[int, str]] = set()
+        self.watches: dict[str, int] = {}  # path -> bit mask of watch kinds (server/watches.py)
         # replies not yet sendable: a Pending write or sync waits for its outcome; a callable
         # writes its reply
         self.fifo: deque[Pending | Callable[[], None]] = deque()
@@ -834,7 +834,8 @@ class Node:
                 (exist_paths, -1, 0, Event.NODE_CREATED, DATA),
                 (child_paths, 1, Event.NODE_DELETED, Event.NODE_CHILDREN_CHANGED, CHILD)):
             tree.restore_watches(paths, rel_zxid, compared, gone, changed, SYNC_CONNECTED, out,
-                                 tables[kind], client, client.watches, kind)
+                                 tables[kind], client)
+            self.watches.note_restored(kind, paths, client)
         watches = self.watches
         for path in persistent_paths:
             watches.add(PERSISTENT, path, client)
@@ -1040,10 +1041,11 @@ class Node:
             self.applied_zxid = txn.zxid
             if self.digest_checks and txn.zxid in self.digest_checks:
                 self._compare_digest(txn.zxid, self.digest_checks.pop(txn.zxid))
-            for conn, event, path in notifications:
-                if conn.state != State.CLOSED:
-                    write_notification(conn.out, event, path)
-                    dirty[conn] = None
+            for frame, conns in notifications:
+                for conn in conns:
+                    if conn.state != State.CLOSED:
+                        conn.out.write_raw(frame)
+                        dirty[conn] = None
             if op == Op.CREATE_SESSION:
                 session = self.sessions.get(txn.session_id)
                 assert session is not None

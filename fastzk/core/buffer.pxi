@@ -315,6 +315,11 @@ cdef class WriteBuffer:
         self.open_frame(xid, zxid, err)
         self.close_frame()
 
+    def write_raw(self, bytes v):
+        if self.frame_start >= 0:
+            raise RuntimeError("write_raw() while a frame is open")
+        self.put_raw(PyBytes_AS_STRING(v), PyBytes_GET_SIZE(v))
+
     def notification(self, int64_t zxid, int32_t event_type, int32_t state, path):
         self.open_frame(-1, zxid, 0)
         self.put_i32(event_type)

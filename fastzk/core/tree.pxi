@@ -150,6 +150,35 @@ cdef _Children _path_set(int32_t capacity):
     return c
 
 
+cdef extern from "Python.h":
+    PyObject* PyDict_SetDefault(object d, object key, object default) except NULL  # borrowed
+    bint PyUnicode_IS_ASCII(object o)
+    void* PyUnicode_DATA(object o)
+    Py_ssize_t PyUnicode_GET_LENGTH(object o)
+
+cdef extern from *:
+    """
+    #define fzk_prefetch(p) __builtin_prefetch(p)
+    """
+    void fzk_prefetch(const void* p) noexcept nogil
+
+cdef enum:
+    PREFETCH_AHEAD = 8   # restore_watches: paths whose table slot is loaded ahead of use
+
+
+cdef inline void prefetch_slot(DataTree t, object path) noexcept:
+    """Starts loading the table slot of an ASCII `path` into the cache: restore_watches looks
+    up 100,000 paths in random order, and each lookup would otherwise wait on memory."""
+    cdef Py_ssize_t n = PyUnicode_GET_LENGTH(path)
+    cdef Py_ssize_t i
+    if n == 0 or not PyUnicode_IS_ASCII(path):
+        return
+    i = <Py_ssize_t>(hash_bytes(<const unsigned char*>PyUnicode_DATA(path), n, 0)
+                     & <uint64_t>t.mask)
+    fzk_prefetch(&t.hashes[i])
+    fzk_prefetch(&t.slots[i])
+
+
 cdef class DataTree:
     """The znode tree; see _core.pyi for the contract."""
 
@@ -439,17 +468,23 @@ cdef class DataTree:
 
     def restore_watches(self, list paths, int64_t rel_zxid, int field, int32_t gone,
                         int32_t changed, int32_t state, WriteBuffer out, dict table,
-                        object conn, set registered, object kind):
+                        object conn):
         """setWatches' work for one list of paths, in C (a reconnecting client may send
         100,000): a path whose node changed after the client's zxid, or is gone, gets its
         notification (`changed`, `gone`) written to `out` now; any other gets the watch:
-        `table[path][conn]`, and `(kind, path)` in the connection's `registered`. `field`:
-        0 compares mzxid (data watches), 1 pzxid (child watches), -1 is an exist watch, for
-        which the node being there is the change."""
+        `table[path][conn]` (the caller records `paths` for the connection's close, see
+        server/watches.py). `field`: 0 compares mzxid (data watches),
+        1 pzxid (child watches), -1 is an exist watch, for which the node being there is the
+        change."""
         cdef str path
         cdef _Node n
-        cdef object watchers
-        for path in paths:
+        cdef dict fresh
+        cdef PyObject* found
+        cdef Py_ssize_t i, count = len(paths)
+        for i in range(count):
+            if i + PREFETCH_AHEAD < count:
+                prefetch_slot(self, paths[i + PREFETCH_AHEAD])
+            path = paths[i]
             n = self.find(path)
             if field < 0:
                 if n is not None:
@@ -461,12 +496,11 @@ cdef class DataTree:
             elif (n.mzxid if field == 0 else n.pzxid) > rel_zxid:
                 out.notification(-1, changed, state, path)
                 continue
-            watchers = table.get(path)
-            if watchers is None:
-                table[path] = {conn: None}
-            else:
-                (<dict>watchers)[conn] = None
-            registered.add((kind, path))
+            # one hash probe for a path nobody watched (the usual case here)
+            fresh = {conn: None}
+            found = PyDict_SetDefault(table, path, fresh)
+            if found != <PyObject*>fresh:
+                (<dict>found)[conn] = None
 
     def ephemerals(self, session_id):
         """The session's ephemerals in the order ZooKeeper's getEphemerals lists them: the

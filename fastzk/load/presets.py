@@ -724,6 +724,7 @@ async def lock_verify(cfg: LoadConfig, client: ZKClient, facts: list[dict[str, A
 # --- watch-fanout --------------------------------------------------------------------------------
 
 
+WF_OPEN_CONCURRENCY = 200  # watchers connecting at once
 WF_HEAD = struct.Struct(">4siqq")  # magic, key, counter, send time of this write (ns)
 WF_MAGIC = b"WFv2"
 
@@ -781,20 +782,30 @@ class WatchFanout:
         self.last_event = time.monotonic()
 
     async def open(self) -> None:
+        """Connects and arms the watchers WF_OPEN_CONCURRENCY at a time (10,000 of them one
+        after the other would take minutes)."""
+        gate = asyncio.Semaphore(WF_OPEN_CONCURRENCY)
+
+        async def one(g: int) -> None:
+            async with gate:
+                await self._open_one(g)
+
+        await asyncio.gather(*(one(g) for g in self.ctx.indices))
+
+    async def _open_one(self, g: int) -> None:
         ctx = self.ctx
-        for g in ctx.indices:
-            if g == 0:
-                self.clients[g] = await ctx.connect(g)
-                continue
-            self.clients[g] = await ctx.connect(g, self._handler(g))
-            self.armed[g] = {}
-            for k in range(self.cfg.keys):
-                data, _ = await self.clients[g].get(_wf_path(self.cfg.root, k), watch=True)
-                parsed = wf_parse(data, self.size)
-                if parsed is None:
-                    raise RuntimeError(f"watch-fanout: {_wf_path(self.cfg.root, k)} holds no "
-                                       "value of the load")
-                self.armed[g][k] = parsed[1]
+        if g == 0:
+            self.clients[g] = await ctx.connect(g)
+            return
+        self.clients[g] = await ctx.connect(g, self._handler(g))
+        self.armed[g] = {}
+        for k in range(self.cfg.keys):
+            data, _ = await self.clients[g].get(_wf_path(self.cfg.root, k), watch=True)
+            parsed = wf_parse(data, self.size)
+            if parsed is None:
+                raise RuntimeError(f"watch-fanout: {_wf_path(self.cfg.root, k)} holds no "
+                                   "value of the load")
+            self.armed[g][k] = parsed[1]
 
     async def after_ready(self) -> None:
         pass

@@ -7,6 +7,7 @@ reflects it" guarantee.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 from fastzk._core import DataTree, WriteBuffer
@@ -27,7 +28,7 @@ from fastzk.server.prep import (
 from fastzk.server.sessions import SessionTable
 from fastzk.server.watches import WatchManager
 
-Notification = tuple[Any, int, str]  # (connection, event type, path)
+Notification = tuple[bytes, Collection[Any]]  # (the event's frame, the connections it goes to)
 
 
 class Applier:
@@ -37,7 +38,8 @@ class Applier:
         self.sessions = sessions
 
     def _notify(self, out: list[Notification], path: str, event: int, acl_path: str) -> None:
-        """Queues `event` for every watcher that may read the node it concerns."""
+        """Queues `event` for every watcher that may read the node it concerns: one frame,
+        encoded once, for all of them."""
         data, child, persistent, recursive = self.watches.tables
         if not (data or child or persistent or recursive):
             return  # nobody watches anything: the common case under write load
@@ -46,9 +48,11 @@ class Applier:
             return
         found = self.tree.get_acl(acl_path)
         acl = found[0] if found is not None else []
-        for conn in targets:
-            if acls.check(acl, Perm.READ, conn.identities):
-                out.append((conn, event, path))
+        if not acls.check(acl, Perm.READ, ()):  # not world-readable: it depends on who asks
+            targets = [conn for conn in targets if acls.check(acl, Perm.READ, conn.identities)]
+            if not targets:
+                return
+        out.append((notification_frame(event, path), targets))
 
     def _change(self, txn: Txn, change: tuple, out: list[Notification]) -> Any:
         tag = change[0]
@@ -120,8 +124,13 @@ class Applier:
         return skipped
 
 
-def write_notification(out: WriteBuffer, event: int, path: str) -> None:
-    out.notification(-1, event, SYNC_CONNECTED, path)
+_FRAME = WriteBuffer()  # where notification frames are encoded, then taken
+
+
+def notification_frame(event: int, path: str) -> bytes:
+    """A watch event's whole frame, encoded once and appended to each watcher's output."""
+    _FRAME.notification(-1, event, SYNC_CONNECTED, path)
+    return _FRAME.take()
 
 
 def _write_result(out: WriteBuffer, rtype: int, value: Any) -> None:

@@ -3,16 +3,46 @@
 Registrations belong to a connection. One-shot data and child watches are consumed when they
 fire; persistent and recursive watches stay until removed or the connection closes. Every event
 reaches each connection at most once, however many of its registrations match.
+
+What closing a connection must undo is kept without a tuple per registration, since a
+fan-out consumes one entry per watcher: the connection's `watches`, a dict path -> bit mask
+of the kinds it watches there (bit `1 << kind`), and, for setWatches (100,000 paths at once
+on a reconnect), the request's own path lists (`restored`), which cost no hashing when they
+are registered; closing discards whatever of them is still registered.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection, Iterable
 from typing import Any
 
 from fastzk.proto import Event, WatcherType
 from fastzk.server.paths import ancestors
 
 DATA, CHILD, PERSISTENT, RECURSIVE = 0, 1, 2, 3
+
+_KINDS_OF_TYPE: dict[int, tuple[int, ...]] = {
+    WatcherType.CHILDREN: (CHILD,),
+    WatcherType.DATA: (DATA,),
+    WatcherType.ANY: (DATA, CHILD, PERSISTENT, RECURSIVE),
+    WatcherType.PERSISTENT: (PERSISTENT,),
+    WatcherType.PERSISTENT_RECURSIVE: (RECURSIVE,),
+}
+
+
+def _consume(fired: Iterable[Any], path: str, bit: int) -> None:
+    """Clears `bit` of `path` in the watch masks of connections whose one-shot watch fired
+    (a watch that setWatches restored has no mask)."""
+    for conn in fired:
+        masks = conn.watches
+        mask = masks.get(path)
+        if mask is None:
+            continue
+        mask &= ~bit
+        if mask:
+            masks[path] = mask
+        else:
+            del masks[path]
 
 
 class WatchManager:
@@ -21,6 +51,9 @@ class WatchManager:
         # ordered sets: notifications go out, and admin commands list watchers, in an order
         # that does not depend on object ids)
         self.tables: tuple[dict[str, dict[Any, None]], ...] = ({}, {}, {}, {})
+        # connection -> (kind, paths) of its setWatches requests (DataTree.restore_watches
+        # registers them in the tables)
+        self.restored: dict[Any, list[tuple[int, list[str]]]] = {}
 
     def add(self, kind: int, path: str, conn: Any) -> None:
         table = self.tables[kind]
@@ -29,7 +62,8 @@ class WatchManager:
             table[path] = {conn: None}
         else:
             watchers[conn] = None
-        conn.watches.add((kind, path))
+        masks = conn.watches
+        masks[path] = masks.get(path, 0) | 1 << kind
 
     def has(self, kind: int, path: str, conn: Any) -> bool:
         return conn in self.tables[kind].get(path, ())
@@ -41,31 +75,36 @@ class WatchManager:
         del watchers[conn]
         if not watchers:
             del self.tables[kind][path]
-        conn.watches.discard((kind, path))
+        _consume((conn,), path, 1 << kind)
         return True
 
-    def drop_connection(self, conn: Any) -> None:
-        for kind, path in list(conn.watches):
-            self._discard(kind, path, conn)
+    def note_restored(self, kind: int, paths: list[str], conn: Any) -> None:
+        """Records that setWatches registered (some of) `paths` for `conn` in table `kind`."""
+        self.restored.setdefault(conn, []).append((kind, paths))
 
-    def _kinds_for(self, watcher_type: int) -> tuple[int, ...] | None:
-        return {
-            WatcherType.CHILDREN: (CHILD,),
-            WatcherType.DATA: (DATA,),
-            WatcherType.ANY: (DATA, CHILD, PERSISTENT, RECURSIVE),
-            WatcherType.PERSISTENT: (PERSISTENT,),
-            WatcherType.PERSISTENT_RECURSIVE: (RECURSIVE,),
-        }.get(watcher_type)
+    def drop_connection(self, conn: Any) -> None:
+        for path, mask in list(conn.watches.items()):
+            for kind in (DATA, CHILD, PERSISTENT, RECURSIVE):
+                if mask & 1 << kind:
+                    self._discard(kind, path, conn)
+        for kind, paths in self.restored.pop(conn, ()):
+            table = self.tables[kind]
+            for path in paths:
+                watchers = table.get(path)
+                if watchers and conn in watchers:
+                    del watchers[conn]
+                    if not watchers:
+                        del table[path]
 
     def check(self, path: str, watcher_type: int, conn: Any) -> bool | None:
         """None for an unknown watcher type, else whether a matching registration exists."""
-        kinds = self._kinds_for(watcher_type)
+        kinds = _KINDS_OF_TYPE.get(watcher_type)
         if kinds is None:
             return None
         return any(self.has(kind, path, conn) for kind in kinds)
 
     def remove(self, path: str, watcher_type: int, conn: Any) -> bool | None:
-        kinds = self._kinds_for(watcher_type)
+        kinds = _KINDS_OF_TYPE.get(watcher_type)
         if kinds is None:
             return None
         removed = False
@@ -73,30 +112,32 @@ class WatchManager:
             removed |= self._discard(kind, path, conn)
         return removed
 
-    def trigger(self, path: str, event: int) -> list[Any]:
-        """The connections to notify of `event` on `path`, consuming one-shot watches."""
+    def trigger(self, path: str, event: int) -> Collection[Any]:
+        """The connections to notify of `event` on `path`, in registration order (one-shot
+        data watchers, child watchers, persistent, then recursive from the path up), each
+        once, consuming one-shot watches. The result is the caller's to keep: when only one
+        one-shot table fires (the usual fan-out) it is the dict popped from it, with no copy."""
         data, child, persistent, recursive = self.tables
-        targets: dict[Any, None] = {}
-        if event != Event.NODE_CHILDREN_CHANGED:
-            fired = data.pop(path, None)
-            if fired:
-                for conn in fired:
-                    conn.watches.discard((DATA, path))
-                    targets[conn] = None
-        if event in (Event.NODE_CHILDREN_CHANGED, Event.NODE_DELETED):
+        targets: dict[Any, None] | None = None
+        if event != Event.NODE_CHILDREN_CHANGED and data:
+            targets = data.pop(path, None)
+            if targets:
+                _consume(targets, path, 1 << DATA)
+        if (event == Event.NODE_CHILDREN_CHANGED or event == Event.NODE_DELETED) and child:
             fired = child.pop(path, None)
             if fired:
-                for conn in fired:
-                    conn.watches.discard((CHILD, path))
-                    targets[conn] = None
+                _consume(fired, path, 1 << CHILD)
+                targets = fired if not targets else targets | fired
         if persistent:
-            for conn in persistent.get(path, ()):
-                targets[conn] = None
+            fired = persistent.get(path)
+            if fired:
+                targets = dict(fired) if not targets else targets | fired
         if recursive and event != Event.NODE_CHILDREN_CHANGED:
             for candidate in (path, *ancestors(path)):
-                for conn in recursive.get(candidate, ()):
-                    targets[conn] = None
-        return list(targets)
+                fired = recursive.get(candidate)
+                if fired:
+                    targets = dict(fired) if not targets else targets | fired
+        return targets or ()
 
     def count(self, kind: int) -> int:
         return sum(len(conns) for conns in self.tables[kind].values())
