@@ -178,7 +178,7 @@ cdef class Txn:
 
 cdef class _View:                 # prep's view of a node: the tree plus prepared changes
     cdef str path
-    cdef int64_t zxid             # the txn that prepared it, once in the overlay
+    cdef int64_t zxid             # 0 fresh from the tree, -1 being prepared, else its txn's
     cdef bint exists              # False: deleted by a prepared txn
     cdef int32_t version
     cdef int32_t aversion
@@ -205,13 +205,14 @@ cdef class PrepCore:
     cdef dict _scratch            # path -> _View changed by the request being prepared
 
     cdef _View _lookup(self, str path)
+    cdef _View _own(self, _View view)
     cdef _View _writable(self, str path)
     cdef int _commit_scratch(self, int64_t zxid) except -1
     cdef Txn _next(self, int64_t session_id, int32_t xid, int32_t op, int64_t now_ms,
                    list changes)
     cdef bint _allowed(self, _View v, int perm, object identities) except -1
     cdef object _fixed_acl(self, object acl, object identities)
-    cdef int _delete_in(self, str path) except -1
+    cdef int _delete_in(self, str path, _View parent) except -1
     cdef object _one(self, int64_t session_id, int op, object body, object identities,
                      int* err)
     cdef _View _existing(self, str path, int perm, object identities, int* err)

@@ -90,28 +90,26 @@ cdef bint c_valid_path(str path) noexcept:
     BMP, arriving as surrogates, is refused too), empty components and "." or ".."
     components."""
     cdef Py_ssize_t n = len(path)
-    cdef Py_ssize_t i
     cdef Py_UCS4 c
+    cdef int after = 0   # 1: after "/", 2: after "/.", 3: after "/..", 0: elsewhere
     if n == 0 or path[0] != "/":
         return False
     if n == 1:
         return True
     if path[n - 1] == "/":
         return False
-    for i in range(n):
-        c = path[i]
-        if (c <= 0x1F or 0x7F <= c <= 0x9F or 0xD800 <= c <= 0xF8FF or c >= 0xFFF0):
+    for c in path:
+        if c <= 0x1F or 0x7F <= c <= 0x9F or 0xD800 <= c <= 0xF8FF or c >= 0xFFF0:
             return False
-        if c == 0x2F and i + 1 < n:      # "/" then "/", "." or ".." ending the component
-            c = path[i + 1]
-            if c == 0x2F:
+        if c == 0x2F:                        # "/": ends a component, which must not be
+            if after:                        # empty, "." or ".."
                 return False
-            if c == 0x2E:
-                if i + 2 == n or path[i + 2] == "/":
-                    return False
-                if path[i + 2] == "." and (i + 3 == n or path[i + 3] == "/"):
-                    return False
-    return True
+            after = 1
+        elif c == 0x2E and 0 < after < 3:    # "."
+            after += 1
+        else:
+            after = 0
+    return after == 0
 
 
 def valid_path(path):
@@ -168,7 +166,9 @@ cdef class Txn:
 @cython.no_gc
 cdef class _View:
     """What prep knows of a node: applied state plus prepared changes. A deleted node is a
-    view with `exists` false (it hides the tree's node until the delete is applied)."""
+    view with `exists` false (it hides the tree's node until the delete is applied). `zxid`
+    says whose it is: 0 fresh from the tree (nobody's), -1 the request being prepared's, else
+    the prepared txn's (shared: copied before a later request changes it)."""
 
     cdef _View copy(self):
         cdef _View v = _View.__new__(_View)
@@ -188,6 +188,7 @@ cdef class _View:
 cdef _View new_view(str path, int64_t owner, object acl):
     cdef _View v = _View.__new__(_View)
     v.path = path
+    v.zxid = -1
     v.exists = True
     v.owner = owner
     v.acl = acl
@@ -198,6 +199,7 @@ cdef _View new_view(str path, int64_t owner, object acl):
 cdef _View gone_view(str path):
     cdef _View v = _View.__new__(_View)
     v.path = path
+    v.zxid = -1
     v.exists = False
     v.acl = ()
     return v
@@ -273,24 +275,22 @@ cdef class PrepCore:
         n = self.tree.find(path)
         return None if n is None else node_view(path, n)
 
+    cdef _View _own(self, _View view):
+        """The view of view.path that this request may change (`view` as _lookup gave it): a
+        copy when it is shared with already-prepared txns, else the view itself."""
+        if view.zxid == -1:
+            return view
+        if view.zxid > 0:
+            view = view.copy()
+        view.zxid = -1
+        PyDict_SetItem(self._scratch, view.path, view)
+        return view
+
     cdef _View _writable(self, str path):
-        """The view of an existing `path` that this request may change: a copy when it is
-        shared with already-prepared txns, the fresh view itself when it came from the tree."""
-        cdef PyObject* found = PyDict_GetItem(self._scratch, path)
-        cdef _View v
-        cdef _Node n
-        if found != NULL:
-            return <_View>found
-        found = PyDict_GetItem(self._pending, path)
-        if found != NULL:
-            v = (<_View>found).copy()
-        else:
-            n = self.tree.find(path)
-            if n is None:
-                raise KeyError(f"prep changes a node it has not found: {path}")
-            v = node_view(path, n)
-        PyDict_SetItem(self._scratch, path, v)
-        return v
+        cdef _View view = self._lookup(path)
+        if view is None:
+            raise KeyError(f"prep changes a node it has not found: {path}")
+        return self._own(view)
 
     cdef int _commit_scratch(self, int64_t zxid) except -1:
         cdef _View v
@@ -408,7 +408,7 @@ cdef class PrepCore:
         self._scratch.clear()
         changes = []
         for path in sorted(owned):
-            self._delete_in(path)
+            self._delete_in(path, None)
             changes.append((DELETE, path))
         changes.append((CLOSE_SESSION, session_id))
         txn = self._next(session_id, xid, OP_CLOSE_SESSION, now_ms, changes)
@@ -433,13 +433,14 @@ cdef class PrepCore:
                 return None
         else:
             return None
-        self._delete_in(path)
+        self._delete_in(path, None)
         txn = self._next(0, 0, OP_DELETE_CONTAINER, now_ms, [(DELETE, path)])
         self._commit_scratch(txn.zxid)
         return txn
 
-    cdef int _delete_in(self, str path) except -1:
-        cdef _View parent = self._writable(c_parent_of(path))
+    cdef int _delete_in(self, str path, _View parent) except -1:
+        """`parent`: the view of path's parent, None to look it up."""
+        parent = self._writable(c_parent_of(path)) if parent is None else self._own(parent)
         parent.children -= 1
         PyDict_SetItem(self._scratch, path, gone_view(path))
         return 0
@@ -524,7 +525,7 @@ cdef class PrepCore:
             owner = session_id
         else:
             owner = 0
-        parent = self._writable(parent_path)
+        parent = self._own(parent)
         parent.counter = wrap_inc(parent.counter)
         parent.children += 1
         PyDict_SetItem(self._scratch, path, new_view(path, owner, fixed_acl))
@@ -532,12 +533,13 @@ cdef class PrepCore:
 
     cdef object _delete(self, object body, object identities, int* err):
         cdef int64_t version
-        cdef _View node
+        cdef _View node, parent
         path, version = body
         if (<str?>path).rfind("/") < 0 or "\0" in path or path in _PROTECTED_PATHS:
             err[0] = ERR_BAD_ARGUMENTS
             return None
-        if self._existing(c_parent_of(path), PERM_DELETE, identities, err) is None:
+        parent = self._existing(c_parent_of(path), PERM_DELETE, identities, err)
+        if parent is None:
             return None
         node = self._lookup(path)
         if node is None:
@@ -549,12 +551,11 @@ cdef class PrepCore:
         if node.children > 0:
             err[0] = ERR_NOT_EMPTY
             return None
-        self._delete_in(path)
+        self._delete_in(path, parent)
         return (DELETE, path)
 
     cdef object _set_data(self, object body, object identities, int* err):
         cdef int64_t version
-        cdef int32_t new_version
         cdef _View node
         path, data, version = body
         if not c_valid_path(path):
@@ -566,10 +567,9 @@ cdef class PrepCore:
         if version != -1 and version != node.version:
             err[0] = ERR_BAD_VERSION
             return None
-        new_version = wrap_inc(node.version)
-        node = self._writable(path)
-        node.version = new_version
-        return (SET_DATA, path, data, new_version)
+        node = self._own(node)
+        node.version = wrap_inc(node.version)
+        return (SET_DATA, path, data, node.version)
 
     cdef object _set_acl(self, object body, object identities, int* err):
         cdef int64_t version
@@ -588,7 +588,7 @@ cdef class PrepCore:
         if version != -1 and version != node.aversion:
             err[0] = ERR_BAD_VERSION
             return None
-        writable = self._writable(path)
+        writable = self._own(node)
         writable.aversion = wrap_inc(node.aversion)
         writable.acl = fixed_acl
         writable.world_perms = -1
