@@ -224,6 +224,11 @@ cdef class PrepCore:
     cdef object _check(self, object body, object identities, int* err)
 
 
+cdef class ApplierCore:
+    cdef public DataTree tree
+    cdef public object watches    # server/watches.py's WatchManager
+
+
 cdef class SnapshotCursor:
     cdef DataTree tree
     cdef list stack               # [copied child paths, next index] per level

@@ -314,12 +314,16 @@ class PrepCore:
     def applied(self, zxid: int) -> None:
         """Forget prepared changes the tree now reflects (txns up to zxid applied)."""
 
-APPLY_UNHANDLED: object
+class ApplierCore:
+    """Committed txn -> tree: server/apply.py's Applier subclasses it and provides
+    `apply_changes(txn)` for every txn but one create, setData or delete change applied while
+    every table of `watches.tables` is empty, which `apply` applies itself."""
 
-def apply_unwatched(tree: DataTree, txn: Txn, watch_tables: Any) -> Any:
-    """When every table of `watch_tables` is empty and the txn is one create, setData or
-    delete change: applies it and returns its result ((path, Stat), Stat, None). Otherwise
-    APPLY_UNHANDLED, with nothing applied."""
+    tree: DataTree
+    watches: Any
+    def apply(self, txn: Txn) -> tuple[Any, list[Any]]:
+        """(result: (path, Stat) for a create, Stat for setData/setACL, None for delete, a
+        list of (type, result) for a multi; notifications in order)."""
 
 def write_reply(out: WriteBuffer, txn: Txn, result: Any) -> None:
     """The reply frame of a successfully applied write (`result` as Applier.apply gives it)."""

@@ -615,10 +615,10 @@ cdef class PrepCore:
 cdef object UNHANDLED = object()
 
 
-def apply_unwatched(DataTree tree, Txn txn, watch_tables):
+cdef object apply_unwatched(DataTree tree, Txn txn, object watch_tables):
     """Applies a txn of one create, setData or delete change when every watch table is empty
     (so no notification can follow from it) and returns its result (create: (path, stat),
-    setData: stat, delete: None); APPLY_UNHANDLED, with nothing applied, for anything else."""
+    setData: stat, delete: None); UNHANDLED, with nothing applied, for anything else."""
     cdef object change, tag
     cdef tuple t
     cdef _Node n
@@ -644,7 +644,17 @@ def apply_unwatched(DataTree tree, Txn txn, watch_tables):
     return UNHANDLED
 
 
-APPLY_UNHANDLED = UNHANDLED
+cdef class ApplierCore:
+    """Committed txn -> tree and result: the txns `apply_unwatched` takes are applied here;
+    fastzk/server/apply.py's Applier, a subclass, applies the others (`apply_changes`) with
+    their watch notifications."""
+
+    def apply(self, Txn txn):
+        """(result, notifications in the order they must reach connections)."""
+        result = apply_unwatched(self.tree, txn, self.watches.tables)
+        if result is not UNHANDLED:
+            return (result, [])
+        return self.apply_changes(txn)
 
 
 cdef int put_result(WriteBuffer out, int rtype, object value) except -1:

@@ -3,7 +3,7 @@
 Notifications are returned in the order they must reach connections; the host writes them
 before the writer's reply, which is what keeps ZooKeeper's "notification before the data that
 reflects it" guarantee. A txn of one create, setData or delete applied while nobody watches
-anything (the common case under write load) is applied by the core (`apply_unwatched`), as
+anything (the common case under write load) is applied by the core (`ApplierCore.apply`), as
 are the reply frames (`write_reply`, `write_multi_failure`: core/prep.pxi).
 """
 
@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import Any
 
 from fastzk._core import (
-    APPLY_UNHANDLED,
     BARRIER,
     CHECK,
     CLOSE_SESSION,
@@ -21,10 +20,10 @@ from fastzk._core import (
     DELETE,
     SET_ACL,
     SET_DATA,
+    ApplierCore,
     DataTree,
     Txn,
     WriteBuffer,
-    apply_unwatched,
     parent_of,
     write_multi_failure,
     write_reply,
@@ -37,7 +36,10 @@ from fastzk.server.watches import WatchManager
 Notification = tuple[Any, int, str]  # (connection, event type, path)
 
 
-class Applier:
+class Applier(ApplierCore):
+    """`apply(txn)` -> (result, notifications): the core applies an unwatched create, setData
+    or delete; `apply_changes` everything else."""
+
     def __init__(self, tree: DataTree, watches: WatchManager, sessions: SessionTable) -> None:
         self.tree = tree
         self.watches = watches
@@ -95,10 +97,7 @@ class Applier:
             return None
         raise ValueError(f"unknown change {tag!r}")
 
-    def apply(self, txn: Txn) -> tuple[Any, list[Notification]]:
-        result = apply_unwatched(self.tree, txn, self.watches.tables)
-        if result is not APPLY_UNHANDLED:
-            return result, []
+    def apply_changes(self, txn: Txn) -> tuple[Any, list[Notification]]:
         notifications: list[Notification] = []
         if txn.op == Op.MULTI:
             result = [(rtype, self._change(txn, change, notifications))
