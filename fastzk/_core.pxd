@@ -200,7 +200,7 @@ cdef class PrepCore:
     cdef object _check_acl        # server/acl.py's check and fix_acl
     cdef object _fix_acl
     cdef dict _pending            # path -> _View prepared and not yet applied
-    cdef list _order              # per prepared txn, the list of its views, in zxid order
+    cdef list _order              # the views of _pending as committed, in zxid order
     cdef Py_ssize_t _order_head   # _order[:_order_head] are forgotten
     cdef dict _scratch            # path -> _View changed by the request being prepared
 

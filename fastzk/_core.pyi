@@ -321,7 +321,7 @@ class ApplierCore:
 
     tree: DataTree
     watches: Any
-    def apply(self, txn: Txn) -> tuple[Any, list[Any]]:
+    def apply(self, txn: Txn) -> tuple[Any, Sequence[Any]]:
         """(result: (path, Stat) for a create, Stat for setData/setACL, None for delete, a
         list of (type, result) for a multi; notifications in order)."""
 

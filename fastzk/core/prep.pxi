@@ -130,7 +130,10 @@ def parent_of(str path):
 
 # --- txns ---------------------------------------------------------------------------------------
 
+# Holds plain values only, so it stays out of the cyclic GC (like the tree's nodes): every
+# GC-tracked allocation brings the next collection nearer, and prep makes one Txn per write.
 @cython.final
+@cython.no_gc
 cdef class Txn:
     """A decided write. `changes` are (tag, ...) tuples; for a multi they are
     (result_type, change) pairs so that the reply can mirror each op's type."""
@@ -293,14 +296,13 @@ cdef class PrepCore:
         return self._own(view)
 
     cdef int _commit_scratch(self, int64_t zxid) except -1:
+        # no list per txn: every allocation of a GC-tracked object brings the next collection
+        # nearer, and prep runs once per write
         cdef _View v
-        if not self._scratch:
-            return 0
-        views = list(self._scratch.values())
-        for v in views:
+        for v in self._scratch.values():
             v.zxid = zxid
             PyDict_SetItem(self._pending, v.path, v)
-        self._order.append(views)
+            self._order.append(v)
         self._scratch.clear()
         return 0
 
@@ -309,17 +311,13 @@ cdef class PrepCore:
         cdef list order = self._order
         cdef Py_ssize_t head = self._order_head
         cdef Py_ssize_t n = len(order)
-        cdef list views
         cdef _View v
-        cdef PyObject* found
         while head < n:
-            views = <list>order[head]
-            if (<_View>views[0]).zxid > zxid:
+            v = <_View>order[head]
+            if v.zxid > zxid:
                 break
-            for v in views:
-                found = PyDict_GetItem(self._pending, v.path)
-                if found == <PyObject*>v:
-                    del self._pending[v.path]
+            if PyDict_GetItem(self._pending, v.path) == <PyObject*>v:
+                del self._pending[v.path]
             head += 1
         if head == n:
             order.clear()
@@ -653,7 +651,7 @@ cdef class ApplierCore:
         """(result, notifications in the order they must reach connections)."""
         result = apply_unwatched(self.tree, txn, self.watches.tables)
         if result is not UNHANDLED:
-            return (result, [])
+            return (result, ())   # no notification (and no list to allocate)
         return self.apply_changes(txn)
 
 

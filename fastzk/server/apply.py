@@ -9,6 +9,7 @@ are the reply frames (`write_reply`, `write_multi_failure`: core/prep.pxi).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from fastzk._core import (
@@ -97,7 +98,7 @@ class Applier(ApplierCore):
             return None
         raise ValueError(f"unknown change {tag!r}")
 
-    def apply_changes(self, txn: Txn) -> tuple[Any, list[Notification]]:
+    def apply_changes(self, txn: Txn) -> tuple[Any, Sequence[Notification]]:
         notifications: list[Notification] = []
         if txn.op == Op.MULTI:
             result = [(rtype, self._change(txn, change, notifications))
