@@ -24,7 +24,7 @@ CREATE_SESSION = "create_session"
 CLOSE_SESSION = "close_session"
 BARRIER = "barrier"
 
-# Wire constants (fastzk/proto) the C code switches on.
+# Wire constants (as in fastzk/proto) the C code switches on.
 cdef enum:
     OP_CREATE = 1
     OP_DELETE = 2
@@ -59,10 +59,11 @@ cdef enum:
     PERM_DELETE = 8
     PERM_ADMIN = 16
 
-cdef int64_t CONTAINER_OWNER_C = <int64_t>0x8000000000000000ULL
-cdef int64_t TTL_OWNER_MASK_C = <int64_t>0xFF00000000000000ULL
-cdef int64_t MAX_TTL_MS_C = 0xFF_FFFF_FFFF
-_PROTECTED_PATHS = frozenset({"/", "/zookeeper", "/zookeeper/quota", "/zookeeper/config"})
+from fastzk.proto import CONTAINER_OWNER, MAX_TTL_MS, PROTECTED_PATHS, TTL_OWNER_MASK
+
+cdef int64_t CONTAINER_OWNER_C = CONTAINER_OWNER
+cdef int64_t TTL_OWNER_MASK_C = TTL_OWNER_MASK
+cdef int64_t MAX_TTL_MS_C = MAX_TTL_MS
 
 
 cdef inline bint is_create_op(int op) noexcept:
@@ -533,7 +534,7 @@ cdef class PrepCore:
         cdef int64_t version
         cdef _View node, parent
         path, version = body
-        if (<str?>path).rfind("/") < 0 or "\0" in path or path in _PROTECTED_PATHS:
+        if (<str?>path).rfind("/") < 0 or "\0" in path or path in PROTECTED_PATHS:
             err[0] = ERR_BAD_ARGUMENTS
             return None
         parent = self._existing(c_parent_of(path), PERM_DELETE, identities, err)
