@@ -177,3 +177,106 @@ def test_tree_create_delete_churn(benchmark):
         tree.delete(f"/q/item-{i - 1000:010d}", i + 2)
 
     benchmark.pedantic(churn, rounds=20_000, iterations=1, warmup_rounds=100)
+
+
+# --- the write pipeline: prep (request -> txn) and apply + reply (txn -> tree, reply frame) ---
+# A connection's identities as the node keeps them (an ip identity from accept time).
+IDENTITIES = {("ip", "127.0.0.1"): None}
+SESSION = 0x100000000000001
+NOW_MS = 1_700_000_000_000
+
+
+def _write_pipeline():
+    from random import Random
+
+    from fastzk.server.apply import Applier
+    from fastzk.server.prep import Prep
+    from fastzk.server.sessions import SessionTable
+    from fastzk.server.watches import WatchManager
+
+    tree = DataTree()
+    tree.create("/app", b"", OPEN, 0, 1, 0, 1)
+    tree.create("/app/n", b"x" * 64, OPEN, 0, 2, 0, 1)
+    prep = Prep(tree, 2, True)
+    applier = Applier(tree, WatchManager(), SessionTable(2000, 1, 0, Random(1)))
+    return tree, prep, applier
+
+
+def test_prep_set_data(benchmark):
+    from fastzk.proto import Op
+
+    _, prep, _ = _write_pipeline()
+    body = ("/app/n", b"y" * 64, -1)
+
+    def one():
+        txn = prep.write(SESSION, 1, Op.SET_DATA, body, IDENTITIES, NOW_MS)
+        prep.applied(txn.zxid)
+
+    benchmark(one)
+
+
+def test_prep_create(benchmark):
+    from fastzk.proto import Op
+
+    _, prep, _ = _write_pipeline()
+    names = iter(range(10**9))
+    data = b"y" * 64
+
+    def one():
+        body = (f"/app/c{next(names)}", data, OPEN, 0)
+        txn = prep.write(SESSION, 1, Op.CREATE, body, IDENTITIES, NOW_MS)
+        prep.applied(txn.zxid)
+
+    benchmark(one)
+
+
+def test_prep_delete(benchmark):
+    from fastzk.proto import Op
+
+    _, prep, _ = _write_pipeline()
+    body = ("/app/n", -1)
+
+    def one():
+        txn = prep.write(SESSION, 1, Op.DELETE, body, IDENTITIES, NOW_MS)
+        prep.applied(txn.zxid)
+
+    benchmark(one)
+
+
+def test_apply_reply_set_data(benchmark):
+    from fastzk.proto import Op
+    from fastzk.server.apply import write_reply
+
+    _, prep, applier = _write_pipeline()
+    txn = prep.write(SESSION, 1, Op.SET_DATA, ("/app/n", b"y" * 64, -1), IDENTITIES, NOW_MS)
+    out = WriteBuffer()
+
+    def one():
+        result, _ = applier.apply(txn)
+        write_reply(out, txn, result)
+        if len(out) > 1 << 20:
+            out.take()
+
+    benchmark(one)
+
+
+def test_apply_reply_create_delete(benchmark):
+    """One create2 and one delete of the same node (the create-delete load's pair)."""
+    from fastzk.proto import Op
+    from fastzk.server.apply import write_reply
+
+    _, prep, applier = _write_pipeline()
+    create = prep.write(SESSION, 1, Op.CREATE2, ("/app/c", b"y" * 64, OPEN, 0), IDENTITIES,
+                        NOW_MS)
+    delete = prep.write(SESSION, 2, Op.DELETE, ("/app/c", -1), IDENTITIES, NOW_MS)
+    out = WriteBuffer()
+
+    def one():
+        result, _ = applier.apply(create)
+        write_reply(out, create, result)
+        result, _ = applier.apply(delete)
+        write_reply(out, delete, result)
+        if len(out) > 1 << 20:
+            out.take()
+
+    benchmark(one)

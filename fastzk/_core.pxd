@@ -43,6 +43,7 @@ cdef class _Acl:
     cdef tuple key                # tuple of (perms, scheme, id)
     cdef Py_ssize_t refs          # nodes using it; dropped from the intern table at 0
     cdef bint world_read          # grants READ to world:anyone (the fast path's only check)
+    cdef int world_perms          # the permissions world:anyone holds (prep's fast check)
     cdef uint64_t h               # process-independent hash, part of the node digest
 
 
@@ -155,12 +156,79 @@ cdef class DataTree:
     cdef _Node _attach(self, _Node parent, str name, str path, object data, object acl,
                        int64_t owner, int64_t zxid, int64_t time_ms)
     cdef tuple _stat(self, _Node node)
+    cdef _Node _create(self, str path, object data, object acl, int64_t owner, int64_t zxid,
+                       int64_t time_ms, int32_t parent_counter)
+    cdef _Node _set_data(self, str path, object data, int32_t version, int64_t zxid,
+                         int64_t time_ms)
+    cdef int _delete(self, str path, int64_t zxid) except -1
     cdef _add_ephemeral(self, int64_t owner, str path)
     cdef int _ensure_builtins(self) except -1
     cdef int _restore_node(self, bytes path, object data, object acl, int64_t czxid,
                            int64_t mzxid, int64_t ctime, int64_t mtime, int64_t pzxid,
                            int64_t owner, int32_t version, int32_t counter,
                            int32_t aversion) except -1
+
+
+cdef class Txn:
+    cdef public int64_t zxid
+    cdef public int64_t time_ms
+    cdef public int64_t session_id
+    cdef public int32_t xid
+    cdef public int32_t op
+    cdef public object changes    # list of change tuples (see core/prep.pxi)
+
+
+cdef class _View:                 # prep's view of a node: the tree plus prepared changes
+    cdef str path
+    cdef int64_t zxid             # 0 fresh from the tree, -1 being prepared, else its txn's
+    cdef bint exists              # False: deleted by a prepared txn
+    cdef int32_t version
+    cdef int32_t aversion
+    cdef int32_t counter          # stored child-create counter
+    cdef Py_ssize_t children
+    cdef int64_t owner            # raw ephemeralOwner
+    cdef object acl               # tuple or list of (perms, scheme, id)
+    cdef int world_perms          # permissions world:anyone holds under acl; -1 not yet known
+
+    cdef _View copy(self)
+
+
+cdef class PrepCore:
+    cdef public DataTree tree
+    cdef public int64_t last_zxid
+    cdef public bint ttl_enabled
+    cdef public bint skip_acl
+    cdef public bint sasl_acls
+    cdef object _check_acl        # server/acl.py's check and fix_acl
+    cdef object _fix_acl
+    cdef dict _pending            # path -> _View prepared and not yet applied
+    cdef list _order              # the views of _pending as committed, in zxid order
+    cdef Py_ssize_t _order_head   # _order[:_order_head] are forgotten
+    cdef dict _scratch            # path -> _View changed by the request being prepared
+
+    cdef _View _lookup(self, str path)
+    cdef _View _own(self, _View view)
+    cdef _View _writable(self, str path)
+    cdef int _commit_scratch(self, int64_t zxid) except -1
+    cdef Txn _next(self, int64_t session_id, int32_t xid, int32_t op, int64_t now_ms,
+                   list changes)
+    cdef bint _allowed(self, _View v, int perm, object identities) except -1
+    cdef object _fixed_acl(self, object acl, object identities)
+    cdef int _delete_in(self, str path, _View parent) except -1
+    cdef object _one(self, int64_t session_id, int op, object body, object identities,
+                     int* err)
+    cdef _View _existing(self, str path, int perm, object identities, int* err)
+    cdef object _create(self, int64_t session_id, int op, object body, object identities,
+                        int* err)
+    cdef object _delete(self, object body, object identities, int* err)
+    cdef object _set_data(self, object body, object identities, int* err)
+    cdef object _set_acl(self, object body, object identities, int* err)
+    cdef object _check(self, object body, object identities, int* err)
+
+
+cdef class ApplierCore:
+    cdef public DataTree tree
+    cdef public object watches    # server/watches.py's WatchManager
 
 
 cdef class SnapshotCursor:

@@ -13,7 +13,7 @@ Conventions
 - ACL is a list of (perms, scheme, id) tuples.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 Stat = tuple[int, int, int, int, int, int, int, int, int, int, int]
@@ -255,6 +255,83 @@ def find_record(buf: Any, start: int, after_zxid: int) -> int:
 def java_string_hash(name: str) -> int:
     """HashMap.hash(name) as a ZooKeeper child set computes it: String.hashCode over UTF-16
     code units, spread by h ^ (h >>> 16); a signed 32-bit int."""
+
+# --- the write pipeline (core/prep.pxi) ------------------------------------------------------
+# Change tags: the first item of each change tuple (see core/prep.pxi for the tuples); part of
+# the log format.
+CREATE: str
+DELETE: str
+SET_DATA: str
+SET_ACL: str
+CHECK: str
+CREATE_SESSION: str
+CLOSE_SESSION: str
+BARRIER: str
+
+def valid_path(path: str | None) -> bool:
+    """ZooKeeper's path rules (spec 12.1): absolute, no empty, "." or ".." component, no
+    trailing slash (but "/"), no code point in U+0000-U+001F, U+007F-U+009F, U+D800-U+F8FF or
+    U+FFF0 and above (outside the BMP included). False for None."""
+
+def parent_of(path: str) -> str:
+    """Everything before the last '/', with '/' for top-level nodes."""
+
+class Txn:
+    """A decided write. `changes` are (tag, ...) tuples; for a multi they are
+    (result_type, change) pairs so that the reply can mirror each op's type. Compared by
+    value; not hashable."""
+
+    zxid: int
+    time_ms: int
+    session_id: int
+    xid: int
+    op: int
+    changes: list[Any]
+    def __init__(self, zxid: int, time_ms: int, session_id: int, xid: int, op: int,
+                 changes: list[Any] | None = None) -> None: ...
+
+class PrepCore:
+    """Request -> txn: ZooKeeper's check order against the tree plus the overlay of prepared
+    but unapplied txns (fastzk/server/prep.py's Prep binds `check_acl` and `fix_acl`, the
+    rules of server/acl.py)."""
+
+    tree: DataTree
+    last_zxid: int
+    ttl_enabled: bool
+    skip_acl: bool
+    sasl_acls: bool
+    def __init__(self, tree: DataTree, last_zxid: int, ttl_enabled: bool, skip_acl: bool,
+                 sasl_acls: bool, check_acl: Callable[..., bool],
+                 fix_acl: Callable[..., list[ACL] | None]) -> None: ...
+    def write(self, session_id: int, xid: int, op: int, body: Any, identities: Any,
+              now_ms: int) -> Txn | int | list[int]:
+        """A Txn, an error code, or (for a failed multi) the per-op error list."""
+    def create_session(self, session_id: int, timeout: int, passwd: bytes,
+                       now_ms: int) -> Txn: ...
+    def close_session(self, session_id: int, xid: int, now_ms: int) -> Txn:
+        """Deletes of the session's ephemerals (applied or prepared) in path order, then the
+        close."""
+    def reap(self, path: str, now_ms: int) -> Txn | None:
+        """A delete of an empty used container or an expired childless TTL node, else None."""
+    def applied(self, zxid: int) -> None:
+        """Forget prepared changes the tree now reflects (txns up to zxid applied)."""
+
+class ApplierCore:
+    """Committed txn -> tree: server/apply.py's Applier subclasses it and provides
+    `apply_changes(txn)` for every txn but one create, setData or delete change applied while
+    every table of `watches.tables` is empty, which `apply` applies itself."""
+
+    tree: DataTree
+    watches: Any
+    def apply(self, txn: Txn) -> tuple[Any, Sequence[Any]]:
+        """(result: (path, Stat) for a create, Stat for setData/setACL, None for delete, a
+        list of (type, result) for a multi; notifications in order)."""
+
+def write_reply(out: WriteBuffer, txn: Txn, result: Any) -> None:
+    """The reply frame of a successfully applied write (`result` as Applier.apply gives it)."""
+
+def write_multi_failure(out: WriteBuffer, xid: int, zxid: int, errors: Sequence[int]) -> None:
+    """A failed multi: header err 0, each op's error in the body."""
 
 def serve_reads(
     buf: ReadBuffer, tree: DataTree, out: WriteBuffer, zxid: int, limit: int, max_out_bytes: int

@@ -1,6 +1,6 @@
 # cython: language_level=3
 """fastzk's Cython core: framing buffers, the jute codec, the WAL record codec, the data tree
-(with its snapshot serialization), the read fast path and the inner loop of the linearizability
+(with its snapshot serialization), the read fast path, the write pipeline's prep and apply of common writes, and the inner loop of the linearizability
 checker.
 
 One compilation unit so that the fast path can reach buffer memory, tree nodes and encoders
@@ -22,4 +22,5 @@ include "core/wal.pxi"
 include "core/children.pxi"
 include "core/tree.pxi"
 include "core/fastpath.pxi"
+include "core/prep.pxi"
 include "core/lincheck.pxi"

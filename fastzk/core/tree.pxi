@@ -119,6 +119,18 @@ cdef int64_t signed_owner(object owner) except? -1:
     return owner
 
 
+cdef int world_perms(object acl) except -1:
+    """The permissions world:anyone holds under `acl` (all of them for an empty list, which
+    server/acl.py's check grants everything): a permission in it needs no identity check."""
+    cdef int perms = 0
+    if not acl:
+        return 0x7FFFFFFF
+    for entry_perms, scheme, ident in acl:
+        if scheme == "world" and ident == "anyone":
+            perms |= <int>(entry_perms & 0x7FFFFFFF)
+    return perms
+
+
 # Neither class can take part in a reference cycle (nodes point down to children, data and
 # ACLs only), so both stay out of the cyclic GC: a large tree then costs nothing per collection.
 @cython.no_gc
@@ -351,6 +363,7 @@ cdef class DataTree:
             a.key = key
             a.refs = 0
             a.world_read = False
+            a.world_perms = world_perms(key)
             a.h = 0x61636cULL
             for perms, scheme, ident in key:
                 if perms & 1 and scheme == "world" and ident == "anyone":
@@ -586,6 +599,12 @@ cdef class DataTree:
 
     def create(self, str path, data, acl, raw_owner, int64_t zxid, int64_t time_ms,
                int32_t parent_counter):
+        return self._stat(self._create(path, data, acl, signed_owner(raw_owner), zxid, time_ms,
+                                       parent_counter))
+
+    cdef _Node _create(self, str path, object data, object acl, int64_t owner, int64_t zxid,
+                       int64_t time_ms, int32_t parent_counter):
+        """The node now at `path` (a replay over a fuzzy snapshot may find it there)."""
         cdef Py_ssize_t cut = path.rfind("/")
         cdef _Node parent
         cdef _Node existing
@@ -601,12 +620,13 @@ cdef class DataTree:
         if existing is not None:
             # replayed over a fuzzy snapshot that already holds the node
             self._redigest(parent)
-            return self._stat(existing)
-        node = self._attach(parent, path[cut + 1:], path, data, acl, signed_owner(raw_owner),
-                            zxid, time_ms)
-        return self._stat(node)
+            return existing
+        return self._attach(parent, path[cut + 1:], path, data, acl, owner, zxid, time_ms)
 
     def delete(self, str path, int64_t zxid):
+        self._delete(path, zxid)
+
+    cdef int _delete(self, str path, int64_t zxid) except -1:
         cdef _Node node = self.find(path)
         cdef _Node parent
         cdef Py_ssize_t cut = path.rfind("/")
@@ -618,7 +638,7 @@ cdef class DataTree:
                 if parent is not None and zxid > parent.pzxid:
                     parent.pzxid = zxid
                     self._redigest(parent)
-            return
+            return 0
         if node.path == b"/":
             raise ValueError("the root cannot be deleted")
         if n_children(node):
@@ -636,6 +656,7 @@ cdef class DataTree:
             del self.ephem[node.owner][path]
         elif kind != KIND_PERSISTENT:
             self.special.discard(path)
+        return 0
 
     def set_config(self, bytes data):
         """/zookeeper/config's data: this member's view of the ensemble, as ZooKeeper publishes
@@ -650,6 +671,10 @@ cdef class DataTree:
         self._redigest(n)
 
     def set_data(self, str path, data, int32_t version, int64_t zxid, int64_t time_ms):
+        return self._stat(self._set_data(path, data, version, zxid, time_ms))
+
+    cdef _Node _set_data(self, str path, object data, int32_t version, int64_t zxid,
+                         int64_t time_ms):
         cdef _Node n = self.find(path)
         if n is None:  # a committed txn must apply: only a fuzzy replay may skip it
             raise KeyError(f"no node: {path}")
@@ -662,7 +687,7 @@ cdef class DataTree:
         n.mzxid = zxid
         n.mtime = time_ms
         self._redigest(n)
-        return self._stat(n)
+        return n
 
     def set_acl(self, str path, acl, int32_t aversion):
         cdef _Node n = self.find(path)

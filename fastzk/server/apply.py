@@ -2,19 +2,17 @@
 
 Notifications are returned in the order they must reach connections; the host writes them
 before the writer's reply, which is what keeps ZooKeeper's "notification before the data that
-reflects it" guarantee.
+reflects it" guarantee. A txn of one create, setData or delete applied while nobody watches
+anything (the common case under write load) is applied by the core (`ApplierCore.apply`), as
+are the reply frames (`write_reply`, `write_multi_failure`: core/prep.pxi).
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from typing import Any
 
-from fastzk._core import DataTree, WriteBuffer
-from fastzk.proto import SYNC_CONNECTED, Err, Event, Op, Perm
-from fastzk.server import acl as acls
-from fastzk.server.paths import parent_of
-from fastzk.server.prep import (
+from fastzk._core import (
     BARRIER,
     CHECK,
     CLOSE_SESSION,
@@ -23,15 +21,26 @@ from fastzk.server.prep import (
     DELETE,
     SET_ACL,
     SET_DATA,
+    ApplierCore,
+    DataTree,
     Txn,
+    WriteBuffer,
+    parent_of,
+    write_multi_failure,
+    write_reply,
 )
+from fastzk.proto import SYNC_CONNECTED, Event, Op, Perm
+from fastzk.server import acl as acls
 from fastzk.server.sessions import SessionTable
 from fastzk.server.watches import WatchManager
 
 Notification = tuple[bytes, Collection[Any]]  # (the event's frame, the connections it goes to)
 
 
-class Applier:
+class Applier(ApplierCore):
+    """`apply(txn)` -> (result, notifications): the core applies an unwatched create, setData
+    or delete; `apply_changes` everything else."""
+
     def __init__(self, tree: DataTree, watches: WatchManager, sessions: SessionTable) -> None:
         self.tree = tree
         self.watches = watches
@@ -92,7 +101,7 @@ class Applier:
             return None
         raise ValueError(f"unknown change {tag!r}")
 
-    def apply(self, txn: Txn) -> tuple[Any, list[Notification]]:
+    def apply_changes(self, txn: Txn) -> tuple[Any, Sequence[Notification]]:
         notifications: list[Notification] = []
         if txn.op == Op.MULTI:
             result = [(rtype, self._change(txn, change, notifications))
@@ -133,48 +142,4 @@ def notification_frame(event: int, path: str) -> bytes:
     return _FRAME.take()
 
 
-def _write_result(out: WriteBuffer, rtype: int, value: Any) -> None:
-    if rtype == Op.CREATE:
-        out.write_ustring(value[0])
-    elif rtype in (Op.CREATE2, Op.CREATE_CONTAINER, Op.CREATE_TTL):
-        out.write_ustring(value[0])
-        out.write_stat(value[1])
-    elif rtype in (Op.SET_DATA, Op.SET_ACL):
-        out.write_stat(value)
-
-
-def write_reply(out: WriteBuffer, txn: Txn, result: Any) -> None:
-    """The reply frame of a successfully applied write."""
-    op = txn.op
-    if op in (Op.DELETE, Op.CLOSE_SESSION):
-        out.reply_header(txn.xid, txn.zxid, Err.OK)
-        return
-    out.begin(txn.xid, txn.zxid, Err.OK)
-    if op == Op.MULTI:
-        for rtype, value in result:
-            out.write_int(rtype)
-            out.write_bool(False)
-            out.write_int(Err.OK)
-            _write_result(out, rtype, value)
-        _write_multi_end(out)
-    else:
-        _write_result(out, op, result)
-    out.end()
-
-
-def _write_multi_end(out: WriteBuffer) -> None:
-    out.write_int(-1)
-    out.write_bool(True)
-    out.write_int(-1)
-
-
-def write_multi_failure(out: WriteBuffer, xid: int, zxid: int, errors: list[int]) -> None:
-    """A failed multi keeps header err 0 and reports each op's error in the body."""
-    out.begin(xid, zxid, Err.OK)
-    for err in errors:
-        out.write_int(-1)
-        out.write_bool(False)
-        out.write_int(err)
-        out.write_int(err)
-    _write_multi_end(out)
-    out.end()
+__all__ = ["Applier", "notification_frame", "write_multi_failure", "write_reply"]
