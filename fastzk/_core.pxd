@@ -176,6 +176,7 @@ cdef class Txn:
     cdef public int32_t xid
     cdef public int32_t op
     cdef public object changes    # list of change tuples (see core/prep.pxi)
+    cdef readonly object record   # its encoded body, once encoded for an ensemble, or None
 
 
 cdef class _View:                 # prep's view of a node: the tree plus prepared changes

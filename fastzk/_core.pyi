@@ -220,8 +220,15 @@ def encode_value(value: Any) -> bytes:
 
 def decode_value(data: bytes | bytearray | memoryview) -> Any: ...
 
-def encode_txns(txns: list[Any]) -> bytearray:
-    """Unsealed records of objects with zxid, time_ms, session_id, xid, op and changes."""
+def encode_txns(txns: list[Any], keep: bool = False) -> bytearray:
+    """Unsealed records of objects with zxid, time_ms, session_id, xid, op and changes; a Txn
+    with its body (`record`) is copied; with `keep` each Txn keeps the body encoded here."""
+
+def txn_body(txn: Txn) -> bytes:
+    """The txn's record body (time, session, cxid, op, changes), encoded once and kept."""
+
+def txn_from_body(zxid: int, body: bytes) -> Txn:
+    """The Txn of a body from `txn_body`, keeping the bytes (WalValueError if malformed)."""
 
 def seal_records(buf: bytearray, batch: int) -> int:
     """Stamps `batch` into every record and computes the CRCs (without the GIL); returns the
@@ -287,6 +294,7 @@ class Txn:
     xid: int
     op: int
     changes: list[Any]
+    record: bytes | None  # its encoded body once an ensemble encoded it (never changes after)
     def __init__(self, zxid: int, time_ms: int, session_id: int, xid: int, op: int,
                  changes: list[Any] | None = None) -> None: ...
 

@@ -1276,7 +1276,11 @@ class Node:
 
 
 def _txn_size(txn: Txn) -> int:
-    """A cheap upper bound of a txn's encoded size, for batching peer messages."""
+    """A cheap upper bound of a txn's encoded size, for batching peer messages: exact once
+    the log has encoded it (an ensemble keeps the body, `Txn.record`)."""
+    record = txn.record
+    if record is not None:
+        return len(record) + 32
     size = 64
     for change in txn.changes:
         for item in change if txn.op != Op.MULTI else change[1]:

@@ -211,26 +211,75 @@ def decode_value(data):
 
 # --- records ------------------------------------------------------------------------------------
 
-def encode_txns(txns):
+cdef int put_body(WriteBuffer out, txn) except -1:
+    """A txn's record body: time, session, cxid, op and its changes."""
+    out.put_i64(txn.time_ms)
+    out.put_i64(txn.session_id)
+    out.put_i32(txn.xid)
+    out.put_i32(txn.op)
+    return put_value(out, txn.changes, 0)
+
+
+def encode_txns(txns, bint keep=False):
     """Unsealed records (CRC and batch zero) of txns, objects with zxid, time_ms, session_id,
-    xid, op and changes, as one bytearray. `seal_records` finishes them."""
+    xid, op and changes, as one bytearray. `seal_records` finishes them. A `Txn` that already
+    has its body (`record`) is copied, not encoded; with `keep` (ensembles) each Txn keeps the
+    body encoded here, which replication messages then carry as it is, so a txn is encoded
+    once on its leader and never on its followers (they log the bytes they received)."""
     cdef WriteBuffer out = WriteBuffer()
-    cdef Py_ssize_t start
+    cdef Py_ssize_t start, body
+    cdef Txn t
     for txn in txns:
         start = out.length
         out.put_i32(0)
         out.put_i32(0)
         out.put_i64(txn.zxid)
         out.put_i64(0)
-        out.put_i64(txn.time_ms)
-        out.put_i64(txn.session_id)
-        out.put_i32(txn.xid)
-        out.put_i32(txn.op)
-        put_value(out, txn.changes, 0)
+        body = out.length
+        if type(txn) is Txn and (<Txn>txn).record is not None:
+            t = <Txn>txn
+            out.put_raw(PyBytes_AS_STRING(t.record), PyBytes_GET_SIZE(t.record))
+        else:
+            put_body(out, txn)
+            if keep and type(txn) is Txn:
+                (<Txn>txn).record = PyBytes_FromStringAndSize(<char*>out.buf + body,
+                                                               out.length - body)
         if out.length - start - WAL_HEADER > WAL_MAX_BODY:
             raise ValueError("txn too large to log")
         st_u32(out.buf + start, <uint32_t>(out.length - start - WAL_HEADER))
     return PyByteArray_FromStringAndSize(<char*>out.buf, out.length)
+
+
+def txn_body(Txn txn):
+    """The txn's record body (as the log holds it after the zxid), encoded once and kept."""
+    cdef WriteBuffer out
+    if txn.record is None:
+        out = WriteBuffer()
+        put_body(out, txn)
+        txn.record = PyBytes_FromStringAndSize(<char*>out.buf, out.length)
+    return txn.record
+
+
+def txn_from_body(int64_t zxid, bytes body):
+    """The Txn of a record body (`txn_body`) received from a peer, keeping the bytes for the
+    log. WalValueError when they are not one well-formed body with a list of changes."""
+    cdef VCursor c
+    cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(body)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(body)
+    if n < 24:
+        raise WalValueError("txn body too short")
+    c.p = p
+    c.pos = 24
+    c.end = n
+    changes = get_value(&c, 0)
+    if c.pos != c.end:
+        raise WalValueError("trailing bytes in txn body")
+    if type(changes) is not list:
+        raise WalValueError("a txn's changes must be a list")
+    cdef Txn txn = Txn(zxid, <int64_t>ld_u64(p), <int64_t>ld_u64(p + 8),
+                       <int32_t>ld_u32(p + 16), <int32_t>ld_u32(p + 20), changes)
+    txn.record = body
+    return txn
 
 
 def seal_records(bytearray buf, int64_t batch):

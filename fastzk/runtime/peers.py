@@ -44,7 +44,7 @@ import struct
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from fastzk._core import decode_value, encode_value
+from fastzk._core import decode_value, encode_value, txn_body, txn_from_body
 from fastzk.config import Config, Member
 from fastzk.quorum import messages as msgs
 from fastzk.runtime.tls import Contexts, SecureListener, names_host
@@ -83,8 +83,9 @@ def encode(message: Any) -> bytes:
     kind = type(message)
     values = [getattr(message, name) for name in FIELDS[kind]]
     if kind is msgs.Append:
-        values[2] = tuple((zxid, (t.time_ms, t.session_id, t.xid, t.op, t.changes))
-                          for zxid, t in values[2])
+        # each txn's body as its log record holds it: encoded once for every follower and for
+        # the leader's own log, and written as received by the followers
+        values[2] = tuple((zxid, txn_body(t)) for zxid, t in values[2])
     body = encode_value((CODES[kind], *values))
     return LENGTH.pack(len(body)) + body
 
@@ -136,15 +137,13 @@ def _entries(value: Any) -> tuple[tuple[int, Txn], ...]:
         raise PeerMessageError("Append.entries: expected a tuple")
     entries = []
     for item in value:
-        if type(item) is not tuple or len(item) != 2 or type(item[1]) is not tuple \
-                or len(item[1]) != 5:
-            raise PeerMessageError("Append.entries: expected (zxid, txn) pairs")
-        zxid, (time_ms, session_id, xid, op, changes) = item
-        for number in (zxid, time_ms, session_id, xid, op):
-            _int(number)
-        if type(changes) is not list:
-            raise PeerMessageError("Append.entries: a txn's changes must be a list")
-        entries.append((zxid, Txn(zxid, time_ms, session_id, xid, op, changes)))
+        if type(item) is not tuple or len(item) != 2 or type(item[1]) is not bytes:
+            raise PeerMessageError("Append.entries: expected (zxid, txn body) pairs")
+        zxid = _int(item[0])
+        try:
+            entries.append((zxid, txn_from_body(zxid, item[1])))
+        except (ValueError, OverflowError) as error:
+            raise PeerMessageError(f"Append.entries: {error}") from None
     return tuple(entries)
 
 

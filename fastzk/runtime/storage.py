@@ -251,6 +251,7 @@ class Storage:
             unsafe_delay_s=self.cfg.unsafe_write_delay_ms / 1000 if self.unsafe else 0.0,
             on_roll=self._segment_closed,
             jobs=self.jobs,
+            keep_bodies=self.cfg.ensemble,
         )
         self.writer.start()
         self.jobs.start()

@@ -215,8 +215,12 @@ class WalWriter:
         unsafe_delay_s: float = 0.0,
         on_roll: Callable[[], None] | None = None,
         jobs: JobThread | None = None,
+        keep_bodies: bool = False,
     ) -> None:
         self.directory = Path(directory)
+        # an ensemble member keeps each txn's encoded body for the replication messages
+        # (encode_txns' `keep`)
+        self.keep_bodies = keep_bodies
         self.jobs = jobs  # prepares the next segment (`log.spare`) when one is given
         self.on_roll = on_roll  # called on the loop after a segment is closed (archiving)
         self.loop = loop
@@ -256,7 +260,7 @@ class WalWriter:
     # --- loop side ------------------------------------------------------------------------
     def submit(self, txns: list[Txn]) -> int:
         """Queues txns for the next write; returns their encoded size."""
-        blob = encode_txns(txns)
+        blob = encode_txns(txns, self.keep_bodies)
         with self._cond:
             self._queue.append((blob, txns))
             self._cond.notify()
