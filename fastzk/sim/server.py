@@ -79,7 +79,7 @@ class SimConn:
         while client.state == State.READY and not client.closing:
             if not client.fifo and (node.serving or client.read_only):
                 served = serve_reads(buf, node.tree, client.out, node.applied_zxid,
-                                     FAST_PATH_BATCH, 1 << 30, node.watches.tables, client)
+                                     FAST_PATH_BATCH, 1 << 30)
                 if served:
                     node.touch(client, served)
                     if served == FAST_PATH_BATCH:
