@@ -8,6 +8,9 @@ import struct
 import pytest
 
 from fastzk._core import DataTree, ReadBuffer, WriteBuffer, decode_request, serve_reads
+from fastzk.node import Client
+from fastzk.server.reads import Reads
+from fastzk.server.watches import DATA, WatchManager
 
 OPEN = [(31, "world", "anyone")]
 STAT = (5, 6, 1700000000000, 1700000000001, 3, 2, 0, 0, 64, 2, 7)
@@ -132,6 +135,49 @@ def _serve_batch(tree, requests):
         return served
 
     return serve
+
+
+def _watch_batch(tree, fast):
+    """64 pipelined getData(watch=true) of distinct nodes from one connection, the watches
+    gone before each batch (as after the notification a watcher re-arms after): through
+    serve_reads with the watch tables (`fast`), or as the slow path answers them (pop_frame,
+    decode_request, Reads.answer, WatchManager.add), which is where they went before."""
+    requests = [struct.pack(">ii", i, 4) + ustr(f"/d5/n{i:05d}") + b"\x01" for i in range(64)]
+    batch = b"".join(struct.pack(">i", len(r)) + r for r in requests)
+    rb = ReadBuffer(0xFFFFF)
+    watches = WatchManager()
+    reads = Reads(tree, watches)
+    client = Client("127.0.0.1")
+    out = client.out
+
+    def serve():
+        watches.tables[DATA].clear()
+        client.watches.clear()
+        mv = rb.get_buffer(len(batch))
+        mv[: len(batch)] = batch
+        del mv
+        rb.buffer_updated(len(batch))
+        if fast:
+            served = serve_reads(rb, tree, out, 0x100000005, 1000, 1 << 30, watches.tables,
+                                 client)
+        else:
+            served = 0
+            while (payload := rb.pop_frame()) is not None:
+                xid, op, body = decode_request(payload)
+                reads.answer(client, xid, op, body, 0x100000005)
+                served += 1
+        out.take()
+        return served
+
+    return serve
+
+
+def test_serve_reads_64_pipelined_get_data_watch(benchmark, big_tree):
+    assert benchmark(_watch_batch(big_tree, True)) == 64
+
+
+def test_slow_path_64_pipelined_get_data_watch(benchmark, big_tree):
+    assert benchmark(_watch_batch(big_tree, False)) == 64
 
 
 @pytest.fixture(scope="module")

@@ -342,17 +342,29 @@ def write_multi_failure(out: WriteBuffer, xid: int, zxid: int, errors: Sequence[
     """A failed multi: header err 0, each op's error in the body."""
 
 def serve_reads(
-    buf: ReadBuffer, tree: DataTree, out: WriteBuffer, zxid: int, limit: int, max_out_bytes: int
+    buf: ReadBuffer,
+    tree: DataTree,
+    out: WriteBuffer,
+    zxid: int,
+    limit: int,
+    max_out_bytes: int,
+    watch_tables: tuple[dict[str, dict[Any, None]], ...] | None = None,
+    conn: Any = None,
 ) -> int:
     """The read fast path. Consumes and answers, in order, up to `limit` complete frames at the
     head of `buf` for as long as each one is a ping (-2/11) or an exists/getData/getChildren/
-    getChildren2 request with watch false whose node either is missing (answer NO_NODE, body-
-    less) or grants READ to world:anyone, writing each reply frame (ReplyHeader with `zxid`)
-    into `out`. It stops, leaving that frame in `buf`, at the first frame it does not serve
-    (any other op, a watch flag, a non-world-readable node, an undecodable body, an incomplete
-    frame), or before a frame once `out` holds `max_out_bytes` or more (the connection's
-    output budget: a reply started under it is completed). Raises FrameError as pop_frame
-    does. Returns the number of frames served. Creates no Python object per served request."""
+    getChildren2 request whose node either is missing (answer NO_NODE, body-less) or grants
+    READ to world:anyone, writing each reply frame (ReplyHeader with `zxid`) into `out`. A
+    request with the watch flag is served only given `watch_tables` (WatchManager.tables) and
+    the connection `conn` (its `watches` dict is the path -> kind mask): the watch is
+    registered as WatchManager.add does (exists: DATA, also on a missing node; getData: DATA;
+    getChildren(2): CHILD; nothing on a missing node for those), and its path must be strict
+    UTF-8. It stops, leaving that frame in `buf`, at the first frame it does not serve (any
+    other op, a watch flag it may not serve, a non-world-readable node, an undecodable body,
+    an incomplete frame), or before a frame once `out` holds `max_out_bytes` or more (the
+    connection's output budget: a reply started under it is completed). Raises FrameError as
+    pop_frame does. Returns the number of frames served. Creates no Python object per served
+    request without a watch."""
 
 def lin_search(
     entries: list[int],

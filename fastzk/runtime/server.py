@@ -258,7 +258,7 @@ class ClientProtocol(asyncio.BufferedProtocol):
             room = limit - client.unsent_bytes
             if not fifo and (node.serving or client.read_only) and not client.must_authenticate:
                 served = serve_reads(buf, node.tree, out, node.applied_zxid, FAST_PATH_BATCH,
-                                     room)
+                                     room, node.watches.tables, client)
                 if served:
                     node.touch(client, served)
                     if served == FAST_PATH_BATCH:
