@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 KRB5_STAMP := $(VENV)/.kerberos
 
-.PHONY: serve test install reference-server kerberos bench lint clean ensemble ensemble-stop
+.PHONY: serve test install reference-server kerberos bench bench-baseline lint clean ensemble ensemble-stop
 
 $(STAMP): pyproject.toml setup.py fastzk/_core.pyx fastzk/_core.pxd $(wildcard fastzk/core/*.pxi)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -74,8 +74,20 @@ test: install reference-server kerberos
 	$(VENV)/bin/ruff check fastzk tests bench
 	$(PY) -m pytest -q tests
 
+# Micro benchmarks of the Cython core against the committed baseline (bench/baseline/): a
+# median more than 20 % slower than the baseline's fails the run and is listed.
+# `make bench-baseline` records a new baseline (commit it with the change that earns it).
+BENCH_MICRO := bench/test_core_micro.py bench/test_sessions_micro.py
+BENCH_STORAGE := --benchmark-storage=file://bench/baseline
+
 bench: install reference-server
-	$(PY) -m pytest bench/test_core_micro.py --benchmark-only
+	$(PY) -m pytest $(BENCH_MICRO) --benchmark-only $(BENCH_STORAGE) \
+		--benchmark-compare=0001 --benchmark-compare-fail=median:20% \
+		--benchmark-columns=median,iqr,rounds --benchmark-sort=name
+
+bench-baseline: install
+	rm -rf bench/baseline
+	$(PY) -m pytest $(BENCH_MICRO) --benchmark-only $(BENCH_STORAGE) --benchmark-save=baseline
 
 lint: install
 	$(VENV)/bin/ruff check fastzk tests bench
