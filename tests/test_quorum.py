@@ -355,6 +355,38 @@ def test_prevote_keeps_a_rejoining_server_from_disrupting() -> None:
     assert leader.replica.role == LEADER and leader.replica.epoch == epoch
 
 
+def test_a_wiped_follower_is_probed_again_when_its_answer_is_lost() -> None:
+    """A follower that was fully caught up restarts with an empty disk, and the answer to
+    the leader's first probe is lost. With no new write the leader's view of it (match =
+    the end of the log) never looks behind, so it must retry the unanswered probe: it then
+    learns the log is gone and sends a snapshot (the cluster test of a wiped follower hung
+    here when the answer raced the follower's own link)."""
+    net = Net(12, voters=3)
+    leader = net.wait_leader()
+    for i in range(30):
+        net.propose([f"w{i}"])
+        net.step()
+    net.run(20)
+    follower = next(s for s in net.servers.values() if s is not leader)
+    assert follower.replica.log.last == leader.replica.log.last
+    leader.replica.compact(keep=5, keep_bytes=1 << 20)
+    assert leader.replica.log.base > 0
+    follower.crash()
+    follower.disk, follower.snapshot, follower.applied = [], [], []
+    leader.replica.peer_down(follower.sid)
+    leader.run_ready()
+    follower.restart()
+    net.cut.add((follower.sid, leader.sid))  # the probe's answer is lost
+    leader.replica.peer_up(follower.sid)
+    leader.run_ready()
+    net.run(3)
+    net.cut.discard((follower.sid, leader.sid))
+    net.run(3 * net.cfg(1).election_ticks)
+    assert follower.replica.log.base > 0  # it got a snapshot
+    assert follower.replica.log.last == leader.replica.log.last
+    assert [z for z, _ in follower.applied] == [z for z, _ in leader.applied]
+
+
 def test_far_behind_follower_gets_a_snapshot() -> None:
     net = Net(4, voters=3)
     leader = net.wait_leader()

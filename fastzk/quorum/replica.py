@@ -245,9 +245,12 @@ class Replica:
                 pr.idle_ticks += 1
                 if pr.idle_ticks >= cfg.snapshot_ticks:
                     self._probe_from(peer, pr, pr.match)
-            elif pr.match < self.log.last:
+            elif pr.match < self.log.last or pr.probing:
+                # lost messages: start over from match. An unanswered probe counts even when
+                # the peer looked caught up: it may have restarted with an empty log, and
+                # with no new write nothing else would ever ask it again
                 pr.idle_ticks += 1
-                if pr.idle_ticks >= cfg.election_ticks:  # lost messages: start over from match
+                if pr.idle_ticks >= cfg.election_ticks:
                     self._probe_from(peer, pr, pr.match)
             else:
                 pr.idle_ticks = 0
