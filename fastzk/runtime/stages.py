@@ -52,6 +52,7 @@ class WriteStages:
         now = time.perf_counter_ns()
         if self._input_ns:
             self._observe("gather", now - self._input_ns, txns)
+            self._input_ns = 0  # a later submission without new input has no gather time
         self._submitted.append((last_zxid, txns, now))
 
     def durable(self) -> None:
