@@ -216,6 +216,8 @@ cdef class PrepCore:
     cdef bint _allowed(self, _View v, int perm, object identities) except -1
     cdef object _fixed_acl(self, object acl, object identities)
     cdef int _delete_in(self, str path, _View parent) except -1
+    cdef object _prepare(self, int64_t session_id, int32_t xid, int32_t op, object body,
+                         object identities, int64_t now_ms)
     cdef object _one(self, int64_t session_id, int op, object body, object identities,
                      int* err)
     cdef _View _existing(self, str path, int perm, object identities, int* err)
@@ -253,3 +255,32 @@ cdef class WalScanner:
     cdef readonly object problem
 
     cdef Py_ssize_t _advance(self) except -2
+
+
+cdef class Pending:
+    cdef public int32_t xid
+    cdef public object reply       # writes the answer once the FIFO reaches it, or None
+    cdef public bint write
+    cdef public Py_ssize_t size
+    cdef public int64_t since
+
+
+cdef class Extremes:
+    cdef public int64_t count
+    cdef public int64_t total
+    cdef public int64_t min
+    cdef public int64_t max
+
+
+cdef class ClientCore:
+    cdef public WriteBuffer out
+    cdef public int state           # fastzk/node.py's State
+    cdef public object fifo         # deque of Pending entries and reply callables
+    cdef public object fifo_sizes   # deque: request bytes of each FIFO entry
+    cdef public Py_ssize_t fifo_bytes
+    cdef public int64_t received
+    cdef public int64_t sent
+    cdef public int64_t last_zxid
+    cdef public int64_t last_response_ms
+    cdef public int64_t last_latency_ms
+    cdef public Extremes latency_ms

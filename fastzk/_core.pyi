@@ -13,6 +13,7 @@ Conventions
 - ACL is a list of (perms, scheme, id) tuples.
 """
 
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -365,6 +366,83 @@ def serve_reads(
     connection's output budget: a reply started under it is completed). Raises FrameError as
     pop_frame does. Returns the number of frames served. Creates no Python object per served
     request without a watch."""
+
+class Extremes:
+    """Count, sum, smallest and largest of values added: srvr/mntr/cons min/avg/max."""
+
+    count: int
+    total: int
+    min: int
+    max: int
+    def add(self, value: int, times: int = 1) -> None: ...
+    @property
+    def avg(self) -> float: ...
+
+class ClientCore:
+    """The per-request fields of a connection that the write fast paths use (see
+    fastzk/node.py's Client)."""
+
+    out: WriteBuffer
+    state: int
+    fifo: deque[Any]
+    fifo_sizes: deque[int]
+    fifo_bytes: int
+    received: int
+    sent: int
+    last_zxid: int
+    last_response_ms: int
+    last_latency_ms: int
+    latency_ms: Extremes
+    def __init__(self) -> None: ...
+
+class Pending:
+    """A write (or sync) of a connection whose outcome is not known yet, in its FIFO; `reply`
+    writes its answer once it is known and every earlier request has been answered."""
+
+    xid: int
+    reply: Callable[[], None] | None
+    write: bool  # counted in the host's writes in flight until its outcome is known
+    size: int  # its bytes counted in the host's large-request bytes in flight
+    since: int  # quorum tick when it was sent on its way
+    def __init__(self, xid: int, write: bool, since: int) -> None: ...
+
+def serve_writes(
+    buf: ReadBuffer,
+    prep: PrepCore,
+    conn: ClientCore,
+    session_id: int,
+    identities: Any,
+    waiting: dict[tuple[int, int], Any],
+    proposals: list[tuple[int, Txn]],
+    refused: Callable[[int, int, Any], None],
+    now_ms: int,
+    since: int,
+    limit: int,
+    max_bytes: int,
+    max_large_bytes: int,
+    large_threshold: int,
+) -> tuple[int, int, int, int, int]:
+    """The write fast path of a leader: takes, in order, up to `limit` complete frames at the
+    head of `buf` while each is a create (any kind), delete, setData, setACL or multi whose
+    (session, xid) is not in `waiting` and whose body decodes. Each becomes a `Pending` at the
+    end of `conn.fifo` (its size in `conn.fifo_sizes`), `waiting[(session_id, xid)] = conn`,
+    and `prep`'s outcome: a txn appended to `proposals` as (zxid, txn), or
+    `refused(session_id, xid, outcome)`. Stops before a frame once the frames taken hold
+    `max_bytes`, or those over `large_threshold` hold `max_large_bytes`. Raises FrameError as
+    pop_frame does. Returns (frames, their bytes, their large bytes, last xid, last op)."""
+
+def apply_plain(
+    applier: ApplierCore, txns: list[Txn], start: int, node: Any,
+    replies: dict[tuple[int, int], int],
+) -> tuple[int, int, int, int]:
+    """Applies `txns[start:]` while each is a create, delete or setData of a session that
+    `ApplierCore.apply` would apply without a notification (every watch table empty) and
+    with no digest check due at its zxid (`node.digest_checks`), and answers those waiting
+    in `node.waiting` as Node._apply does: the reply frame at the head of its connection's
+    FIFO (then `node.drain(client)` when what follows is ready), or
+    `node._resolve_applied(client, txn, result)` when earlier replies are held back. Replies
+    are counted in `replies` by (op, latency ms). Returns (index of the first txn not applied,
+    zxid of the last applied or 0, writes settled, their large-request bytes)."""
 
 def lin_search(
     entries: list[int],

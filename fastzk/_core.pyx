@@ -8,6 +8,7 @@ as plain C calls, with no Python-level attribute access in between.
 """
 
 cimport cython
+from collections import deque
 from cpython.buffer cimport PyBuffer_FillInfo
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.ref cimport Py_DECREF, Py_INCREF, PyObject
@@ -23,4 +24,5 @@ include "core/children.pxi"
 include "core/tree.pxi"
 include "core/fastpath.pxi"
 include "core/prep.pxi"
+include "core/host.pxi"
 include "core/lincheck.pxi"

@@ -23,13 +23,23 @@ from __future__ import annotations
 import gc
 import logging
 import random
-from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from fastzk._core import DataTree, JuteError, WriteBuffer, decode_connect, decode_request
+from fastzk._core import (
+    ClientCore,
+    DataTree,
+    Extremes,
+    JuteError,
+    Pending,
+    ReadBuffer,
+    apply_plain,
+    decode_connect,
+    decode_request,
+    serve_writes,
+)
 from fastzk.proto import (
     OP_NAMES,
     READ_OPS,
@@ -50,25 +60,11 @@ from fastzk.server.prep import BARRIER, Prep, Txn
 from fastzk.server.reads import Reads
 from fastzk.server.sasl import DigestMD5Server, GssapiLogin, GssapiServer, SaslError, make_nonce
 from fastzk.server.sessions import Session, SessionTable
-from fastzk.server.stats import FAST_READ, Extremes, RequestStats
+from fastzk.server.stats import FAST_READ, RequestStats
 from fastzk.server.watches import CHILD, DATA, PERSISTENT, RECURSIVE, WatchManager
 
 NO_PASSWORD = bytes(16)
 log = logging.getLogger("fastzk.auth")
-
-
-class Pending:
-    """A write (or sync) of a connection whose outcome is not known yet. `reply` is set when
-    its answer is known but an earlier request of the connection is still pending."""
-
-    __slots__ = ("xid", "reply", "write", "size", "since")
-
-    def __init__(self, xid: int, write: bool, since: int) -> None:
-        self.xid = xid
-        self.since = since  # quorum tick when it was sent on its way
-        self.reply: Callable[[], None] | None = None
-        self.write = write  # counted in Node.inflight_writes until its outcome is known
-        self.size = 0  # its bytes counted in Node.inflight_write_bytes
 
 
 class State:
@@ -78,29 +74,28 @@ class State:
     CLOSED = 3
 
 
-class Client:
-    """Per-connection state. The runtime's protocol object holds one and flushes `out`."""
+class Client(ClientCore):
+    """Per-connection state. The runtime's protocol object holds one and flushes `out`.
+    ClientCore holds what the write fast paths touch per request: `out`, `state`, `fifo`
+    (replies not yet sendable: a Pending write or sync waits for its outcome, a callable
+    writes its reply), `fifo_sizes` (request bytes of each FIFO entry) and their sum
+    `fifo_bytes` (what the connection's in-flight requests hold), the counters `received` and
+    `sent`, and the latency figures of `cons`."""
 
     __slots__ = (
-        "address", "out", "state", "session", "identities", "watches", "fifo", "closing",
-        "read_only_byte", "received", "sent", "established_ms", "last_op", "last_xid",
-        "last_zxid", "last_response_ms", "last_latency_ms", "latency_ms", "read_only",
-        "fifo_sizes", "fifo_bytes", "unsent_bytes", "connecting_since", "sasl", "must_authenticate",
+        "address", "session", "identities", "watches", "closing", "read_only_byte",
+        "established_ms", "last_op", "last_xid", "read_only", "unsent_bytes",
+        "connecting_since", "sasl", "must_authenticate",
     )
 
     def __init__(self, address: str) -> None:
+        super().__init__()
         self.address = address
-        self.out = WriteBuffer()
         self.state = State.HANDSHAKE
         self.session: Session | None = None
         # in the order they were gained: ZooKeeper lists them in an order that depends on it
         self.identities: dict[tuple[str, str], None] = {("ip", address): None}
         self.watches: dict[str, int] = {}  # path -> bit mask of watch kinds (server/watches.py)
-        # replies not yet sendable: a Pending write or sync waits for its outcome; a callable
-        # writes its reply
-        self.fifo: deque[Pending | Callable[[], None]] = deque()
-        self.fifo_sizes: deque[int] = deque()  # request bytes of each FIFO entry
-        self.fifo_bytes = 0  # their sum: what the connection's in-flight requests hold
         # replies handed to the transport but not yet sent (set by the runtime): with `out`,
         # the connection's pending output, which the node keeps under Limits.output_limit_bytes
         self.unsent_bytes = 0
@@ -109,8 +104,6 @@ class Client:
         self.established_ms = 0
         self.last_op = "NA"
         self.last_xid = 0
-        self.last_zxid = 0
-        self.last_response_ms = 0
         self.read_only = False  # a read-only session, served while this member has no quorum
         self.connecting_since = 0  # quorum tick its session creation or revalidation was sent
         # its SASL exchange, from the first sasl packet
@@ -118,7 +111,6 @@ class Client:
         # enforce.auth.enabled: no request but auth and sasl until it holds an identity of an
         # enforced scheme (the runtime's fast path is off meanwhile)
         self.must_authenticate = False
-        self.reset_stats()
 
     def reset_stats(self) -> None:
         """`crst`: per-connection counters and latencies back to zero."""
@@ -532,6 +524,38 @@ class Node:
         if session is not None:
             self._touch_session(session)
 
+    def serve_writes(self, client: Client, buf: ReadBuffer, limit: int, max_bytes: int,
+                     max_large_bytes: int) -> int:
+        """The leader's write fast path (`_core.serve_writes`): the connection's next frames,
+        while they are common writes, are prepared straight from its receive buffer, exactly
+        as `handle_request` would (limits as there: at most `limit` frames, `max_bytes` of
+        them, `max_large_bytes` of those over the large-request threshold). Returns how many
+        were taken; 0 whenever the host's own checks must run (not leading, a read-only or
+        unauthenticated connection, a closing session, the zxid counter near its end, a failed
+        log, writes held for the next epoch): the next frame then goes to `handle_request`."""
+        session = client.session
+        if (session is None or client.read_only or client.must_authenticate or self.log_failed
+                or self.held or not self.serving or self.replica.role != LEADER):
+            return 0
+        live = self.sessions.get(session.session_id)
+        if (live is None or live.closing
+                or counter_of(self.prep.last_zxid) + limit >= MAX_COUNTER):
+            return 0
+        served, taken, large, xid, op = serve_writes(
+            buf, self.prep, client, session.session_id, client.identities, self.waiting,
+            self.proposals, self._refused, self.now_ms, self.quorum_ticks, limit, max_bytes,
+            max_large_bytes, self.limits.large_request_threshold)
+        if served:
+            client.received += served
+            client.fifo_bytes += taken
+            client.last_xid = xid
+            client.last_op = OP_CODES.get(op, "NA")
+            self.stats.packets_received += served
+            self.inflight_writes += served
+            self.inflight_write_bytes += large
+            self._touch_session(session)
+        return served
+
     def handle_request(self, client: Client, payload: bytes) -> None:
         self._request_bytes = len(payload)
         client.received += 1
@@ -641,7 +665,13 @@ class Node:
         outcome = prep.write(session_id, xid, op, body, identities, self.now_ms)
         if type(outcome) is Txn:
             self.proposals.append((outcome.zxid, outcome))
-        elif isinstance(outcome, list):
+        else:
+            self._refused(session_id, xid, outcome, origin)
+
+    def _refused(self, session_id: int, xid: int, outcome: int | list[int],
+                 origin: int | None = None) -> None:
+        """A write prep failed (an error code, or a multi's per-op errors) becomes a verdict."""
+        if isinstance(outcome, list):
             self._verdict(origin, session_id, xid, Err.OK, tuple(outcome))
         else:
             self._verdict(origin, session_id, xid, outcome, None)
@@ -1024,69 +1054,28 @@ class Node:
 
     def _apply(self, txns: list[Txn]) -> None:
         """Applies committed txns in zxid order and writes their notifications and replies.
-        Statistics are kept per batch: replies of one batch share their latency per op."""
+        Runs of plain writes nobody watches are applied and answered by the core
+        (`_core.apply_plain`); the host applies the rest one by one. Statistics are kept per
+        batch: replies of one batch share their latency per op."""
         self.applied_txns += len(txns)
-        apply = self.applier.apply
-        waiting = self.waiting
-        dirty = self.dirty
-        now_ms = self.now_ms
         replies: dict[tuple[int, int], int] = {}  # (op, latency ms) -> replies
-        for txn in txns:
-            op = txn.op
-            expiring = None
-            if op == Op.CLOSE_SESSION:
-                closing_session = self.sessions.get(txn.session_id)
-                expiring = closing_session.conn if closing_session is not None else None
-            result, notifications = apply(txn)
-            self.applied_zxid = txn.zxid
-            if self.digest_checks and txn.zxid in self.digest_checks:
-                self._compare_digest(txn.zxid, self.digest_checks.pop(txn.zxid))
-            for frame, conns in notifications:
-                for conn in conns:
-                    if conn.state != State.CLOSED:
-                        conn.out.write_raw(frame)
-                        dirty[conn] = None
-            if op == Op.CREATE_SESSION:
-                session = self.sessions.get(txn.session_id)
-                assert session is not None
-                # the txn carries wall-clock time; deadlines run on the monotonic clock
-                self.sessions.touch(session, self.mono_ms)
-                self.sessions.reserve(txn.session_id)
-                client = self.pending_sessions.pop(txn.session_id, None)
-                if client is not None and client.state == State.CONNECTING:
-                    self._bind(client, session)
-                continue
-            client = waiting.pop((txn.session_id, txn.xid), None) if txn.session_id else None
-            if client is None:
-                if expiring is not None:  # expired: its connection is closed with no message
-                    self._close(expiring)
-                continue
-            if client.state != State.READY:
-                continue
-            fifo = client.fifo
-            head = fifo[0] if fifo else None
-            if type(head) is Pending and head.xid == txn.xid and head.reply is None:
-                self._dequeue(client)
-                write_reply(client.out, txn, result)
-                client.sent += 1
-                dirty[client] = None
-                latency = now_ms - txn.time_ms if now_ms > txn.time_ms else 0
-                key = (op, latency)
-                replies[key] = replies.get(key, 0) + 1
-                client.record_reply(txn.zxid, now_ms, latency)
-                if op == Op.CLOSE_SESSION:
-                    self._close(client)
-                if fifo:
-                    head = fifo[0]
-                    if type(head) is not Pending or head.reply is not None:
-                        self.drain(client)
-            else:  # earlier replies are held back (output limit): it leaves after them
-                self._resolve(client, txn.xid, partial(self._reply, client, txn, result))
+        applier = self.applier
+        index, count = 0, len(txns)
+        while index < count:
+            index, zxid, settled, settled_bytes = apply_plain(applier, txns, index, self,
+                                                              replies)
+            if zxid:
+                self.applied_zxid = zxid
+                self.inflight_writes -= settled
+                self.inflight_write_bytes -= settled_bytes
+            if index < count:
+                self._apply_one(txns[index], replies)
+                index += 1
         if replies:
             stats = self.stats
-            for (op, latency), count in replies.items():
-                stats.packets_sent += count
-                stats.record(OP_NAMES[op], latency, count)
+            for (op, latency), replied in replies.items():
+                stats.packets_sent += replied
+                stats.record(OP_NAMES[op], latency, replied)
         # prep's overlay only serves later preps, so one cleanup per batch suffices
         self.prep.applied(self.applied_zxid)
         if self.sync_waits:
@@ -1100,6 +1089,67 @@ class Node:
                                   if v.after_zxid > self.applied_zxid]
             for verdict in ready:
                 self._on_verdict(verdict)
+
+    def _apply_one(self, txn: Txn, replies: dict[tuple[int, int], int]) -> None:
+        """One committed txn the core's run left to the host: sessions, multi, setACL, a
+        watched change, a digest check due."""
+        waiting = self.waiting
+        dirty = self.dirty
+        now_ms = self.now_ms
+        op = txn.op
+        expiring = None
+        if op == Op.CLOSE_SESSION:
+            closing_session = self.sessions.get(txn.session_id)
+            expiring = closing_session.conn if closing_session is not None else None
+        result, notifications = self.applier.apply(txn)
+        self.applied_zxid = txn.zxid
+        if self.digest_checks and txn.zxid in self.digest_checks:
+            self._compare_digest(txn.zxid, self.digest_checks.pop(txn.zxid))
+        for frame, conns in notifications:
+            for conn in conns:
+                if conn.state != State.CLOSED:
+                    conn.out.write_raw(frame)
+                    dirty[conn] = None
+        if op == Op.CREATE_SESSION:
+            session = self.sessions.get(txn.session_id)
+            assert session is not None
+            # the txn carries wall-clock time; deadlines run on the monotonic clock
+            self.sessions.touch(session, self.mono_ms)
+            self.sessions.reserve(txn.session_id)
+            client = self.pending_sessions.pop(txn.session_id, None)
+            if client is not None and client.state == State.CONNECTING:
+                self._bind(client, session)
+            return
+        client = waiting.pop((txn.session_id, txn.xid), None) if txn.session_id else None
+        if client is None:
+            if expiring is not None:  # expired: its connection is closed with no message
+                self._close(expiring)
+            return
+        if client.state != State.READY:
+            return
+        fifo = client.fifo
+        head = fifo[0] if fifo else None
+        if type(head) is Pending and head.xid == txn.xid and head.reply is None:
+            self._dequeue(client)
+            write_reply(client.out, txn, result)
+            client.sent += 1
+            dirty[client] = None
+            latency = now_ms - txn.time_ms if now_ms > txn.time_ms else 0
+            key = (op, latency)
+            replies[key] = replies.get(key, 0) + 1
+            client.record_reply(txn.zxid, now_ms, latency)
+            if op == Op.CLOSE_SESSION:
+                self._close(client)
+            if fifo:
+                head = fifo[0]
+                if type(head) is not Pending or head.reply is not None:
+                    self.drain(client)
+        else:  # earlier replies are held back (output limit): it leaves after them
+            self._resolve_applied(client, txn, result)
+
+    def _resolve_applied(self, client: Client, txn: Txn, result: Any) -> None:
+        """An applied write whose connection still waits for earlier replies."""
+        self._resolve(client, txn.xid, partial(self._reply, client, txn, result))
 
     def _reply(self, client: Client, txn: Txn, result: Any) -> None:
         write_reply(client.out, txn, result)

@@ -363,6 +363,10 @@ cdef class PrepCore:
     def write(self, int64_t session_id, int32_t xid, int32_t op, body, identities,
               int64_t now_ms):
         """A Txn, an error code, or (for a failed multi) the per-op error list."""
+        return self._prepare(session_id, xid, op, body, identities, now_ms)
+
+    cdef object _prepare(self, int64_t session_id, int32_t xid, int32_t op, object body,
+                         object identities, int64_t now_ms):
         cdef int err = 0
         cdef Py_ssize_t index, count
         cdef list changes
@@ -675,6 +679,10 @@ cdef int put_multi_end(WriteBuffer out) except -1:
 
 def write_reply(WriteBuffer out, Txn txn, result):
     """The reply frame of a successfully applied write."""
+    put_reply(out, txn, result)
+
+
+cdef int put_reply(WriteBuffer out, Txn txn, object result) except -1:
     cdef int op = txn.op
     out.open_frame(txn.xid, txn.zxid, 0)
     if op == OP_MULTI:
@@ -687,6 +695,7 @@ def write_reply(WriteBuffer out, Txn txn, result):
     elif op != OP_DELETE and op != OP_CLOSE_SESSION:
         put_result(out, op, result)
     out.close_frame()
+    return 0
 
 
 def write_multi_failure(WriteBuffer out, int32_t xid, int64_t zxid, errors):

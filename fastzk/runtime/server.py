@@ -268,6 +268,13 @@ class ClientProtocol(asyncio.BufferedProtocol):
             if self.server.over_outstanding():
                 self.server.throttled[self] = None  # resumed when requests in flight drop
                 break
+            cfg = self.server.cfg
+            if node.serve_writes(
+                    client, buf, min(FAST_PATH_BATCH, cfg.max_outstanding - len(fifo),
+                                     cfg.global_outstanding_limit - node.inflight_writes),
+                    cfg.client_outstanding_limit_bytes - client.fifo_bytes,
+                    cfg.large_request_max_bytes - node.inflight_write_bytes):
+                continue
             frame = buf.pop_frame()
             if frame is None:
                 break

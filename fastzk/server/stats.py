@@ -5,35 +5,14 @@ from __future__ import annotations
 
 from bisect import bisect_left
 
+from fastzk._core import Extremes
+
 # Upper bounds in milliseconds; the last bucket is +Inf.
 BUCKETS_MS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000)
 FAST_READ = "fastRead"  # exists/getData/getChildren answered by _core.serve_reads
 # Upper bounds in microseconds for the WAL's fdatasync times.
 FSYNC_BUCKETS_US = (100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000,
                     1000000)
-
-
-class Extremes:
-    """How many values, their sum, the smallest and the largest: the min/avg/max figures that
-    srvr and mntr (the server), cons (each connection) and the fsync statistics show. Plain
-    ints, safe to read from another thread for reporting (a torn read only skews one scrape)."""
-
-    __slots__ = ("count", "total", "min", "max")
-
-    def __init__(self) -> None:
-        self.count = self.total = self.min = self.max = 0
-
-    def add(self, value: int, times: int = 1) -> None:
-        if not self.count or value < self.min:
-            self.min = value
-        if value > self.max:
-            self.max = value
-        self.total += value * times
-        self.count += times
-
-    @property
-    def avg(self) -> float:
-        return self.total / self.count if self.count else 0.0
 
 
 class LatencyHistogram(Extremes):

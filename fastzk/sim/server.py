@@ -84,6 +84,8 @@ class SimConn:
                     node.touch(client, served)
                     if served == FAST_PATH_BATCH:
                         continue
+            if node.serve_writes(client, buf, FAST_PATH_BATCH, 1 << 30, 1 << 30):
+                continue
             frame = buf.pop_frame()
             if frame is None:
                 break
