@@ -140,7 +140,7 @@ cdef inline bint is_plain_write(int32_t op) noexcept:
 
 def apply_plain(ApplierCore applier, list txns, Py_ssize_t start, object node, dict replies):
     """Applies committed txns from `txns[start]` on while each is a create, delete or setData
-    that `apply_unwatched` takes (nobody watches anything) and that has no digest check due,
+    that `apply_unwatched` takes (it can fire no watch) and that has no digest check due,
     and answers those of this server's connections exactly as Node._apply does: the reply
     goes out at the head of its connection's FIFO (then `node.drain` writes what was queued
     behind it), or is handed to `node._resolve_applied` when earlier replies are held back.
@@ -153,7 +153,7 @@ def apply_plain(ApplierCore applier, list txns, Py_ssize_t start, object node, d
     cdef dict dirty = node.dirty
     cdef dict digest_checks = node.digest_checks
     cdef int64_t now_ms = node.now_ms
-    cdef object tables = applier.watches.tables
+    cdef tuple tables = <tuple?>applier.watches.tables
     cdef DataTree tree = applier.tree
     cdef Py_ssize_t i = start, n = len(txns)
     cdef Py_ssize_t settled = 0, settled_bytes = 0

@@ -618,16 +618,26 @@ cdef class PrepCore:
 cdef object UNHANDLED = object()
 
 
-cdef object apply_unwatched(DataTree tree, Txn txn, object watch_tables):
-    """Applies a txn of one create, setData or delete change when every watch table is empty
-    (so no notification can follow from it) and returns its result (create: (path, stat),
-    setData: stat, delete: None); UNHANDLED, with nothing applied, for anything else."""
+cdef inline bint watched(dict table, str path) noexcept:
+    return PyDict_GetItem(table, path) != NULL
+
+
+cdef object apply_unwatched(DataTree tree, Txn txn, tuple watch_tables):
+    """Applies a txn of one create, setData or delete change that can fire no watch, and
+    returns its result (create: (path, stat), setData: stat, delete: None); UNHANDLED, with
+    nothing applied, for anything else. A change fires nothing when no recursive watch exists
+    and neither its node nor (create, delete) its parent has a registration in a table
+    that WatchManager.trigger consults for its events: a registration that the ACL filter
+    would then skip is still consumed there, so it is not this function's to judge."""
     cdef object change, tag
     cdef tuple t
     cdef _Node n
-    for table in watch_tables:
-        if table:
-            return UNHANDLED
+    cdef dict data = <dict?>watch_tables[0]
+    cdef dict child = <dict?>watch_tables[1]
+    cdef dict persistent = <dict?>watch_tables[2]
+    cdef str path, parent
+    if <dict?>watch_tables[3]:
+        return UNHANDLED
     if txn.op == OP_MULTI or type(txn.changes) is not list or len(<list>txn.changes) != 1:
         return UNHANDLED
     change = (<list>txn.changes)[0]
@@ -636,13 +646,28 @@ cdef object apply_unwatched(DataTree tree, Txn txn, object watch_tables):
     t = <tuple>change
     tag = t[0]
     if is_tag(tag, SET_DATA) and len(t) == 4:
-        n = tree._set_data(t[1], t[2], t[3], txn.zxid, txn.time_ms)
+        path = <str?>t[1]
+        if watched(data, path) or watched(persistent, path):
+            return UNHANDLED
+        n = tree._set_data(path, t[2], t[3], txn.zxid, txn.time_ms)
         return tree._stat(n)
     if is_tag(tag, CREATE) and len(t) == 6:
-        n = tree._create(t[1], t[2], t[3], signed_owner(t[4]), txn.zxid, txn.time_ms, t[5])
-        return (t[1], tree._stat(n))
+        path = <str?>t[1]
+        if data or child or persistent:
+            parent = c_parent_of(path)
+            if (watched(data, path) or watched(persistent, path) or watched(child, parent)
+                    or watched(persistent, parent)):
+                return UNHANDLED
+        n = tree._create(path, t[2], t[3], signed_owner(t[4]), txn.zxid, txn.time_ms, t[5])
+        return (path, tree._stat(n))
     if is_tag(tag, DELETE) and len(t) == 2:
-        tree._delete(t[1], txn.zxid)
+        path = <str?>t[1]
+        if data or child or persistent:
+            parent = c_parent_of(path)
+            if (watched(data, path) or watched(child, path) or watched(persistent, path)
+                    or watched(child, parent) or watched(persistent, parent)):
+                return UNHANDLED
+        tree._delete(path, txn.zxid)
         return None
     return UNHANDLED
 
@@ -654,7 +679,7 @@ cdef class ApplierCore:
 
     def apply(self, Txn txn):
         """(result, notifications in the order they must reach connections)."""
-        result = apply_unwatched(self.tree, txn, self.watches.tables)
+        result = apply_unwatched(self.tree, txn, <tuple?>self.watches.tables)
         if result is not UNHANDLED:
             return (result, ())   # no notification (and no list to allocate)
         return self.apply_changes(txn)
