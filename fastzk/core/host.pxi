@@ -134,13 +134,14 @@ def serve_writes(ReadBuffer buf, PrepCore prep, ClientCore conn, int64_t session
 
 
 cdef inline bint is_plain_write(int32_t op) noexcept:
-    """The ops whose txn `apply_unwatched` may apply: create (all kinds), delete, setData."""
-    return op == 5 or op == 1 or op == 2 or op == 15 or op == 19 or op == 21
+    """The ops whose txn `apply_unwatched` may apply: create (all kinds), delete, setData,
+    multi."""
+    return op == 5 or op == 1 or op == 2 or op == 14 or op == 15 or op == 19 or op == 21
 
 
 def apply_plain(ApplierCore applier, list txns, Py_ssize_t start, object node, dict replies):
-    """Applies committed txns from `txns[start]` on while each is a create, delete or setData
-    that `apply_unwatched` takes (it can fire no watch) and that has no digest check due,
+    """Applies committed txns from `txns[start]` on while each is a create, delete, setData or
+    multi that `apply_unwatched` takes (it can fire no watch) and that has no digest check due,
     and answers those of this server's connections exactly as Node._apply does: the reply
     goes out at the head of its connection's FIFO (then `node.drain` writes what was queued
     behind it), or is handed to `node._resolve_applied` when earlier replies are held back.

@@ -622,54 +622,107 @@ cdef inline bint watched(dict table, str path) noexcept:
     return PyDict_GetItem(table, path) != NULL
 
 
-cdef object apply_unwatched(DataTree tree, Txn txn, tuple watch_tables):
-    """Applies a txn of one create, setData or delete change that can fire no watch, and
-    returns its result (create: (path, stat), setData: stat, delete: None); UNHANDLED, with
-    nothing applied, for anything else. A change fires nothing when no recursive watch exists
-    and neither its node nor (create, delete) its parent has a registration in a table
-    that WatchManager.trigger consults for its events: a registration that the ACL filter
-    would then skip is still consumed there, so it is not this function's to judge."""
-    cdef object change, tag
+cdef enum:
+    PLAIN_NONE = 0      # not a change apply_unwatched takes, or one that may fire a watch
+    PLAIN_CREATE = 1
+    PLAIN_DELETE = 2
+    PLAIN_SET_DATA = 3
+    PLAIN_CHECK = 4
+
+
+cdef int plain_kind(object change, dict data, dict child, dict persistent):
+    """What kind of change `change` is, if it fires no watch: neither its node nor (create,
+    delete) its parent has a registration in a table that WatchManager.trigger consults for
+    its events. A registration the ACL filter would skip is still consumed by trigger, so it
+    is not this function's to judge."""
     cdef tuple t
-    cdef _Node n
-    cdef dict data = <dict?>watch_tables[0]
-    cdef dict child = <dict?>watch_tables[1]
-    cdef dict persistent = <dict?>watch_tables[2]
     cdef str path, parent
-    if <dict?>watch_tables[3]:
-        return UNHANDLED
-    if txn.op == OP_MULTI or type(txn.changes) is not list or len(<list>txn.changes) != 1:
-        return UNHANDLED
-    change = (<list>txn.changes)[0]
+    cdef object tag
+    cdef bint any_watch = bool(data) or bool(child) or bool(persistent)
     if type(change) is not tuple:
-        return UNHANDLED
+        return PLAIN_NONE
     t = <tuple>change
     tag = t[0]
-    if is_tag(tag, SET_DATA) and len(t) == 4:
-        path = <str?>t[1]
-        if watched(data, path) or watched(persistent, path):
-            return UNHANDLED
-        n = tree._set_data(path, t[2], t[3], txn.zxid, txn.time_ms)
-        return tree._stat(n)
-    if is_tag(tag, CREATE) and len(t) == 6:
-        path = <str?>t[1]
-        if data or child or persistent:
+    if is_tag(tag, SET_DATA) and len(t) == 4 and type(t[1]) is str:
+        path = <str>t[1]
+        if any_watch and (watched(data, path) or watched(persistent, path)):
+            return PLAIN_NONE
+        return PLAIN_SET_DATA
+    if is_tag(tag, CREATE) and len(t) == 6 and type(t[1]) is str:
+        path = <str>t[1]
+        if any_watch:
             parent = c_parent_of(path)
             if (watched(data, path) or watched(persistent, path) or watched(child, parent)
                     or watched(persistent, parent)):
-                return UNHANDLED
-        n = tree._create(path, t[2], t[3], signed_owner(t[4]), txn.zxid, txn.time_ms, t[5])
-        return (path, tree._stat(n))
-    if is_tag(tag, DELETE) and len(t) == 2:
-        path = <str?>t[1]
-        if data or child or persistent:
+                return PLAIN_NONE
+        return PLAIN_CREATE
+    if is_tag(tag, DELETE) and len(t) == 2 and type(t[1]) is str:
+        path = <str>t[1]
+        if any_watch:
             parent = c_parent_of(path)
             if (watched(data, path) or watched(child, path) or watched(persistent, path)
                     or watched(child, parent) or watched(persistent, parent)):
-                return UNHANDLED
-        tree._delete(path, txn.zxid)
-        return None
-    return UNHANDLED
+                return PLAIN_NONE
+        return PLAIN_DELETE
+    if is_tag(tag, CHECK) and len(t) == 2:
+        return PLAIN_CHECK
+    return PLAIN_NONE
+
+
+cdef object apply_plain_change(DataTree tree, Txn txn, tuple t, int kind):
+    """The change's result as Applier._change gives it (create: (path, stat), setData: stat,
+    delete and check: None)."""
+    cdef _Node n
+    if kind == PLAIN_SET_DATA:
+        n = tree._set_data(t[1], t[2], t[3], txn.zxid, txn.time_ms)
+        return tree._stat(n)
+    if kind == PLAIN_CREATE:
+        n = tree._create(t[1], t[2], t[3], signed_owner(t[4]), txn.zxid, txn.time_ms, t[5])
+        return (t[1], tree._stat(n))
+    if kind == PLAIN_DELETE:
+        tree._delete(t[1], txn.zxid)
+    return None
+
+
+cdef object apply_unwatched(DataTree tree, Txn txn, tuple watch_tables):
+    """Applies a txn of one create, setData or delete change, or a multi of creates, setDatas,
+    deletes and checks, when none of its changes can fire a watch (`plain_kind`) and no
+    recursive watch exists, and returns its result (create: (path, stat), setData: stat,
+    delete: None, multi: [(result type, result)]); UNHANDLED, with nothing applied, for
+    anything else. A multi is judged whole before any of it is applied."""
+    cdef dict data = <dict?>watch_tables[0]
+    cdef dict child = <dict?>watch_tables[1]
+    cdef dict persistent = <dict?>watch_tables[2]
+    cdef list changes
+    cdef list results
+    cdef tuple pair
+    cdef int kind
+    cdef Py_ssize_t i, count
+    cdef int kinds[16]
+    if <dict?>watch_tables[3] or type(txn.changes) is not list:
+        return UNHANDLED
+    changes = <list>txn.changes
+    count = len(changes)
+    if txn.op != OP_MULTI:
+        if count != 1:
+            return UNHANDLED
+        kind = plain_kind(changes[0], data, child, persistent)
+        if kind == PLAIN_NONE or kind == PLAIN_CHECK:
+            return UNHANDLED
+        return apply_plain_change(tree, txn, <tuple>changes[0], kind)
+    if count > 16:
+        return UNHANDLED
+    for i in range(count):
+        if type(changes[i]) is not tuple or len(<tuple>changes[i]) != 2:
+            return UNHANDLED
+        kinds[i] = plain_kind((<tuple>changes[i])[1], data, child, persistent)
+        if kinds[i] == PLAIN_NONE:
+            return UNHANDLED
+    results = []
+    for i in range(count):
+        pair = <tuple>changes[i]
+        results.append((pair[0], apply_plain_change(tree, txn, <tuple>pair[1], kinds[i])))
+    return results
 
 
 cdef class ApplierCore:
