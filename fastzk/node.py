@@ -210,7 +210,11 @@ class Node:
         self.outbox: list[tuple[int, Any]] = []
         self.waiting: dict[tuple[int, int], Client] = {}  # (session, xid) -> its connection
         self.pending_sessions: dict[int, Client] = {}  # session id -> connection awaiting it
-        self.revalidating: dict[int, Client] = {}  # resumed sessions the leader must confirm
+        # resumed sessions the leader must confirm: their connection and requested timeout
+        self.revalidating: dict[int, tuple[Client, int]] = {}
+        # sessions the leader confirmed that this member has not applied yet (a client that
+        # moved here right after creating its session elsewhere): they wait for the txn
+        self.unseen_sessions: dict[int, tuple[Client, int]] = {}
         self.syncs: dict[int, tuple[Client, Pending, str]] = {}
         self.sync_waits: list[tuple[int, int]] = []  # (zxid to apply first, sync ctx)
         self.verdict_waits: list[msgs.Verdict] = []  # failed writes waiting for after_zxid
@@ -312,6 +316,7 @@ class Node:
         self.waiting.clear()
         self.pending_sessions.clear()
         self.revalidating.clear()
+        self.unseen_sessions.clear()
         self.held.clear()
         self.syncs.clear()
         self.sync_waits.clear()
@@ -441,21 +446,27 @@ class Node:
                 self._to_leader(msgs.CreateSession(session_id, timeout, passwd))
             return
         session = self.sessions.get(session_id)
-        if session is None or session.closing or session.passwd != passwd:
+        leading = self.replica.role == LEADER
+        if (session is None and leading) or (
+                session is not None and (session.closing or session.passwd != passwd)):
             self._reply_connect(client, 0, 0, NO_PASSWORD)
             self._close(client)
             return
-        if self.replica.role != LEADER:
-            # the leader says whether it is still alive (ZooKeeper's revalidation)
+        if not leading:
+            # the leader says whether it is still alive (ZooKeeper's revalidation), also of a
+            # session this member does not know yet: its creation may be committed and not
+            # applied here
             client.state = State.CONNECTING
             client.connecting_since = self.quorum_ticks
             displaced = self.revalidating.get(session_id)
-            if displaced is not None and displaced is not client:
-                self._close(displaced)
-            self.revalidating[session_id] = client
-            session.timeout = timeout
+            if displaced is not None and displaced[0] is not client:
+                self._close(displaced[0])
+            self.revalidating[session_id] = (client, timeout)
+            if session is not None:
+                session.timeout = timeout
             self._to_leader(msgs.Revalidate(session_id, passwd, timeout))
             return
+        assert session is not None
         self._resume(client, session, timeout)
 
     def _resume(self, client: Client, session: Session, timeout: int) -> None:
@@ -964,13 +975,17 @@ class Node:
             self.digest_mismatches.append((zxid, mine, digest))
 
     def _revalidated(self, session_id: int, alive: bool) -> None:
-        client = self.revalidating.pop(session_id, None)
-        if client is None or client.state != State.CONNECTING:
+        entry = self.revalidating.pop(session_id, None)
+        if entry is None or entry[0].state != State.CONNECTING:
             return
-        session = self.sessions.get(session_id)
-        if not alive or session is None:
+        client, timeout = entry
+        if not alive:
             self._reply_connect(client, 0, 0, NO_PASSWORD)
             self._close(client)
+            return
+        session = self.sessions.get(session_id)
+        if session is None:  # alive at the leader, so created: bound once its txn applies
+            self.unseen_sessions[session_id] = entry
             return
         self._resume(client, session, session.timeout)
 
@@ -1119,6 +1134,9 @@ class Node:
             client = self.pending_sessions.pop(txn.session_id, None)
             if client is not None and client.state == State.CONNECTING:
                 self._bind(client, session)
+            unseen = self.unseen_sessions.pop(txn.session_id, None)
+            if unseen is not None and unseen[0].state == State.CONNECTING:
+                self._resume(unseen[0], session, unseen[1])
             return
         client = waiting.pop((txn.session_id, txn.xid), None) if txn.session_id else None
         if client is None:

@@ -1,0 +1,125 @@
+"""Three hosts wired together in one process, messages carried by hand: what a member does
+with a client while it lags behind the leader, which real processes reach only by races.
+
+The runtime's part is played here: every log write is durable at once, messages are
+delivered in order per link, and a link can be held (its messages wait, in order).
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from wire import connect_request, parse_connect_response, split_frames
+
+from fastzk.node import Client, Limits, Node, State
+from fastzk.quorum.replica import LEADER, QuorumConfig
+
+TICK = 100
+MEMBERS = (1, 2, 3)
+
+
+class Ensemble:
+    def __init__(self, seed: int) -> None:
+        limits = Limits(tick_ms=TICK, min_session_timeout=2 * TICK,
+                        max_session_timeout=100 * TICK)
+        self.nodes = {
+            sid: Node(limits, random.Random(seed * 10 + sid), server_id=sid, start_ms=1_000_000,
+                      quorum=QuorumConfig(sid, MEMBERS))
+            for sid in MEMBERS}
+        self.held: set[tuple[int, int]] = set()  # (from, to) links whose messages wait
+        self.waiting: list[tuple[int, int, Any]] = []
+        self.now_ms = 1_000_000
+        for sid, node in self.nodes.items():
+            node.set_time(self.now_ms, self.now_ms)
+            for peer in MEMBERS:
+                if peer != sid:
+                    node.peer_up(peer)
+            node.start()
+
+    def settle(self) -> None:
+        """Runs every node's output until nothing moves (held messages stay queued)."""
+        while True:
+            moved = False
+            for sid, node in self.nodes.items():
+                out = node.take_output()
+                appended = [z for op, arg in out.log_ops if op == "append" for z, _ in arg]
+                if appended:
+                    node.persisted(out.gen, appended[-1])
+                    moved = True
+                for peer, message in out.messages:
+                    self.waiting.append((sid, peer, message))
+            deliver = [m for m in self.waiting if (m[0], m[1]) not in self.held]
+            self.waiting = [m for m in self.waiting if (m[0], m[1]) in self.held]
+            for sender, peer, message in deliver:
+                self.nodes[peer].peer_message(sender, message)
+                moved = True
+            if not moved:
+                return
+
+    def tick(self, count: int = 1) -> None:
+        for _ in range(count):
+            self.now_ms += TICK // 10
+            for node in self.nodes.values():
+                node.set_time(self.now_ms, self.now_ms)
+                node.quorum_tick()
+            self.settle()
+
+    def leader(self) -> int:
+        for _ in range(500):
+            leaders = [sid for sid, n in self.nodes.items()
+                       if n.replica.role == LEADER and n.serving]
+            if leaders and all(n.serving for n in self.nodes.values()):
+                return leaders[0]
+            self.tick()
+        raise AssertionError("no leader elected")
+
+
+def connect(node: Node, session_id: int = 0, passwd: bytes = bytes(16)) -> Client:
+    client = Client("127.0.0.1")
+    node.connection_made(client)
+    node.handle_connect(client, connect_request(timeout_ms=4000, session_id=session_id,
+                                                passwd=passwd)[4:])
+    return client
+
+
+def test_a_session_moving_to_a_member_that_has_not_applied_its_creation_resumes() -> None:
+    """A client creates its session on one follower and, before the other follower has the
+    createSession txn, moves there (its first connection broke). That member does not know
+    the session yet; the leader does. It must ask the leader, not tell the client its session
+    expired (which would drop its ephemerals' owner and watches for nothing)."""
+    ensemble = Ensemble(seed=3)
+    leader = ensemble.leader()
+    first, second = (sid for sid in MEMBERS if sid != leader)
+    ensemble.held.add((leader, second))  # `second` lags: the leader's messages wait
+    created = connect(ensemble.nodes[first])
+    ensemble.settle()
+    assert created.state == State.READY  # the leader and `first` are a quorum
+    response = parse_connect_response(split_frames(created.out.take())[0])
+    assert ensemble.nodes[second].sessions.get(response.session_id) is None
+
+    moved = connect(ensemble.nodes[second], response.session_id, response.passwd)
+    ensemble.settle()
+    assert moved.state == State.CONNECTING and not moved.out.take()  # waiting for the leader
+    ensemble.held.clear()
+    ensemble.settle()
+    assert moved.state == State.READY
+    resumed = parse_connect_response(split_frames(moved.out.take())[0])
+    assert resumed.session_id == response.session_id and resumed.timeout_ms == 4000
+
+
+def test_an_unknown_session_is_expired_by_the_leader_not_the_member() -> None:
+    """The same question for a session nobody created gets the expired answer (session id 0),
+    from the leader's word."""
+    ensemble = Ensemble(seed=4)
+    leader = ensemble.leader()
+    follower = next(sid for sid in MEMBERS if sid != leader)
+    ensemble.held.add((leader, follower))
+    client = connect(ensemble.nodes[follower], 0x0123_4567, bytes(range(16)))
+    ensemble.settle()
+    assert client.state == State.CONNECTING and not client.out.take()
+    ensemble.held.clear()
+    ensemble.settle()
+    frames = split_frames(client.out.take())
+    assert parse_connect_response(frames[0]).session_id == 0
+    assert client.closing
