@@ -39,6 +39,7 @@ from fastzk._core import (
     decode_connect,
     decode_request,
     serve_writes,
+    txn_body,
 )
 from fastzk.proto import (
     OP_NAMES,
@@ -921,8 +922,9 @@ class Node:
         kind = type(message)
         if kind in QUORUM_KINDS:
             self.replica.step(sender, message)
-        elif kind is msgs.Forward:
-            self._on_forward(sender, message)
+        elif kind is msgs.Forwards:
+            for forward in message.forwards:
+                self._on_forward(sender, forward)
         elif kind is msgs.CreateSession:
             if self.serving and self.replica.role == LEADER and self._counter_left():
                 self._propose(self.prep.create_session(message.session_id, message.timeout_ms,
@@ -1344,19 +1346,9 @@ class Node:
 
 
 def _txn_size(txn: Txn) -> int:
-    """A cheap upper bound of a txn's encoded size, for batching peer messages: exact once
-    the log has encoded it (an ensemble keeps the body, `Txn.record`)."""
-    record = txn.record
-    if record is not None:
-        return len(record) + 32
-    size = 64
-    for change in txn.changes:
-        for item in change if txn.op != Op.MULTI else change[1]:
-            if isinstance(item, (bytes, str)):
-                size += len(item)
-            else:
-                size += 16
-    return size
+    """A txn's size in peer messages and in the log: its body, encoded here once (an Append
+    and the log write copy it, `Txn.record`), plus the zxid and framing."""
+    return len(txn_body(txn)) + 32
 
 
 QUORUM_KINDS = frozenset(msgs.QUORUM_MESSAGES)

@@ -79,3 +79,65 @@ def test_a_body_decodes_to_its_fields() -> None:
     txn = txn_from_body(9, BODY + encode_value([(SET_DATA, "/x", b"", 1)]))
     assert (txn.zxid, txn.time_ms, txn.session_id, txn.xid, txn.op) == (9, 1, 2, 3, 5)
     assert txn.changes == [(SET_DATA, "/x", b"", 1)]
+
+
+def _frames(data: bytes) -> list:
+    messages, pos = [], 0
+    while pos < len(data):
+        (length,) = peers.LENGTH.unpack_from(data, pos)
+        messages.append(peers.decode(data[pos + 4:pos + 4 + length]))
+        pos += 4 + length
+    assert pos == len(data)
+    return messages
+
+
+def test_a_run_of_forwards_travels_as_one_message_in_order() -> None:
+    ids = (("ip", "127.0.0.1"), ("digest", "u:x"))
+    f1, f2, f3 = (msgs.Forward(0x10 + i, b"frame%d" % i, ids if i else ()) for i in range(3))
+    data = peers.encode_all([f1, f2, msgs.SyncRequest(7), f3], {})
+    got = _frames(data)
+    assert got == [msgs.Forwards((f1, f2)), msgs.SyncRequest(7), msgs.Forwards((f3,))]
+    assert _frames(peers.encode(f1)) == [msgs.Forwards((f1,))]
+
+
+@pytest.mark.parametrize(("forwards", "message"), [
+    ([(1, b"x")], "triples"),
+    ([("1", b"x", ())], "triples"),
+    ([(1, "x", ())], "triples"),
+    ([(1, b"x", [("ip", "a")])], "triples"),
+    ([(1, b"x", (("ip", 1),))], "identities"),
+    ([(1, b"x", (["ip", "a"],))], "identities"),
+    ([(1, b"x", (("ip", "a", "b"),))], "identities"),
+    ([(1, b"x", (("ip", "a"),)), (2, b"y", (("ip", b"a"),))], "identities"),
+])
+def test_malformed_forwards_are_refused(forwards: list, message: str) -> None:
+    frame = encode_value((peers.CODES[msgs.Forwards], tuple(forwards)))
+    with pytest.raises(peers.PeerMessageError, match=message):
+        peers.decode(frame)
+
+
+def test_malformed_fields_are_refused_with_their_name() -> None:
+    code = peers.CODES[msgs.AppendResp]
+    with pytest.raises(peers.PeerMessageError, match="AppendResp.ok: expected a boolean"):
+        peers.decode(encode_value((code, 1, 1, 2, 3, 4)))
+    with pytest.raises(peers.PeerMessageError, match="AppendResp.epoch: expected an integer"):
+        peers.decode(encode_value((code, True, True, 2, 3, 4)))
+    with pytest.raises(peers.PeerMessageError, match="4 fields, expected 5"):
+        peers.decode(encode_value((code, 1, True, 2, 3)))
+    verdict = peers.CODES[msgs.Verdict]
+    assert peers.decode(encode_value((verdict, 1, 2, 3, None, 4))).multi_errors is None
+    assert peers.decode(encode_value((verdict, 1, 2, 3, (0, -2), 4))).multi_errors == (0, -2)
+    with pytest.raises(peers.PeerMessageError, match="tuple of integers"):
+        peers.decode(encode_value((verdict, 1, 2, 3, [0], 4)))
+
+
+def test_equal_appends_to_several_followers_are_encoded_once() -> None:
+    txns = _txns()
+    entries = tuple((t.zxid, t) for t in txns)
+    appends: dict = {}
+    first = peers.encode_all([msgs.Append(5, 0x500000000, entries, 1)], appends)
+    second = peers.encode_all([msgs.Append(5, 0x500000000, entries, 1)], appends)
+    assert first == second and len(appends) == 1
+    other = peers.encode_all([msgs.Append(5, 0x500000000, entries, 2)], appends)
+    assert other != first and len(appends) == 2
+    assert _frames(other)[0].commit_zxid == 2

@@ -546,3 +546,30 @@ def test_an_accepted_snapshot_is_installed_even_after_the_leader_changed() -> No
     ready = replica.take_ready()
     assert ready.log_ops == [("truncate", 0x300000009)]
     assert not [m for _, m in ready.messages if isinstance(m, AppendResp)]  # not its leader
+
+
+def test_appends_are_bounded_by_entries_and_by_bytes_with_at_least_one_entry() -> None:
+    """A leader's Append stops before the entry that would take it past max_batch_bytes
+    (payload sizes as size_of measures them), yet always carries one entry."""
+    cfg = QuorumConfig(1, (1, 2, 3), max_batch_entries=4, max_batch_bytes=2500)
+    replica = Replica(cfg, random.Random(1), barrier=lambda z: b"", size_of=len)
+    replica.votes = {1: True}
+    replica._become_leader()
+    barrier = replica.log.last
+    for peer in (2, 3):  # both followers hold the barrier and replicate
+        replica.step(peer, AppendResp(replica.epoch, True, barrier, barrier, 0))
+    replica.take_ready()
+    sizes = [1000, 1000, 1000, 5000, 10, 10, 10, 10, 10, 1000]
+    replica.propose([(barrier + 1 + i, bytes(size)) for i, size in enumerate(sizes)])
+    sent: list[list[int]] = []
+    for _ in range(len(sizes)):
+        appends = [m for to, m in replica.take_ready().messages
+                   if to == 2 and isinstance(m, Append)]
+        if not appends:
+            break
+        sent.extend([len(p) for _, p in a.entries] for a in appends)
+        last = appends[-1].entries[-1][0]
+        replica.step(2, AppendResp(replica.epoch, True, last, last, 0))
+    assert sent == [[1000, 1000], [1000], [5000], [10, 10, 10, 10], [10, 1000]]
+    assert replica.log.after(barrier, 100, 2000) == replica.log.after(barrier, 2)
+    assert len(replica.log.after(barrier, 100)) == len(sizes)

@@ -9,7 +9,9 @@ same zxid are the same entry: the zxid alone identifies a log position's content
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from itertools import accumulate, repeat
+from operator import lt
 from typing import Any
 
 Entry = tuple[int, Any]
@@ -33,7 +35,14 @@ class Log:
         """Payload bytes held (as size_of counts them)."""
         if not self._ends or self.size_of is None:
             return 0
-        return self._ends[-1] - (self._ends[0] - self.size_of(self._payloads[0]))
+        return self._ends[-1] - self._end_before(0)
+
+    def _end_before(self, index: int) -> int:
+        """The running total of payload sizes before the index-th entry (which exists)."""
+        if index:
+            return self._ends[index - 1]
+        assert self.size_of is not None
+        return self._ends[0] - self.size_of(self._payloads[0])
 
     def first_to_keep(self, keep_bytes: int) -> int:
         """Index of the oldest entry that the newest `keep_bytes` of payload still include."""
@@ -73,11 +82,15 @@ class Log:
             return self.base if zxid > self.base else -1
         return self._zxids[index - 1]
 
-    def after(self, zxid: int, limit: int) -> list[Entry]:
-        """Up to `limit` entries following `zxid` (which must be at or above the base)."""
+    def after(self, zxid: int, limit: int, limit_bytes: int | None = None) -> tuple[Entry, ...]:
+        """Up to `limit` entries following `zxid` (which must be at or above the base), and no
+        more than `limit_bytes` of payload unless the first entry alone is larger."""
         start = bisect_right(self._zxids, zxid)
         end = min(len(self._zxids), start + limit)
-        return list(zip(self._zxids[start:end], self._payloads[start:end], strict=True))
+        if limit_bytes is not None and self.size_of is not None and end - start > 1:
+            within = bisect_right(self._ends, self._end_before(start) + limit_bytes, start, end)
+            end = max(start + 1, within)
+        return tuple(zip(self._zxids[start:end], self._payloads[start:end], strict=True))
 
     def between(self, low: int, high: int) -> list[Entry]:
         """Entries with low < zxid <= high."""
@@ -95,27 +108,25 @@ class Log:
         end = bisect_right(self._zxids, high)
         if end <= start or self.size_of is None:
             return 0
-        return self._ends[end - 1] - (self._ends[start - 1] if start else
-                                      self._ends[0] - self.size_of(self._payloads[0]))
+        return self._ends[end - 1] - self._end_before(start)
 
     def count_between(self, low: int, high: int) -> int:
         return bisect_right(self._zxids, high) - bisect_right(self._zxids, low)
 
-    def append(self, entries: list[Entry]) -> None:
-        zxids = [zxid for zxid, _ in entries]
-        if zxids and (zxids[0] <= self.last
-                      or any(b <= a for a, b in zip(zxids, zxids[1:], strict=False))):
+    def append(self, entries: Sequence[Entry]) -> None:
+        if not entries:
+            return
+        zxids, payloads = zip(*entries, strict=True)
+        if zxids[0] <= self.last or not all(map(lt, zxids, zxids[1:])):
             raise ValueError(f"log append out of order: {zxids[0]:#x}... after {self.last:#x}")
         self._zxids.extend(zxids)
-        self._payloads.extend(payload for _, payload in entries)
-        size_of = self.size_of
-        if size_of is None:
-            self._ends.extend(0 for _ in entries)
+        self._payloads.extend(payloads)
+        if self.size_of is None:
+            self._ends.extend(repeat(0, len(payloads)))
             return
-        total = self._ends[-1] if self._ends else 0
-        for _, payload in entries:
-            total += size_of(payload)
-            self._ends.append(total)
+        ends = accumulate(map(self.size_of, payloads), initial=self._ends[-1] if self._ends else 0)
+        next(ends)  # the initial total: the end of the entry before
+        self._ends.extend(ends)
 
     def truncate_after(self, zxid: int) -> None:
         if zxid < self.base:

@@ -125,7 +125,6 @@ class Replica:
         self.id = cfg.server_id
         self.rng = rng
         self.barrier_payload = barrier
-        self.size_of = size_of
         self.log = Log(base_zxid, entries, size_of)
         self.epoch = max(epoch, epoch_of(self.log.last))
         self.voted_for = voted_for
@@ -491,18 +490,10 @@ class Replica:
             pr.inflight.clear()
             self._ready.snapshots.append(peer)
             return
-        entries = self.log.after(prev, self.cfg.max_batch_entries)
+        entries = self.log.after(prev, self.cfg.max_batch_entries, self.cfg.max_batch_bytes)
         if pr.state == REPLICATE and not entries:
             return
-        size_of = self.size_of
-        if size_of is not None:
-            size = 0
-            for index, (_, payload) in enumerate(entries):
-                size += size_of(payload)
-                if size > self.cfg.max_batch_bytes and index:
-                    entries = entries[:index]
-                    break
-        self._send(peer, Append(self.epoch, prev, tuple(entries), self.commit))
+        self._send(peer, Append(self.epoch, prev, entries, self.commit))
         if pr.state == PROBE:
             pr.probing = True
         elif entries:

@@ -41,7 +41,8 @@ import logging
 import os
 import ssl
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from operator import attrgetter
 from typing import Any
 
 from fastzk._core import decode_value, encode_value, txn_body, txn_from_body
@@ -79,17 +80,6 @@ class PeerMessageError(ValueError):
 
 
 # --- codec -------------------------------------------------------------------------------------
-def encode(message: Any) -> bytes:
-    kind = type(message)
-    values = [getattr(message, name) for name in FIELDS[kind]]
-    if kind is msgs.Append:
-        # each txn's body as its log record holds it: encoded once for every follower and for
-        # the leader's own log, and written as received by the followers
-        values[2] = tuple((zxid, txn_body(t)) for zxid, t in values[2])
-    body = encode_value((CODES[kind], *values))
-    return LENGTH.pack(len(body)) + body
-
-
 def _int(value: Any) -> int:
     if type(value) is not int:
         raise PeerMessageError(f"expected an integer, got {type(value).__name__}")
@@ -102,34 +92,37 @@ def _ints(value: Any) -> tuple[int, ...]:
     return tuple(_int(v) for v in value)
 
 
-def _check(kind: type, values: list[Any]) -> list[Any]:
-    """Every field has the type its kind declares (a malformed peer must not reach the core)."""
-    hints = {name: str(hint) for name, hint in kind.__annotations__.items()}
-    for index, name in enumerate(FIELDS[kind]):
-        hint = hints[name]
-        value = values[index]
-        if hint == "int":
-            _int(value)
-        elif hint == "bool":
-            if type(value) is not bool:
-                raise PeerMessageError(f"{kind.__name__}.{name}: expected a boolean")
-        elif hint == "bytes":
-            if type(value) is not bytes:
-                raise PeerMessageError(f"{kind.__name__}.{name}: expected bytes")
-        elif name == "entries":
-            values[index] = _entries(value)
-        elif name == "identities":
-            if type(value) is not tuple or not all(
-                    type(i) is tuple and len(i) == 2 and all(type(x) is str for x in i)
-                    for i in value):
-                raise PeerMessageError("Forward.identities: expected (scheme, id) pairs")
-        elif name == "multi_errors":
-            values[index] = None if value is None else _ints(value)
-        elif name == "session_ids":
-            values[index] = _ints(value)
-        else:
-            raise PeerMessageError(f"{kind.__name__}.{name}: no check for {hint}")
-    return values
+def _optional_ints(value: Any) -> tuple[int, ...] | None:
+    return None if value is None else _ints(value)
+
+
+def _identities(value: Any) -> tuple[tuple[str, str], ...]:
+    if not all(type(i) is tuple and len(i) == 2 and type(i[0]) is str and type(i[1]) is str
+               for i in value):
+        raise PeerMessageError("Forward.identities: expected (scheme, id) pairs")
+    return value
+
+
+def _forwards(value: Any) -> tuple[msgs.Forward, ...]:
+    """(session id, frame, identities) triples; a run of them usually shares its identities,
+    which are checked once."""
+    if type(value) is not tuple:
+        raise PeerMessageError("Forwards.forwards: expected a tuple")
+    checked: dict[Any, tuple[tuple[str, str], ...]] = {}
+    forwards = []
+    for item in value:
+        if type(item) is not tuple or len(item) != 3 or type(item[0]) is not int \
+                or type(item[1]) is not bytes or type(item[2]) is not tuple:
+            raise PeerMessageError("Forwards.forwards: expected (session id, frame, "
+                                   "identities) triples")
+        try:
+            identities = checked.get(item[2])
+        except TypeError:  # unhashable: holds a list, never a valid identity
+            identities = None
+        if identities is None:
+            identities = checked[item[2]] = _identities(item[2])
+        forwards.append(msgs.Forward(item[0], item[1], identities))
+    return tuple(forwards)
 
 
 def _entries(value: Any) -> tuple[tuple[int, Txn], ...]:
@@ -147,20 +140,139 @@ def _entries(value: Any) -> tuple[tuple[int, Txn], ...]:
     return tuple(entries)
 
 
+SIMPLE = {"int": int, "bool": bool, "bytes": bytes}
+#: the fields that are not a plain int, bool or bytes: what checks and converts them, and the
+#: type they usually have (any other is left to the converter, which may refuse it)
+CONVERTERS: dict[str, tuple[Callable[[Any], Any], type]] = {
+    "entries": (_entries, tuple),
+    "forwards": (_forwards, tuple),
+    "multi_errors": (_optional_ints, type(None)),
+    "session_ids": (_ints, tuple),
+}
+
+
+class _Spec:
+    """How one kind travels: its fields read in one call, and the checks of a decoded one."""
+
+    __slots__ = ("kind", "code", "names", "get", "types", "converters")
+
+    def __init__(self, kind: type) -> None:
+        self.kind = kind
+        self.code = CODES[kind]
+        self.names: tuple[str, ...] = FIELDS[kind]
+        many = attrgetter(*self.names)
+        self.get: Callable[[Any], tuple[Any, ...]] = many if len(self.names) > 1 else (
+            lambda message: (many(message),))
+        hints = {name: str(hint) for name, hint in kind.__annotations__.items()}
+        types: list[type] = []
+        converters: list[tuple[int, Callable[[Any], Any]]] = []
+        for index, name in enumerate(self.names):
+            if hints[name] in SIMPLE:
+                types.append(SIMPLE[hints[name]])
+            else:
+                convert, usual = CONVERTERS[name]
+                types.append(usual)
+                converters.append((index, convert))
+        self.types = tuple(types)
+        self.converters = tuple(converters)
+
+    def check(self, fields: tuple[Any, ...]) -> None:
+        """Why fields whose types are not the usual ones are refused (a converter judges
+        its own field)."""
+        converted = {index for index, _ in self.converters}
+        for index, (name, want) in enumerate(zip(self.names, self.types, strict=True)):
+            value = fields[index]
+            if index in converted or type(value) is want:
+                continue
+            what = {int: "an integer", bool: "a boolean", bytes: "bytes"}[want]
+            raise PeerMessageError(f"{self.kind.__name__}.{name}: expected {what}, got "
+                                   f"{type(value).__name__}")
+
+
+SPECS = tuple(_Spec(kind) for kind in KINDS)
+SPEC_OF = {spec.kind: spec for spec in SPECS}
+
+
+def _body(message: Any) -> bytes:
+    spec = SPEC_OF[type(message)]
+    values = spec.get(message)
+    if spec.kind is msgs.Append:
+        # each txn's body as its log record holds it: encoded once for every follower and for
+        # the leader's own log, and written as received by the followers
+        entries = tuple([(zxid, txn_body(t)) for zxid, t in values[2]])
+        return encode_value((spec.code, values[0], values[1], entries, values[3]))
+    if spec.kind is msgs.Forwards:
+        return encode_value((spec.code, tuple([(f.session_id, f.frame, f.identities)
+                                               for f in values[0]])))
+    return encode_value((spec.code, *values))
+
+
+AppendBodies = dict[tuple[int, int, int, int, int], bytes]
+
+
+def _frames(messages: Iterable[Any], appends: AppendBodies) -> Iterator[bytes]:
+    """Frame bodies: a run of Forwards travels as one `Forwards`, and equal Appends (a
+    leader sends the same entries to every follower in step) are encoded once: `appends`
+    keeps them."""
+    run: list[msgs.Forward] = []
+    for message in messages:
+        kind = type(message)
+        if kind is msgs.Forward:
+            run.append(message)
+            continue
+        if run:
+            yield _body(msgs.Forwards(tuple(run)))
+            run = []
+        if kind is msgs.Append and message.entries:
+            # a zxid names one entry of one leader's log: these fields fix the whole message
+            key = (message.epoch, message.prev_zxid, message.entries[-1][0],
+                   len(message.entries), message.commit_zxid)
+            body = appends.get(key)
+            if body is None:
+                body = appends[key] = _body(message)
+            yield body
+        else:
+            yield _body(message)
+    if run:
+        yield _body(msgs.Forwards(tuple(run)))
+
+
+def encode(message: Any) -> bytes:
+    """One message's frame."""
+    return encode_all((message,), {})
+
+
+def encode_all(messages: Iterable[Any], appends: AppendBodies) -> bytes:
+    """Frames of messages bound for one server, in order, as one string of bytes; `appends`
+    may be shared by the calls for several servers."""
+    parts = []
+    for body in _frames(messages, appends):
+        parts.append(LENGTH.pack(len(body)))
+        parts.append(body)
+    return b"".join(parts)
+
+
 def decode(payload: bytes) -> Any:
     try:
         value = decode_value(payload)
     except ValueError as error:
         raise PeerMessageError(f"undecodable message: {error}") from None
     if type(value) is not tuple or not value or type(value[0]) is not int \
-            or not 0 <= value[0] < len(KINDS):
+            or not 0 <= value[0] < len(SPECS):
         raise PeerMessageError("not a message (unknown kind)")
-    kind = KINDS[value[0]]
-    fields = list(value[1:])
-    if len(fields) != len(FIELDS[kind]):
-        raise PeerMessageError(f"{kind.__name__}: {len(fields)} fields, expected "
-                               f"{len(FIELDS[kind])}")
-    return kind(*_check(kind, fields))
+    spec = SPECS[value[0]]
+    fields = value[1:]
+    if len(fields) != len(spec.types):
+        raise PeerMessageError(f"{spec.kind.__name__}: {len(fields)} fields, expected "
+                               f"{len(spec.types)}")
+    if tuple(map(type, fields)) != spec.types:
+        spec.check(fields)
+    if spec.converters:
+        converted = list(fields)
+        for index, convert in spec.converters:
+            converted[index] = convert(converted[index])
+        return spec.kind(*converted)
+    return spec.kind(*fields)
 
 
 # --- connections -----------------------------------------------------------------------------
@@ -481,14 +593,28 @@ class PeerNetwork:
         done()
 
     def send(self, peer: int, message: Any) -> None:
-        transport = self.links.get(peer)
-        if transport is None or transport.is_closing():
-            return  # lost with the link: the replication core resends, the host gives up
-        transport.write(encode(message))
-        if transport.get_write_buffer_size() > SEND_BUFFER_LIMIT:
-            log.warning("server.%d is not reading (more than %d MB queued): link closed",
-                        peer, SEND_BUFFER_LIMIT >> 20)
-            transport.abort()
+        self.send_all([(peer, message)])
+
+    def send_all(self, messages: list[tuple[int, Any]]) -> None:
+        """A step's messages, in order per peer, with one write per peer: a loopback write
+        runs the receiver's TCP input too, and one write per message cost a leader under
+        load a third of its time."""
+        batches: dict[int, list[Any]] = {}
+        for peer, message in messages:
+            batch = batches.get(peer)
+            if batch is None:
+                batches[peer] = batch = []
+            batch.append(message)
+        appends: AppendBodies = {}
+        for peer, batch in batches.items():
+            transport = self.links.get(peer)
+            if transport is None or transport.is_closing():
+                continue  # lost with the link: the replication core resends, the host gives up
+            transport.write(encode_all(batch, appends))
+            if transport.get_write_buffer_size() > SEND_BUFFER_LIMIT:
+                log.warning("server.%d is not reading (more than %d MB queued): link closed",
+                            peer, SEND_BUFFER_LIMIT >> 20)
+                transport.abort()
 
     def check_hello(self, magic: bytes, version: int, sender: int, receiver: int,
                     address: str) -> str | None:

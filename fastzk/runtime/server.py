@@ -447,8 +447,7 @@ class Server:
             self._digest_mismatches_logged = len(node.digest_mismatches)
         peers = self.peers
         if peers is not None:
-            for peer, message in out.messages:
-                peers.send(peer, message)
+            peers.send_all(out.messages)
             for peer in out.snapshots:
                 self._send_snapshot(peer)
         flush_ns = time.perf_counter_ns()
