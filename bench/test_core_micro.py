@@ -326,3 +326,79 @@ def test_apply_reply_create_delete(benchmark):
             out.take()
 
     benchmark(one)
+
+
+def _host_with_client():
+    """A standalone host (its log durable at once) with one connection and /app/n, /app."""
+    import random
+
+    from fastzk.node import Limits, Node
+
+    node = Node(Limits(tick_ms=100, min_session_timeout=200, max_session_timeout=2000),
+                random.Random(1), start_ms=NOW_MS)
+    node.start()
+    _settle(node)
+    client = Client("127.0.0.1")
+    node.connection_made(client)
+    connect = struct.pack(">iqiq", 0, 0, 1000, 0) + struct.pack(">i", 16) + bytes(16) + b"\x00"
+    node.handle_connect(client, connect)
+    _settle(node)
+    node.handle_request(client, struct.pack(">ii", 1, 1) + ustr("/app") + struct.pack(">i", 0)
+                        + struct.pack(">i", 1) + struct.pack(">i", 31) + ustr("world")
+                        + ustr("anyone") + struct.pack(">i", 0))
+    _settle(node)
+    client.out.take()
+    return node, client
+
+
+def _settle(node) -> None:
+    """The runtime's step with a log that is durable at once."""
+    while True:
+        out = node.take_output()
+        if not out:
+            return
+        appended = [z for op, arg in out.log_ops if op == "append" for z, _ in arg]
+        if appended:
+            node.persisted(out.gen, appended[-1])
+
+
+def _host_round(benchmark, frames: bytes) -> None:
+    """Frames into the receive buffer -> Node.serve_writes -> log -> commit -> replies: the
+    host's whole per-write cost for a pipelining connection, sockets and disk aside."""
+    node, client = _host_with_client()
+    buf = ReadBuffer(1 << 20)
+
+    def one():
+        view = buf.get_buffer(len(frames))
+        view[:len(frames)] = frames
+        del view
+        buf.buffer_updated(len(frames))
+        while node.serve_writes(client, buf, 256, 1 << 30, 1 << 30):
+            pass
+        _settle(node)
+        client.out.take()
+
+    benchmark(one)
+    assert client.fifo_bytes == 0 and not client.fifo
+
+
+def _framed(payload: bytes) -> bytes:
+    return struct.pack(">i", len(payload)) + payload
+
+
+def test_host_64_pipelined_set_data(benchmark):
+    frames = b"".join(
+        _framed(struct.pack(">ii", 100 + i, 5) + ustr("/app") + struct.pack(">i", 100)
+                + b"v" * 100 + struct.pack(">i", -1)) for i in range(64))
+    _host_round(benchmark, frames)
+
+
+def test_host_32_pipelined_create_delete(benchmark):
+    """create2 + delete of 32 nodes: 64 writes."""
+    creates = [_framed(struct.pack(">ii", 100 + i, 15) + ustr(f"/app/c{i}")
+                       + struct.pack(">i", 100) + b"v" * 100 + struct.pack(">i", 1)
+                       + struct.pack(">i", 31) + ustr("world") + ustr("anyone")
+                       + struct.pack(">i", 0)) for i in range(32)]
+    deletes = [_framed(struct.pack(">ii", 200 + i, 2) + ustr(f"/app/c{i}")
+                       + struct.pack(">i", -1)) for i in range(32)]
+    _host_round(benchmark, b"".join(creates + deletes))

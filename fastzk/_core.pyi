@@ -444,6 +444,40 @@ def apply_plain(
     are counted in `replies` by (op, latency ms). Returns (index of the first txn not applied,
     zxid of the last applied or 0, writes settled, their large-request bytes)."""
 
+def serve_forwards(
+    buf: ReadBuffer,
+    conn: ClientCore,
+    session_id: int,
+    identities: tuple[tuple[str, str], ...],
+    waiting: dict[tuple[int, int], Any],
+    outbox: list[tuple[int, Any]],
+    leader: int,
+    make_forward: Callable[[int, bytes, tuple[tuple[str, str], ...]], Any],
+    since: int,
+    limit: int,
+    max_bytes: int,
+    max_large_bytes: int,
+    large_threshold: int,
+) -> tuple[int, int, int, int, int]:
+    """`serve_writes` on a member that does not lead: the same frames, limits, FIFO entries
+    and `waiting`, each frame (whose body must decode) appended to `outbox` as
+    (leader, make_forward(session_id, frame, identities)) instead of being prepared."""
+
+def decide_forwards(
+    prep: PrepCore,
+    forwards: tuple[Any, ...],
+    start: int,
+    sessions: dict[int, Any],
+    proposals: list[tuple[int, Txn]],
+    refused: Callable[[int, int, Any, int], None],
+    sender: int,
+    now_ms: int,
+) -> int:
+    """The leader decides forwarded writes (objects with session_id, frame, identities) from
+    `forwards[start]` on while each is a common write of a session in `sessions` that is not
+    closing and whose body decodes: a txn joins `proposals`, a failure goes to
+    `refused(session_id, xid, outcome, sender)`. Returns the index of the first it left."""
+
 def lin_search(
     entries: list[int],
     maybe: bytes,

@@ -36,8 +36,10 @@ from fastzk._core import (
     Pending,
     ReadBuffer,
     apply_plain,
+    decide_forwards,
     decode_connect,
     decode_request,
+    serve_forwards,
     serve_writes,
     txn_body,
 )
@@ -538,25 +540,36 @@ class Node:
 
     def serve_writes(self, client: Client, buf: ReadBuffer, limit: int, max_bytes: int,
                      max_large_bytes: int) -> int:
-        """The leader's write fast path (`_core.serve_writes`): the connection's next frames,
-        while they are common writes, are prepared straight from its receive buffer, exactly
-        as `handle_request` would (limits as there: at most `limit` frames, `max_bytes` of
-        them, `max_large_bytes` of those over the large-request threshold). Returns how many
-        were taken; 0 whenever the host's own checks must run (not leading, a read-only or
-        unauthenticated connection, a closing session, the zxid counter near its end, a failed
-        log, writes held for the next epoch): the next frame then goes to `handle_request`."""
+        """The write fast path: the connection's next frames, while they are common writes,
+        are taken straight from its receive buffer, exactly as `handle_request` would take
+        them (limits as there: at most `limit` frames, `max_bytes` of them, `max_large_bytes`
+        of those over the large-request threshold): prepared on the leader
+        (`_core.serve_writes`), forwarded to it elsewhere (`_core.serve_forwards`). Returns
+        how many were taken; 0 whenever the host's own checks must run (not serving, no
+        leader known, a read-only or unauthenticated connection, a closing session, the zxid
+        counter near its end, a failed log, writes held for the next epoch): the next frame
+        then goes to `handle_request`."""
         session = client.session
         if (session is None or client.read_only or client.must_authenticate or self.log_failed
-                or self.held or not self.serving or self.replica.role != LEADER):
+                or self.held or not self.serving):
             return 0
-        live = self.sessions.get(session.session_id)
-        if (live is None or live.closing
-                or counter_of(self.prep.last_zxid) + limit >= MAX_COUNTER):
-            return 0
-        served, taken, large, xid, op = serve_writes(
-            buf, self.prep, client, session.session_id, client.identities, self.waiting,
-            self.proposals, self._refused, self.now_ms, self.quorum_ticks, limit, max_bytes,
-            max_large_bytes, self.limits.large_request_threshold)
+        if self.replica.role != LEADER:  # forwarded, as `_write` does
+            leader = self.replica.leader_id
+            if leader is None or leader == self.server_id:
+                return 0
+            served, taken, large, xid, op = serve_forwards(
+                buf, client, session.session_id, tuple(client.identities), self.waiting,
+                self.outbox, leader, msgs.Forward, self.quorum_ticks, limit, max_bytes,
+                max_large_bytes, self.limits.large_request_threshold)
+        else:
+            live = self.sessions.get(session.session_id)
+            if (live is None or live.closing
+                    or counter_of(self.prep.last_zxid) + limit >= MAX_COUNTER):
+                return 0
+            served, taken, large, xid, op = serve_writes(
+                buf, self.prep, client, session.session_id, client.identities, self.waiting,
+                self.proposals, self._refused, self.now_ms, self.quorum_ticks, limit,
+                max_bytes, max_large_bytes, self.limits.large_request_threshold)
         if served:
             client.received += served
             client.fifo_bytes += taken
@@ -923,8 +936,7 @@ class Node:
         if kind in QUORUM_KINDS:
             self.replica.step(sender, message)
         elif kind is msgs.Forwards:
-            for forward in message.forwards:
-                self._on_forward(sender, forward)
+            self._on_forwards(sender, message.forwards)
         elif kind is msgs.CreateSession:
             if self.serving and self.replica.role == LEADER and self._counter_left():
                 self._propose(self.prep.create_session(message.session_id, message.timeout_ms,
@@ -990,6 +1002,20 @@ class Node:
             self.unseen_sessions[session_id] = entry
             return
         self._resume(client, session, session.timeout)
+
+    def _on_forwards(self, sender: int, forwards: tuple[msgs.Forward, ...]) -> None:
+        """Runs of common writes of live sessions are decided by the core
+        (`_core.decide_forwards`); the host takes each forward it leaves."""
+        if not (self.serving and self.replica.role == LEADER):
+            return  # the sender's clients are closed when it learns of the new leader
+        index, count = 0, len(forwards)
+        while index < count:
+            if not self.held and counter_of(self.prep.last_zxid) + count < MAX_COUNTER:
+                index = decide_forwards(self.prep, forwards, index, self.sessions.sessions,
+                                        self.proposals, self._refused, sender, self.now_ms)
+            if index < count:
+                self._on_forward(sender, forwards[index])
+                index += 1
 
     def _on_forward(self, sender: int, message: msgs.Forward) -> None:
         if not (self.serving and self.replica.role == LEADER):

@@ -1,19 +1,27 @@
 """Three hosts wired together in one process, messages carried by hand: what a member does
 with a client while it lags behind the leader, which real processes reach only by races.
 
-The runtime's part is played here: every log write is durable at once, messages are
-delivered in order per link, and a link can be held (its messages wait, in order).
+The runtime's part is played here: every log write is durable at once, a step's messages
+go through the peer codec and are delivered in order per link, and a link can be held (its
+messages wait, in order).
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
+import pytest
+from test_write_fastpath import host_apply_only, random_frame, run_fast, run_reference, state_of
 from wire import connect_request, parse_connect_response, split_frames
 
+import fastzk.node as node_module
+from fastzk._core import ReadBuffer
 from fastzk.node import Client, Limits, Node, State
 from fastzk.quorum.replica import LEADER, QuorumConfig
+from fastzk.runtime.peers import decode, encode_all
 
 TICK = 100
 MEMBERS = (1, 2, 3)
@@ -47,8 +55,17 @@ class Ensemble:
                 if appended:
                     node.persisted(out.gen, appended[-1])
                     moved = True
+                by_peer: dict[int, list[Any]] = {}
                 for peer, message in out.messages:
-                    self.waiting.append((sid, peer, message))
+                    by_peer.setdefault(peer, []).append(message)
+                for peer, messages in by_peer.items():
+                    # through the peer codec, as runtime/peers.py sends a step's messages
+                    # (a run of forwarded writes becomes one Forwards)
+                    data = encode_all(messages, {})
+                    while data:
+                        size = int.from_bytes(data[:4], "big")
+                        self.waiting.append((sid, peer, decode(data[4:4 + size])))
+                        data = data[4 + size:]
             deliver = [m for m in self.waiting if (m[0], m[1]) not in self.held]
             self.waiting = [m for m in self.waiting if (m[0], m[1]) in self.held]
             for sender, peer, message in deliver:
@@ -123,3 +140,69 @@ def test_an_unknown_session_is_expired_by_the_leader_not_the_member() -> None:
     frames = split_frames(client.out.take())
     assert parse_connect_response(frames[0]).session_id == 0
     assert client.closing
+
+
+@contextmanager
+def host_paths_only() -> Iterator[None]:
+    """The reference ensemble: forwarded writes decided one by one by the host, and every
+    committed txn applied by the host's Python applier."""
+    real = node_module.decide_forwards
+    node_module.decide_forwards = lambda prep, forwards, start, *rest: start
+    try:
+        with host_apply_only():
+            yield
+    finally:
+        node_module.decide_forwards = real
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_fast_paths_on_every_member_answer_as_the_host(seed: int) -> None:
+    """Random pipelined writes (and reads, watches, failures) from clients of the leader and
+    of both followers: forwarded by `serve_forwards`, decided by `decide_forwards`, applied by
+    `apply_plain` on one ensemble; by the host's per-request path on an identical one. Every
+    connection's output and every member's state must be the same."""
+    rng = random.Random(seed)
+    ensembles = (Ensemble(seed=20 + seed), Ensemble(seed=20 + seed))
+    leaders = {e.leader() for e in ensembles}
+    assert len(leaders) == 1
+    clients = [[connect(e.nodes[sid]) for sid in MEMBERS] for e in ensembles]
+    for e in ensembles:
+        e.settle()
+    bufs = [[ReadBuffer(1 << 20) for _ in MEMBERS] for _ in ensembles]
+    xids = [1] * len(MEMBERS)
+    in_flight: list[list[int]] = [[] for _ in MEMBERS]
+    for _ in range(25):
+        for index in range(len(MEMBERS)):
+            frames = []
+            for _ in range(rng.randint(1, 10)):
+                frames.append(random_frame(rng, xids[index], in_flight[index]))
+                in_flight[index].append(xids[index])
+                xids[index] += 1
+            data = b"".join(frames)
+            for side in (0, 1):
+                buf = bufs[side][index]
+                view = buf.get_buffer(len(data))
+                view[:len(data)] = data
+                del view
+                buf.buffer_updated(len(data))
+        fast, ref = ensembles
+        for index, sid in enumerate(MEMBERS):
+            run_fast(fast.nodes[sid], clients[0][index], bufs[0][index])
+        fast.settle()
+        with host_paths_only():
+            for index, sid in enumerate(MEMBERS):
+                run_reference(ref.nodes[sid], clients[1][index], bufs[1][index])
+            ref.settle()
+        for index, sid in enumerate(MEMBERS):
+            assert clients[0][index].out.take() == clients[1][index].out.take(), sid
+            in_flight[index] = in_flight[index][-3:]
+            assert state_of(fast.nodes[sid], clients[0]) == state_of(ref.nodes[sid], clients[1])
+        for index, sid in enumerate(MEMBERS):  # a closed connection is replaced, on both
+            if clients[0][index].closing or clients[0][index].state == State.CLOSED:
+                for side, e in enumerate(ensembles):
+                    e.nodes[sid].connection_lost(clients[side][index])
+                    clients[side][index] = connect(e.nodes[sid])
+                    bufs[side][index] = ReadBuffer(1 << 20)
+                    e.settle()
+                xids[index], in_flight[index] = 1, []
+    assert all(n.stats.packets_sent > 50 for n in ensembles[0].nodes.values())

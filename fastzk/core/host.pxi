@@ -209,3 +209,121 @@ def apply_plain(ApplierCore applier, list txns, Py_ssize_t start, object node, d
             node.applied_zxid = last_zxid
             node._resolve_applied(client, txn, result)
     return i, last_zxid, settled, settled_bytes
+
+
+def serve_forwards(ReadBuffer buf, ClientCore conn, int64_t session_id, tuple identities,
+                   dict waiting, list outbox, int leader, object make_forward, int64_t since,
+                   Py_ssize_t limit, Py_ssize_t max_bytes, Py_ssize_t max_large_bytes,
+                   Py_ssize_t large_threshold):
+    """A follower's or observer's `serve_writes`: the same frames, limits and FIFO entries,
+    but each write goes to the leader as `make_forward(session_id, frame, identities)` in
+    `outbox` (as (leader, message)) instead of to prep. The body is decoded only to be sure
+    it decodes (one that does not is the host's: MarshallingError, answered here in order).
+    Returns (frames, their bytes, their large bytes, last xid, last op)."""
+    cdef object fifo = conn.fifo
+    cdef object sizes = conn.fifo_sizes
+    cdef Py_ssize_t served = 0, taken = 0, large = 0
+    cdef Py_ssize_t n
+    cdef const unsigned char* p
+    cdef int32_t xid, op, last_xid = 0, last_op = 0
+    cdef Cursor c
+    cdef Pending pending
+    cdef tuple key
+    cdef object frame
+    while served < limit and taken < max_bytes and large < max_large_bytes:
+        n = buf._next_frame()
+        if n < 8:
+            break
+        p = buf.buf + buf.head + 4
+        xid = <int32_t>ld_u32(p)
+        op = <int32_t>ld_u32(p + 4)
+        if not is_fast_write(op):
+            break
+        key = (session_id, xid)
+        if key in waiting:
+            break
+        c.p = p
+        c.pos = 8
+        c.end = n
+        c.xid = xid
+        c.op = op
+        c.has_header = True
+        try:
+            rd_body(&c, op)
+        except JuteError:
+            break
+        frame = PyBytes_FromStringAndSize(<const char*>p, n)
+        buf._advance(n + 4)
+        pending = Pending.__new__(Pending)
+        pending.xid = xid
+        pending.since = since
+        pending.write = True
+        if n > large_threshold:
+            pending.size = n
+            large += n
+        fifo.append(pending)
+        sizes.append(n)
+        waiting[key] = conn
+        outbox.append((leader, make_forward(session_id, frame, identities)))
+        taken += n
+        served += 1
+        last_xid = xid
+        last_op = op
+    return served, taken, large, last_xid, last_op
+
+
+def decide_forwards(PrepCore prep, tuple forwards, Py_ssize_t start, dict sessions,
+                    list proposals, object refused, int sender, int64_t now_ms):
+    """The leader's part of forwarded writes (Node._on_forward, then Node._decide), from
+    `forwards[start]` on while each is a common write (as `serve_writes` takes) of a session
+    that is live here (`sessions`: id -> Session, not closing) whose body decodes: prep's
+    txn joins `proposals`, a failure goes to `refused(session_id, xid, outcome, sender)`.
+    Returns the index of the first forward it left to the host. Consecutive forwards of
+    one connection carry equal identity tuples: their dict is built once."""
+    cdef Py_ssize_t i = start, n = len(forwards)
+    cdef object fwd, frame, body, outcome, ids
+    cdef object last_ids = None, identities = None
+    cdef PyObject* found
+    cdef int64_t session_id
+    cdef const unsigned char* p
+    cdef Py_ssize_t size
+    cdef int32_t xid, op
+    cdef Cursor c
+    while i < n:
+        fwd = forwards[i]
+        frame = fwd.frame
+        if type(frame) is not bytes:
+            break
+        size = PyBytes_GET_SIZE(frame)
+        if size < 8:
+            break
+        p = <const unsigned char*>PyBytes_AS_STRING(frame)
+        xid = <int32_t>ld_u32(p)
+        op = <int32_t>ld_u32(p + 4)
+        if not is_fast_write(op):
+            break
+        session_id = fwd.session_id
+        found = PyDict_GetItem(sessions, fwd.session_id)
+        if found == NULL or (<object>found).closing:
+            break                           # the host answers SessionExpired
+        c.p = p
+        c.pos = 8
+        c.end = size
+        c.xid = xid
+        c.op = op
+        c.has_header = True
+        try:
+            body = rd_body(&c, op)
+        except JuteError:
+            break
+        ids = fwd.identities
+        if ids is not last_ids and ids != last_ids:
+            identities = dict.fromkeys(ids)
+        last_ids = ids
+        outcome = prep._prepare(session_id, xid, op, body, identities, now_ms)
+        if type(outcome) is Txn:
+            proposals.append(((<Txn>outcome).zxid, outcome))
+        else:
+            refused(session_id, xid, outcome, sender)
+        i += 1
+    return i
