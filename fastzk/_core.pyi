@@ -327,8 +327,10 @@ class PrepCore:
 
 class ApplierCore:
     """Committed txn -> tree: server/apply.py's Applier subclasses it and provides
-    `apply_changes(txn)` for every txn but one create, setData or delete change applied while
-    every table of `watches.tables` is empty, which `apply` applies itself."""
+    `apply_changes(txn)` for every txn but those `apply` applies itself: one create, setData
+    or delete, or a multi of those and checks, that can fire no watch (no recursive watch, and
+    no table of `watches.tables` that WatchManager.trigger consults names its nodes or, for
+    create and delete, their parents)."""
 
     tree: DataTree
     watches: Any
@@ -435,9 +437,10 @@ def apply_plain(
     applier: ApplierCore, txns: list[Txn], start: int, node: Any,
     replies: dict[tuple[int, int], int],
 ) -> tuple[int, int, int, int]:
-    """Applies `txns[start:]` while each is a create, delete or setData of a session that
-    `ApplierCore.apply` would apply without a notification (every watch table empty) and
-    with no digest check due at its zxid (`node.digest_checks`), and answers those waiting
+    """Applies `txns[start:]` while each is a create, delete, setData or multi of a session
+    that can fire no watch (no recursive watch, and no table WatchManager.trigger consults
+    for its events names its nodes or their parents) and has no digest check due at its zxid
+    (`node.digest_checks`), and answers those waiting
     in `node.waiting` as Node._apply does: the reply frame at the head of its connection's
     FIFO (then `node.drain(client)` when what follows is ready), or
     `node._resolve_applied(client, txn, result)` when earlier replies are held back. Replies

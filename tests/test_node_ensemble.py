@@ -14,7 +14,14 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from test_write_fastpath import host_apply_only, random_frame, run_fast, run_reference, state_of
+from test_write_fastpath import (
+    burst,
+    feed,
+    host_apply_only,
+    run_fast,
+    run_reference,
+    state_of,
+)
 from wire import connect_request, parse_connect_response, split_frames
 
 import fastzk.node as node_module
@@ -173,18 +180,9 @@ def test_fast_paths_on_every_member_answer_as_the_host(seed: int) -> None:
     in_flight: list[list[int]] = [[] for _ in MEMBERS]
     for _ in range(25):
         for index in range(len(MEMBERS)):
-            frames = []
-            for _ in range(rng.randint(1, 10)):
-                frames.append(random_frame(rng, xids[index], in_flight[index]))
-                in_flight[index].append(xids[index])
-                xids[index] += 1
-            data = b"".join(frames)
+            data = burst(rng, xids, in_flight, index, 10)
             for side in (0, 1):
-                buf = bufs[side][index]
-                view = buf.get_buffer(len(data))
-                view[:len(data)] = data
-                del view
-                buf.buffer_updated(len(data))
+                feed(bufs[side][index], data)
         fast, ref = ensembles
         for index, sid in enumerate(MEMBERS):
             run_fast(fast.nodes[sid], clients[0][index], bufs[0][index])

@@ -117,6 +117,25 @@ def random_frame(rng: random.Random, xid: int, in_flight: list[int]) -> bytes:
     return set_data_request(xid, "bad//path", b"")
 
 
+def burst(rng: random.Random, xids: list[int], in_flight: list[list[int]], index: int,
+          most: int) -> bytes:
+    """1 to `most` random frames of connection `index`, pipelined."""
+    frames = []
+    for _ in range(rng.randint(1, most)):
+        frames.append(random_frame(rng, xids[index], in_flight[index]))
+        in_flight[index].append(xids[index])
+        xids[index] += 1
+    return b"".join(frames)
+
+
+def feed(buf: ReadBuffer, data: bytes) -> None:
+    """Bytes arriving as the transport hands them over."""
+    view = buf.get_buffer(len(data))
+    view[:len(data)] = data
+    del view
+    buf.buffer_updated(len(data))
+
+
 def connect(node: Node) -> Client:
     client = Client("127.0.0.1")
     node.connection_made(client)
@@ -181,18 +200,9 @@ def test_fast_paths_answer_exactly_as_the_host(seed: int) -> None:
     in_flight: list[list[int]] = [[], [], []]
     for _ in range(40):
         for index in rng.sample(range(3), 3):
-            frames = []
-            for _ in range(rng.randint(1, 12)):
-                frames.append(random_frame(rng, xids[index], in_flight[index]))
-                in_flight[index].append(xids[index])
-                xids[index] += 1
-            data = b"".join(frames)
+            data = burst(rng, xids, in_flight, index, 12)
             for n in (fast, ref):
-                buf = bufs[n][index]
-                view = buf.get_buffer(len(data))
-                view[:len(data)] = data
-                del view
-                buf.buffer_updated(len(data))
+                feed(bufs[n][index], data)
         for index in range(3):
             run_fast(fast, clients[fast][index], bufs[fast][index])
             run_reference(ref, clients[ref][index], bufs[ref][index])
