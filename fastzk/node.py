@@ -527,9 +527,14 @@ class Node:
 
     # --- requests ----------------------------------------------------------------------------
     def touch(self, client: Client, requests: int) -> None:
-        """Accounts requests answered by the runtime's fast path: they refresh the session."""
+        """Accounts requests answered by the runtime's fast path: they refresh the session,
+        and count in the connection's figures (cons) as the host's reads do."""
         client.received += requests
         client.sent += requests
+        client.last_zxid = self.applied_zxid
+        client.last_response_ms = self.now_ms
+        client.last_latency_ms = 0
+        client.latency_ms.add(0, requests)
         stats = self.stats
         stats.packets_received += requests
         stats.packets_sent += requests

@@ -259,3 +259,27 @@ def test_a_replica_whose_digest_differs_from_the_leaders_is_caught() -> None:
     assert node.digest_mismatches == [(node.applied_zxid, good, good + 1)]
     node.peer_message(1, msgs.DigestCheck(node.applied_zxid + 5, good))  # not there yet
     assert node.digest_checks == {node.applied_zxid + 5: good}
+
+
+def test_fast_path_reads_count_in_the_connections_figures(node: Node) -> None:
+    """cons shows each connection's last zxid and its latency figures: reads answered by the
+    runtime's fast path (`serve_reads`, then `Node.touch`) count there as the host's do."""
+    from fastzk._core import ReadBuffer, serve_reads
+
+    client = connected(node)
+    node.handle_request(client, payload(create_request(1, "/r", b"v")))
+    settle(node)
+    client.out.take()
+    before = client.latency_ms.count
+    frames = b"".join(get_data_request(2 + i, "/r") for i in range(3))
+    buf = ReadBuffer(1 << 20)
+    view = buf.get_buffer(len(frames))
+    view[:len(frames)] = frames
+    del view
+    buf.buffer_updated(len(frames))
+    served = serve_reads(buf, node.tree, client.out, node.applied_zxid, 256, 1 << 30)
+    assert served == 3
+    node.touch(client, served)
+    assert client.latency_ms.count == before + 3
+    assert client.last_zxid == node.applied_zxid
+    assert client.last_response_ms == node.now_ms
