@@ -2,9 +2,10 @@
 
 Notifications are returned in the order they must reach connections; the host writes them
 before the writer's reply, which is what keeps ZooKeeper's "notification before the data that
-reflects it" guarantee. A txn of one create, setData or delete applied while nobody watches
-anything (the common case under write load) is applied by the core (`ApplierCore.apply`), as
-are the reply frames (`write_reply`, `write_multi_failure`: core/prep.pxi).
+reflects it" guarantee. A txn of one create, setData or delete, or a multi of those and
+checks, that can fire no watch (the common case under write load) is applied by the core
+(`ApplierCore.apply`), as are the reply frames (`write_reply`, `write_multi_failure`:
+core/prep.pxi).
 """
 
 from __future__ import annotations
