@@ -79,6 +79,18 @@ def serve_writes(ReadBuffer buf, PrepCore prep, ClientCore conn, int64_t session
 
     Returns (frames, their bytes, their large bytes, last xid, last op) for the host's
     per-batch accounting."""
+    return take_writes(buf, conn, session_id, waiting, since, limit, max_bytes,
+                       max_large_bytes, large_threshold, prep, identities, proposals, refused,
+                       now_ms, None, 0, None)
+
+
+cdef tuple take_writes(ReadBuffer buf, ClientCore conn, int64_t session_id, dict waiting,
+                       int64_t since, Py_ssize_t limit, Py_ssize_t max_bytes,
+                       Py_ssize_t max_large_bytes, Py_ssize_t large_threshold,
+                       PrepCore prep, object identities, list proposals, object refused,
+                       int64_t now_ms, list outbox, int leader, object make_forward):
+    """The loop of `serve_writes` (with `prep`) and `serve_forwards` (with `outbox`): the
+    frames, limits, FIFO entries and `waiting` are the same; only where a write goes differs."""
     cdef object fifo = conn.fifo
     cdef object sizes = conn.fifo_sizes
     cdef Py_ssize_t served = 0, taken = 0, large = 0
@@ -110,6 +122,7 @@ def serve_writes(ReadBuffer buf, PrepCore prep, ClientCore conn, int64_t session
             body = rd_body(&c, op)
         except JuteError:
             break                           # the host answers MarshallingError in order
+        frame = None if prep is not None else PyBytes_FromStringAndSize(<const char*>p, n)
         buf._advance(n + 4)
         pending = Pending.__new__(Pending)
         pending.xid = xid
@@ -121,11 +134,14 @@ def serve_writes(ReadBuffer buf, PrepCore prep, ClientCore conn, int64_t session
         fifo.append(pending)
         sizes.append(n)
         waiting[key] = conn
-        outcome = prep._prepare(session_id, xid, op, body, identities, now_ms)
-        if type(outcome) is Txn:
-            proposals.append(((<Txn>outcome).zxid, outcome))
+        if prep is None:
+            outbox.append((leader, make_forward(session_id, frame, identities)))
         else:
-            refused(session_id, xid, outcome)
+            outcome = prep._prepare(session_id, xid, op, body, identities, now_ms)
+            if type(outcome) is Txn:
+                proposals.append(((<Txn>outcome).zxid, outcome))
+            else:
+                refused(session_id, xid, outcome)
         taken += n
         served += 1
         last_xid = xid
@@ -220,56 +236,9 @@ def serve_forwards(ReadBuffer buf, ClientCore conn, int64_t session_id, tuple id
     `outbox` (as (leader, message)) instead of to prep. The body is decoded only to be sure
     it decodes (one that does not is the host's: MarshallingError, answered here in order).
     Returns (frames, their bytes, their large bytes, last xid, last op)."""
-    cdef object fifo = conn.fifo
-    cdef object sizes = conn.fifo_sizes
-    cdef Py_ssize_t served = 0, taken = 0, large = 0
-    cdef Py_ssize_t n
-    cdef const unsigned char* p
-    cdef int32_t xid, op, last_xid = 0, last_op = 0
-    cdef Cursor c
-    cdef Pending pending
-    cdef tuple key
-    cdef object frame
-    while served < limit and taken < max_bytes and large < max_large_bytes:
-        n = buf._next_frame()
-        if n < 8:
-            break
-        p = buf.buf + buf.head + 4
-        xid = <int32_t>ld_u32(p)
-        op = <int32_t>ld_u32(p + 4)
-        if not is_fast_write(op):
-            break
-        key = (session_id, xid)
-        if key in waiting:
-            break
-        c.p = p
-        c.pos = 8
-        c.end = n
-        c.xid = xid
-        c.op = op
-        c.has_header = True
-        try:
-            rd_body(&c, op)
-        except JuteError:
-            break
-        frame = PyBytes_FromStringAndSize(<const char*>p, n)
-        buf._advance(n + 4)
-        pending = Pending.__new__(Pending)
-        pending.xid = xid
-        pending.since = since
-        pending.write = True
-        if n > large_threshold:
-            pending.size = n
-            large += n
-        fifo.append(pending)
-        sizes.append(n)
-        waiting[key] = conn
-        outbox.append((leader, make_forward(session_id, frame, identities)))
-        taken += n
-        served += 1
-        last_xid = xid
-        last_op = op
-    return served, taken, large, last_xid, last_op
+    return take_writes(buf, conn, session_id, waiting, since, limit, max_bytes,
+                       max_large_bytes, large_threshold, None, identities, None, None, 0,
+                       outbox, leader, make_forward)
 
 
 def decide_forwards(PrepCore prep, tuple forwards, Py_ssize_t start, dict sessions,
